@@ -1,0 +1,60 @@
+"""The ``robin`` command line: ``robin models`` (and the commands later issues add)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import timm
+
+from . import summary
+from .errors import RobinError
+
+__all__ = ["main"]
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    names = [n for n in timm.list_models(args.pattern) if n.startswith("robin_")]
+    if not names:
+        raise RobinError(f"no registered model matches {args.pattern!r}; try 'robin_*'")
+    for name in names:
+        kwargs = {} if name.endswith("_dense") else dict(keep_ratio=args.keep_ratio, p=args.p)
+        model = timm.create_model(name, **kwargs)
+        if name.endswith("_dense"):
+            n = sum(t.numel() for t in model.parameters())
+            print(f"== {name} (dense full-precision twin) ==")
+            print(f"trainable parameters {n:,}; storage: fp32 {4 * n / 1e6:.3f} MB\n")
+            continue
+        s = summary(model)
+        print(f"== {name} (keep_ratio={args.keep_ratio}, p={args.p}) ==")
+        if args.layers:
+            print(s)
+        else:
+            print(f"weights {s.total:,}, kept {s.kept:,} ({s.keep_ratio:.4f}); storage: "
+                  + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in s.storage().items()))
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robin", description="Robust binary subnetworks for timm and torchattacks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="build every registered robin model and print its per-layer summary and storage")
+    p.add_argument("--pattern", default="robin_*", help="timm model name pattern (default: robin_*)")
+    p.add_argument("--keep-ratio", type=float, default=0.01, help="fraction of weights KEPT (default 0.01)")
+    p.add_argument("--p", type=float, default=0.1, help="adaptive keep-ratio exponent in [0, 1] (default 0.1)")
+    p.add_argument("--no-layers", dest="layers", action="store_false", help="totals only")
+    p.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RobinError as e:
+        print(f"robin {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Masked binary layers: fixed random weights, one learned score per weight.
+
+Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?" (CVPR 2020) and
+Liu et al., "Robust Binary Models by Pruning Randomly-initialized Networks" (NeurIPS 2022).
+
+A masked layer holds its fixed weights in the buffer ``weight`` (never trained, never given to
+an optimizer) and a trainable parameter ``scores`` of the same shape. The forward pass uses
+``weight * mask`` where ``mask`` keeps the ``kept_count(n, keep_ratio)`` weights with the
+largest ``|score|``; the gradient reaches ``scores`` straight through the selection.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError, UnknownNameError, closest
+from .selection import kept_count, straight_through, topk_mask
+
+__all__ = ["INITS", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "init_weight", "init_scores"]
+
+INITS = ("binary", "signed_kaiming_constant", "kaiming_normal")
+"""Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), and Kaiming normal."""
+
+_RELU_GAIN = math.sqrt(2.0)
+
+
+def _fan_in(shape: torch.Size) -> int:
+    return int(math.prod(shape[1:]))
+
+
+def init_weight(shape: torch.Size, init: str, generator: torch.Generator) -> torch.Tensor:
+    """Draw fixed weights of ``shape`` on the CPU from ``generator``.
+
+    Args:
+        shape: weight shape, ``(out, in, kh, kw)`` or ``(out, in)``.
+        init: one of :data:`INITS`. ``binary`` gives exactly +1/-1 (signs of a fair draw);
+            ``signed_kaiming_constant`` gives +-sqrt(2)/sqrt(fan_in); ``kaiming_normal`` gives
+            N(0, 2/fan_in) (for ablations: no longer binary).
+        generator: a seeded CPU generator, so weights are reproducible from the seed alone.
+    """
+    if init == "kaiming_normal":
+        std = _RELU_GAIN / math.sqrt(_fan_in(shape))
+        return torch.randn(shape, generator=generator) * std
+    if init not in INITS:
+        raise UnknownNameError(f"unknown init {init!r}{closest(init, INITS)}; valid: {', '.join(INITS)}")
+    signs = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8).float() * 2 - 1
+    if init == "signed_kaiming_constant":
+        return signs * (_RELU_GAIN / math.sqrt(_fan_in(shape)))
+    return signs
+
+
+def init_scores(
+    shape: torch.Size, scale: float, by_fan_in: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Scores drawn from U(-a, a), a = ``scale`` (divided by sqrt(fan_in) if ``by_fan_in``)."""
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"score_init_scale must be a finite number > 0, got {scale!r}")
+    a = scale / math.sqrt(_fan_in(shape)) if by_fan_in else scale
+    return (torch.rand(shape, generator=generator) * 2 - 1) * a
+
+
+class MaskedLayer(nn.Module):
+    """Mixin shared by :class:`MaskedConv2d` and :class:`MaskedLinear`.
+
+    Attributes:
+        weight: fixed weights (buffer).
+        scores: trainable scores, one per weight (parameter).
+        keep_ratio: fraction of this layer's weights kept, in (0, 1]; set it directly or with
+            :func:`robin_plugin.set_keep_ratio`.
+    """
+
+    weight: torch.Tensor
+    scores: nn.Parameter
+    keep_ratio: float
+
+    def _init_masked(
+        self,
+        keep_ratio: float,
+        init: str,
+        score_init_scale: float,
+        score_scale_by_fan_in: bool,
+        generator: torch.Generator | None,
+        device: torch.device | str | None,
+    ) -> None:
+        shape = self.weight.shape
+        del self.weight  # drop the nn.Module parameter: weights are fixed, not trainable
+        if self.bias is not None:
+            raise ConfigError("masked layers have no bias (it would be a trained float weight)")
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.register_buffer("weight", init_weight(shape, init, g).to(device))
+        self.scores = nn.Parameter(init_scores(shape, score_init_scale, score_scale_by_fan_in, g).to(device))
+        self.init = init
+        self.keep_ratio = keep_ratio
+        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def keep_ratio(self) -> float:
+        return self._keep_ratio
+
+    @keep_ratio.setter
+    def keep_ratio(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+            raise ConfigError(f"keep_ratio must be a number in (0, 1], got {value!r}")
+        self._keep_ratio = float(value)
+
+    @property
+    def kept(self) -> int:
+        """Number of weights this layer keeps."""
+        return kept_count(self.weight.numel(), self._keep_ratio)
+
+    def mask(self) -> torch.Tensor:
+        """The current 0/1 mask (no gradient). Recomputed only when scores or ratio change."""
+        s = self.scores
+        # _version moves on every in-place update (optimizer step, load_state_dict, copy_), so a
+        # PGD attack's many forward passes share one selection per training step.
+        key = (s.data_ptr(), s._version, s.dtype, s.device, self.kept)
+        if self._mask_cache is None or self._mask_cache[0] != key:
+            with torch.no_grad():
+                self._mask_cache = (key, topk_mask(s.abs(), self.kept))
+        return self._mask_cache[1]
+
+    def masked_weight(self) -> torch.Tensor:
+        """``weight * mask`` with a straight-through gradient to ``scores``."""
+        return self.weight * straight_through(self.scores, self.mask())
+
+    def _apply(self, fn, recurse=True):  # .to()/.cuda()/.half() invalidate the cached mask
+        self._mask_cache = None
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, keep_ratio={self._keep_ratio:.4g}, kept={self.kept}, init={self.init}"
+
+
+class MaskedConv2d(MaskedLayer, nn.Conv2d):
+    """``nn.Conv2d`` with fixed weights and a learned top-k mask (no bias).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode:
+            as ``nn.Conv2d``.
+        keep_ratio: fraction of weights kept, in (0, 1]. Default 1.0 (set per layer later).
+        init: weight initialisation, one of :data:`INITS`. Default ``"binary"`` (+-1).
+        score_init_scale: a in U(-a, a) for the scores. Default 0.01.
+        score_scale_by_fan_in: divide a by sqrt(fan_in). Default False.
+        generator: seeded CPU generator for weights and scores (default: seed 0).
+
+    Shapes: input (N, C_in, H, W) -> output (N, C_out, H', W').
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        *,
+        keep_ratio: float = 1.0,
+        init: str = "binary",
+        score_init_scale: float = 0.01,
+        score_scale_by_fan_in: bool = False,
+        generator: torch.Generator | None = None,
+        device=None,
+    ) -> None:
+        # build the parent on the meta device: its random init would be thrown away anyway
+        nn.Conv2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias=False, padding_mode=padding_mode, device="meta",
+        )
+        self._init_masked(keep_ratio, init, score_init_scale, score_scale_by_fan_in, generator, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.masked_weight(), None)
+
+
+class MaskedLinear(MaskedLayer, nn.Linear):
+    """``nn.Linear`` with fixed weights and a learned top-k mask (no bias).
+
+    Arguments after ``in_features, out_features`` as :class:`MaskedConv2d`.
+    Shapes: input (N, *, in_features) -> output (N, *, out_features).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        keep_ratio: float = 1.0,
+        init: str = "binary",
+        score_init_scale: float = 0.01,
+        score_scale_by_fan_in: bool = False,
+        generator: torch.Generator | None = None,
+        device=None,
+    ) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias=False, device="meta")
+        self._init_masked(keep_ratio, init, score_init_scale, score_scale_by_fan_in, generator, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight())

@@ -1,0 +1,87 @@
+"""Pure functions for top-k mask selection and its straight-through gradient.
+
+The mask of a layer keeps the ``count`` entries with the largest ``|score|``. Ties are broken
+deterministically by position (lower flat index wins), which is exactly what a stable
+descending sort would select. Selection uses ``torch.kthvalue`` to find the threshold in
+linear time instead of sorting the whole layer on every forward pass.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["kept_count", "topk_mask", "topk_mask_by_sort", "straight_through"]
+
+
+def kept_count(numel: int, keep_ratio: float) -> int:
+    """Number of weights a layer of ``numel`` weights keeps at ``keep_ratio``.
+
+    ``round(keep_ratio * numel)`` (Python rounding), and never fewer than 1.
+
+    Args:
+        numel: number of weights in the layer, >= 1.
+        keep_ratio: fraction of weights kept, in (0, 1].
+    """
+    if numel < 1:
+        raise ConfigError(f"a layer needs at least one weight, got numel={numel}")
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ConfigError(f"keep_ratio must be in (0, 1], got {keep_ratio!r}")
+    return min(numel, max(1, round(keep_ratio * numel)))
+
+
+def topk_mask(abs_scores: torch.Tensor, count: int) -> torch.Tensor:
+    """0/1 mask (same shape and dtype as ``abs_scores``) keeping the ``count`` largest entries.
+
+    Exact and deterministic: equals :func:`topk_mask_by_sort`, ties broken by lower flat index.
+    Cost: one ``kthvalue`` (linear time) plus a few elementwise passes; no full sort.
+
+    Args:
+        abs_scores: non-negative scores of any shape (usually ``|score|``), no NaNs.
+        count: number of entries to keep, 1 <= count <= numel.
+    """
+    flat = abs_scores.detach().reshape(-1)  # (n,)
+    n = flat.numel()
+    if not 1 <= count <= n:
+        raise ConfigError(f"count must be in [1, {n}], got {count}")
+    if count == n:
+        return torch.ones_like(abs_scores)
+    # the count-th largest value is the (n - count + 1)-th smallest
+    threshold = torch.kthvalue(flat, n - count + 1).values
+    above = flat > threshold
+    ties = flat == threshold
+    # keep every entry above the threshold, then the first (count - #above) ties by index
+    need = count - above.sum()
+    keep = above | (ties & (torch.cumsum(ties, 0) <= need))
+    return keep.to(abs_scores.dtype).reshape(abs_scores.shape)
+
+
+def topk_mask_by_sort(abs_scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Reference selection by a full stable sort; used by tests and benchmarks only."""
+    flat = abs_scores.detach().reshape(-1)
+    order = torch.sort(flat, descending=True, stable=True).indices
+    mask = torch.zeros_like(flat)
+    mask[order[:count]] = 1
+    return mask.reshape(abs_scores.shape)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: return ``mask``. Backward: pass the gradient to ``abs_scores`` unchanged."""
+
+    @staticmethod
+    def forward(ctx, abs_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return mask.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def straight_through(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mask with a straight-through gradient to ``scores`` through ``|scores|``.
+
+    The value is ``mask``; the gradient with respect to ``scores`` is
+    ``grad * sign(scores)`` (autograd's derivative of ``abs``). Without the sign every
+    negative score would be pushed the wrong way and the network would not learn.
+    """
+    return _StraightThrough.apply(scores.abs(), mask)

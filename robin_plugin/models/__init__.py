@@ -1,0 +1,6 @@
+"""Robin model families (registered with timm on import) and the converter for other models."""
+from .convert import robinify
+from .robin_resnet import RobinResNet
+from .robin_wideresnet import RobinWideResNet
+
+__all__ = ["RobinResNet", "RobinWideResNet", "robinify"]

@@ -1,0 +1,255 @@
+"""Pieces shared by the robin model families: layer factories, input normalisation, the head."""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError, InputError
+from ..layers.masked import INITS, MaskedConv2d, MaskedLinear
+from ..pruning import check_keep_ratio, check_p, set_keep_ratio
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+
+# Settings that only make sense for masked models, with their defaults there.
+MASKED_DEFAULTS = dict(
+    keep_ratio=0.01, p=0.1, init="binary", score_init_scale=0.01, score_scale_by_fan_in=False
+)
+
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one named random stream of a model built from ``seed``.
+
+    Streams are independent of each other and of the global RNG, so the fixed weights can be
+    regenerated from ``(seed, stream)`` alone.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+@dataclass(frozen=True)
+class Layers:
+    """Constructors a model family builds itself from: masked binary or dense full precision.
+
+    ``conv(in, out, kernel_size, stride, padding)``, ``linear(in, out)``, ``norm2d(c)`` and
+    ``norm1d(c)``.
+    """
+
+    conv: Callable[..., nn.Module]
+    linear: Callable[..., nn.Module]
+    norm2d: Callable[[int], nn.Module]
+    norm1d: Callable[[int], nn.Module]
+    masked: bool
+
+
+def make_layers(masked: bool, generator: torch.Generator, **masked_kwargs) -> Layers:
+    """Masked layers with non-affine BatchNorm, or dense layers with affine BatchNorm."""
+    if masked:
+        init = masked_kwargs["init"]
+        if init not in INITS:
+            from ..errors import UnknownNameError, closest
+
+            raise UnknownNameError(f"unknown init {init!r}{closest(init, INITS)}; valid: {', '.join(INITS)}")
+        kw = dict(
+            init=init,
+            score_init_scale=masked_kwargs["score_init_scale"],
+            score_scale_by_fan_in=masked_kwargs["score_scale_by_fan_in"],
+            generator=generator,
+        )
+        return Layers(
+            conv=partial(MaskedConv2d, **kw),
+            linear=partial(MaskedLinear, **kw),
+            norm2d=partial(nn.BatchNorm2d, affine=False),
+            norm1d=partial(nn.BatchNorm1d, affine=False),
+            masked=True,
+        )
+
+    def dense_conv(cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
+        conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=False)
+        with torch.no_grad():  # seeded Kaiming normal, independent of the global RNG
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * math.sqrt(2.0 / (cin * kernel_size**2)))
+        return conv
+
+    def dense_linear(cin: int, cout: int) -> nn.Linear:
+        fc = nn.Linear(cin, cout)
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(cin)
+            fc.weight.copy_((torch.rand(fc.weight.shape, generator=generator) * 2 - 1) * bound)
+            fc.bias.zero_()
+        return fc
+
+    return Layers(dense_conv, dense_linear, nn.BatchNorm2d, nn.BatchNorm1d, masked=False)
+
+
+def resolve_masked_kwargs(masked: bool, kwargs: dict) -> dict:
+    """Fill the masked-only settings with their defaults, or refuse them on a dense model."""
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    if not masked:
+        if given:
+            raise ConfigError(
+                f"{sorted(given)} only apply to masked robin models, not to the dense twin"
+            )
+        return {}
+    out = {**MASKED_DEFAULTS, **given}
+    check_keep_ratio(out["keep_ratio"])
+    check_p(out["p"])
+    return out
+
+
+class InputNormalize(nn.Module):
+    """Check that inputs are images in [0, 1] and normalise them with fixed mean and std.
+
+    Models take inputs in [0, 1] (the RobustBench convention) so attacks work in pixel units.
+
+    Args:
+        in_chans: expected channel count C.
+        mean, std: per-channel statistics (length C).
+        check_inputs: raise :class:`InputError` on a wrong shape, dtype, channel count,
+            NaN/Inf or values outside [0, 1]. One min/max reduction per forward pass.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, in_chans: int, mean: tuple[float, ...], std: tuple[float, ...], check_inputs: bool = True):
+        super().__init__()
+        if len(mean) != in_chans or len(std) != in_chans:
+            raise ConfigError(f"mean and std need {in_chans} values (one per channel), got {mean} and {std}")
+        if any(s <= 0 for s in std):
+            raise ConfigError(f"std values must be > 0, got {std}")
+        self.in_chans = in_chans
+        self.check_inputs = check_inputs
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.check_inputs:
+            check_images(x, self.in_chans)
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"in_chans={self.in_chans}, check_inputs={self.check_inputs}"
+
+
+def check_images(x: torch.Tensor, in_chans: int) -> None:
+    """Raise :class:`InputError` unless ``x`` is a float (N, in_chans, H, W) batch in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise InputError(f"expected images of shape (N, {in_chans}, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise InputError(
+            f"expected {in_chans} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)}); "
+            f"build the model with in_chans={x.shape[1]} for such inputs"
+        )
+    if not x.is_floating_point():
+        raise InputError(f"expected floating-point images in [0, 1], got dtype {x.dtype}")
+    if x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        if not (torch.isfinite(lo) and torch.isfinite(hi)):
+            raise InputError("images contain NaN or Inf")
+        if lo < 0 or hi > 1:
+            raise InputError(
+                f"images must lie in [0, 1] (models normalise inside), got values in [{lo.item():.4g}, {hi.item():.4g}]"
+            )
+
+
+def default_stats(in_chans: int, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """CIFAR-10 statistics for RGB; 0.5 / 0.25 per channel otherwise, unless given."""
+    if mean is None:
+        mean = CIFAR10_MEAN if in_chans == 3 else (0.5,) * in_chans
+    if std is None:
+        std = CIFAR10_STD if in_chans == 3 else (0.25,) * in_chans
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool, classifier, and (optionally) a final BatchNorm on the logits.
+
+    Shapes: (N, C, H, W) -> (N, num_classes), or (N, C) with ``pre_logits=True``.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, layers: Layers, last_bn: bool):
+        super().__init__()
+        self.fc = layers.linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.last_bn = layers.norm1d(num_classes) if (last_bn and num_classes > 0) else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))  # (N, C)
+        if pre_logits:
+            return x
+        return self.last_bn(self.fc(x))
+
+
+class RobinNetBase(nn.Module):
+    """timm model API and robin bookkeeping shared by every robin model family.
+
+    Subclasses build ``self.stem_norm`` (an :class:`InputNormalize`), their body, and
+    ``self.head`` (a :class:`ClassifierHead`) and implement ``forward_features``.
+    """
+
+    num_classes: int
+    num_features: int
+    head: ClassifierHead
+
+    def _setup(
+        self, *, masked: bool, num_classes: int, in_chans: int, seed: int, last_bn: bool | None,
+        mean, std, check_inputs: bool, masked_kwargs: dict,
+    ) -> Layers:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise ConfigError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+        self.masked_kwargs = resolve_masked_kwargs(masked, masked_kwargs)
+        self.masked = masked
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.seed = seed
+        self.last_bn = masked if last_bn is None else bool(last_bn)
+        self.generator = stream_generator(seed, "body")
+        mean, std = default_stats(in_chans, mean, std)
+        self.normalize = InputNormalize(in_chans, mean, std, check_inputs)
+        return make_layers(masked, self.generator, **self.masked_kwargs)
+
+    def _finish(self, layers: Layers) -> None:
+        """Build the head, apply the adaptive keep ratios and drop the construction generator."""
+        self.head = ClassifierHead(self.num_features, self.num_classes, layers, self.last_bn)
+        if self.masked:
+            set_keep_ratio(self, self.masked_kwargs["keep_ratio"], self.masked_kwargs["p"])
+        del self.generator  # not part of the model's state: every draw has been made
+
+    # --- timm model API -------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> unpooled
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self, name_only: bool = False):
+        return "head.fc" if name_only else self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier (and last BatchNorm) for ``num_classes`` classes.
+
+        The new classifier's weights come from the stream ``(seed, "head/<num_classes>")``.
+        A masked model then re-applies its adaptive keep ratios.
+        """
+        if global_pool not in (None, "avg"):
+            raise ConfigError(f"robin models only support global_pool='avg', got {global_pool!r}")
+        device = next(self.parameters()).device
+        self.num_classes = num_classes
+        layers = make_layers(self.masked, stream_generator(self.seed, f"head/{num_classes}"), **self.masked_kwargs)
+        self.head = ClassifierHead(self.num_features, num_classes, layers, self.last_bn).to(device)
+        self.head.train(self.training)
+        if self.masked:
+            set_keep_ratio(self, self.masked_kwargs["keep_ratio"], self.masked_kwargs["p"])

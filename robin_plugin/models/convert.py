@@ -1,0 +1,86 @@
+"""Turn an existing model into a masked binary one (``robinify``)."""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+
+from ..layers.masked import INITS, MaskedConv2d, MaskedLinear
+from ..errors import ConfigError, UnknownNameError, closest
+from ..pruning import check_keep_ratio, check_p, set_keep_ratio
+from ._common import stream_generator
+
+__all__ = ["robinify"]
+
+_log = logging.getLogger(__name__)
+
+
+def robinify(
+    model: nn.Module,
+    keep_ratio: float = 0.01,
+    p: float = 0.1,
+    *,
+    init: str = "binary",
+    score_init_scale: float = 0.01,
+    score_scale_by_fan_in: bool = False,
+    seed: int = 0,
+) -> nn.Module:
+    """Make ``model`` a robust-binary-subnetwork candidate, in place, and return it.
+
+    Every ``nn.Conv2d`` and ``nn.Linear`` (exact types) becomes a masked binary layer with fresh
+    fixed weights (their old weights and biases are dropped: the method never trains weights),
+    every BatchNorm becomes non-affine (its running statistics are kept), and the adaptive keep
+    ratios are applied. Subclasses of Conv2d / Linear with their own forward (e.g. timm's
+    ``Conv2dSame``) are left dense and reported in a warning. The model's inputs are unchanged:
+    unlike the registered robin models, a robinified model does not check or normalise them.
+
+    Args:
+        model: any module.
+        keep_ratio: fraction of all masked weights kept, in (0, 1]. Default 0.01.
+        p: adaptive keep-ratio exponent in [0, 1]. Default 0.1.
+        init, score_init_scale, score_scale_by_fan_in: as :class:`MaskedConv2d`.
+        seed: seed of the new weights and scores (drawn in module order).
+
+    Example:
+        >>> model = robinify(timm.create_model("resnet18", num_classes=10), keep_ratio=0.05)
+    """
+    check_keep_ratio(keep_ratio)
+    check_p(p)
+    if init not in INITS:
+        raise UnknownNameError(f"unknown init {init!r}{closest(init, INITS)}; valid: {', '.join(INITS)}")
+    g = stream_generator(seed, "robinify")
+    kw = dict(init=init, score_init_scale=score_init_scale, score_scale_by_fan_in=score_scale_by_fan_in, generator=g)
+    skipped: list[str] = []
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            new = _masked_twin(child, kw)
+            if new is not None:
+                setattr(module, child_name, new)
+                replaced += 1
+            elif isinstance(child, (nn.Conv2d, nn.Linear)) and not isinstance(child, (MaskedConv2d, MaskedLinear)):
+                skipped.append(f"{full} ({type(child).__name__})")
+            elif isinstance(child, nn.modules.batchnorm._NormBase) and child.affine:
+                child.affine = False
+                child.register_parameter("weight", None)
+                child.register_parameter("bias", None)
+    if replaced == 0:
+        raise ConfigError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer to robinify")
+    if skipped:
+        _log.warning("robinify left these layers dense (unsupported subclasses): %s", ", ".join(skipped))
+    set_keep_ratio(model, keep_ratio, p)
+    return model
+
+
+def _masked_twin(layer: nn.Module, kw: dict) -> nn.Module | None:
+    device = layer.weight.device if isinstance(layer, (nn.Conv2d, nn.Linear)) else None
+    if type(layer) is nn.Conv2d:
+        return MaskedConv2d(
+            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+            layer.dilation, layer.groups, layer.padding_mode, device=device, **kw,
+        )
+    if type(layer) is nn.Linear:
+        return MaskedLinear(layer.in_features, layer.out_features, device=device, **kw)
+    return None

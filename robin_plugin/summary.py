@@ -1,0 +1,125 @@
+"""Per-layer keep ratios, kept counts and storage figures of a masked model."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from .layers.masked import MaskedLayer
+from .pruning import masked_layers
+
+__all__ = ["LayerSummary", "ModelSummary", "binary_entropy", "summary"]
+
+
+def binary_entropy(k: float) -> float:
+    """H(k) = -k log2 k - (1-k) log2 (1-k), in bits; 0 at k in {0, 1}."""
+    if k <= 0.0 or k >= 1.0:
+        return 0.0
+    return -k * math.log2(k) - (1.0 - k) * math.log2(1.0 - k)
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """One masked layer: its name, weight shape, size n, keep ratio k and kept count."""
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    keep_ratio: float
+    kept: int
+
+    @property
+    def entropy_bits(self) -> float:
+        """Information in this layer's mask: n * H(kept / n) bits."""
+        return self.numel * binary_entropy(self.kept / self.numel)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Totals and storage figures; ``str()`` gives a readable table.
+
+    Storage figures (bytes) all include ``other_bytes``: BatchNorm running statistics and any
+    remaining float parameters or buffers, at fp32.
+
+    - ``fp32_bytes``: the dense model at 4 bytes per weight.
+    - ``sign_mask_bytes``: one sign bit (+-1) and one mask bit per weight.
+    - ``seeded_mask_bytes``: weights regenerated from the seed, one mask bit per weight.
+    - ``entropy_bound_bytes``: the information bound, sum of n_i * H(k_i) bits.
+    """
+
+    layers: list[LayerSummary]
+    other_bytes: int
+    binary: bool = field(default=True)
+
+    @property
+    def total(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    @property
+    def kept(self) -> int:
+        return sum(layer.kept for layer in self.layers)
+
+    @property
+    def keep_ratio(self) -> float:
+        return self.kept / self.total if self.total else 0.0
+
+    @property
+    def fp32_bytes(self) -> int:
+        return 4 * self.total + self.other_bytes
+
+    @property
+    def sign_mask_bytes(self) -> int:
+        return math.ceil(2 * self.total / 8) + self.other_bytes
+
+    @property
+    def seeded_mask_bytes(self) -> int:
+        return math.ceil(self.total / 8) + self.other_bytes
+
+    @property
+    def entropy_bound_bytes(self) -> int:
+        return math.ceil(sum(layer.entropy_bits for layer in self.layers) / 8) + self.other_bytes
+
+    def storage(self) -> dict[str, int]:
+        """The storage figures as a dict (bytes)."""
+        return {
+            "fp32_bytes": self.fp32_bytes,
+            "sign_mask_bytes": self.sign_mask_bytes,
+            "seeded_mask_bytes": self.seeded_mask_bytes,
+            "entropy_bound_bytes": self.entropy_bound_bytes,
+        }
+
+    def __str__(self) -> str:
+        name_w = max([len("layer")] + [len(layer.name) for layer in self.layers])
+        lines = [f"{'layer':<{name_w}}  {'shape':<18} {'weights':>10} {'keep_ratio':>10} {'kept':>9}"]
+        for layer in self.layers:
+            shape = "x".join(str(s) for s in layer.shape)
+            lines.append(
+                f"{layer.name:<{name_w}}  {shape:<18} {layer.numel:>10,} {layer.keep_ratio:>10.4f} {layer.kept:>9,}"
+            )
+        lines.append(f"{'total':<{name_w}}  {'':<18} {self.total:>10,} {self.keep_ratio:>10.4f} {self.kept:>9,}")
+        lines.append("storage:")
+        lines.append(f"  dense fp32                 {_mb(self.fp32_bytes)}")
+        lines.append(f"  +-1 signs + bit mask        {_mb(self.sign_mask_bytes)}  ({self.fp32_bytes / self.sign_mask_bytes:.1f}x smaller)")
+        lines.append(f"  seeded weights + bit mask   {_mb(self.seeded_mask_bytes)}  ({self.fp32_bytes / self.seeded_mask_bytes:.1f}x smaller)")
+        lines.append(f"  information bound n*H(k)    {_mb(self.entropy_bound_bytes)}  ({self.fp32_bytes / self.entropy_bound_bytes:.1f}x smaller)")
+        return "\n".join(lines)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:10.3f} MB"
+
+
+def summary(model: nn.Module) -> ModelSummary:
+    """Summarise the masked layers of ``model`` (see :class:`ModelSummary`)."""
+    layers = [
+        LayerSummary(name, tuple(m.weight.shape), m.weight.numel(), m.keep_ratio, m.kept)
+        for name, m in masked_layers(model)
+    ]
+    masked_ids = {id(t) for _, m in masked_layers(model) for t in (m.weight, m.scores)}
+    other = 0
+    for _, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if id(t) in masked_ids or not t.is_floating_point():
+            continue
+        other += 4 * t.numel()
+    return ModelSummary(layers, other)
