@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p", type=float, default=0.1, help="adaptive keep-ratio exponent in [0, 1] (default 0.1)")
     p.add_argument("--no-layers", dest="layers", action="store_false", help="totals only")
     p.set_defaults(func=_cmd_models)
+    from .training.cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

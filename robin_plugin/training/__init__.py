@@ -1,0 +1,21 @@
+"""Adversarial training of robin models as hooks, a minimal Trainer, presets and the CLI run."""
+from .attacks import ATTACKS, AdversarialTraining, PersistentFGSM, trades_loss
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import PRESETS, TrainConfig, apply_overrides, get_preset
+from .events import Event
+from .hooks import Hook, MetricLogger, ProgressivePruning, fire
+from .metrics import clean_and_pgd_accuracy
+from .run import resolve_attack_sizes, train
+from .schedules import cosine_lr, lr_at, progressive_keep_ratio, step_lr
+from .state import TrainState
+from .trainer import Trainer, build_model, make_optimizer
+
+__all__ = [
+    "ATTACKS", "AdversarialTraining", "PersistentFGSM", "trades_loss",
+    "CheckpointError", "load_checkpoint", "save_checkpoint",
+    "PRESETS", "TrainConfig", "apply_overrides", "get_preset",
+    "Event", "Hook", "MetricLogger", "ProgressivePruning", "fire",
+    "clean_and_pgd_accuracy", "resolve_attack_sizes", "train",
+    "cosine_lr", "lr_at", "progressive_keep_ratio", "step_lr",
+    "TrainState", "Trainer", "build_model", "make_optimizer",
+]

@@ -1,0 +1,229 @@
+"""Training-time attacks (through torchattacks) and the ``AdversarialTraining`` hook.
+
+- ``pgd``: PGD-k with a random start (Madry et al., ICLR 2018), ``torchattacks.PGD``.
+- ``ffgsm``: FGSM with a random start ("fast" AT, Wong et al., ICLR 2020), ``torchattacks.FFGSM``.
+- ``fast``: the paper's fast variant: a per-sample perturbation kept across epochs, moved with
+  the sample's crop and flip, one signed step from it (in the spirit of ATTA, Zheng et al.,
+  CVPR 2020); :class:`PersistentFGSM`, built on ``torchattacks.Attack``.
+- ``trades``: TRADES (Zhang et al., ICML 2019): ``torchattacks.TPGD`` for the inner
+  maximisation and :func:`trades_loss`.
+
+Attacks draw their random starts inside an isolated RNG seeded from ``(seed, step)``, so the
+training randomness (shuffling, augmentation) never depends on which attack ran, and a resumed
+run draws the same starts. (Some torchattacks attacks re-seed the global RNG.)
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchattacks
+from torchattacks.attack import Attack
+
+from ..errors import ConfigError, UnknownNameError, closest
+from .hooks import Hook
+from .state import TrainState
+
+__all__ = ["ATTACKS", "PersistentFGSM", "AdversarialTraining", "trades_loss", "isolated_rng", "check_eps"]
+
+ATTACKS = ("pgd", "ffgsm", "fast", "trades", "none")
+
+
+def check_eps(name: str, value: float, upper: float = 1.0) -> float:
+    """Return ``value`` if it is a finite number in (0, upper], else raise :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= upper:
+        raise ConfigError(f"{name} must be in (0, {upper}] (pixel units of images in [0, 1]), got {value!r}")
+    return float(value)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed derived from ``parts`` (stable across runs and machines)."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int, device: torch.device):
+    """Run the body with the global RNG seeded to ``seed``, then restore the caller's RNG state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, labels: torch.Tensor, beta: float = 6.0) -> torch.Tensor:
+    """TRADES objective: CE(clean) + beta * KL(p_clean || p_adv), averaged over the batch.
+
+    Args:
+        logits_clean, logits_adv: (N, C) logits on clean and adversarial inputs.
+        labels: (N,) class indices.
+        beta: robustness weight (6 in the TRADES paper and here).
+    """
+    natural = F.cross_entropy(logits_clean, labels)
+    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
+    return natural + beta * robust
+
+
+class PersistentFGSM(Attack):
+    r"""The paper's fast attack: one signed step from a per-sample perturbation kept across epochs.
+
+    Distance: Linf. Each training sample i owns a perturbation ``delta_i`` (in the coordinates of
+    the un-augmented image). For a batch, ``delta_i`` is moved through the sample's crop and flip,
+    one step ``alpha * sign(grad)`` is taken, the result is projected to the eps-ball and the
+    [0, 1] box, and stored back (pixels the crop did not see keep their old value).
+
+    Arguments:
+        model (nn.Module): model to attack (inputs in [0, 1]).
+        num_samples (int): size of the training set (number of perturbations kept).
+        eps (float): maximum perturbation. (Default: 8/255)
+        alpha (float): step size. (Default: 4/255)
+
+    Shape:
+        - images: (N, C, H, W) in [0, 1]; labels: (N,); index: (N,) dataset indices;
+          crop_flip: the batch's augmentation parameters or None.
+        - output: (N, C, H, W) adversarial images.
+
+    Examples::
+        >>> attack = PersistentFGSM(model, num_samples=len(train_set), eps=8/255, alpha=4/255)
+        >>> adv_images = attack(images, labels, index, crop_flip)
+    """
+
+    def __init__(self, model: nn.Module, num_samples: int, eps: float = 8 / 255, alpha: float = 4 / 255):
+        super().__init__("PersistentFGSM", model)
+        self.eps, self.alpha, self.num_samples = eps, alpha, num_samples
+        self.bank: torch.Tensor | None = None  # (num_samples, C, H, W), created on first use
+        self.supported_mode = ["default"]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor | None = None, crop_flip: Any = None) -> torch.Tensor:
+        if index is None:
+            raise ConfigError("PersistentFGSM needs the dataset index of every sample in the batch")
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        index = index.to(self.device)
+        if self.bank is None:
+            # start like FGSM-RS: uniform in the eps-ball (drawn from the isolated attack RNG)
+            shape = (self.num_samples, *images.shape[1:])
+            self.bank = (torch.rand(shape, device=self.device) * 2 - 1) * self.eps
+        stored = self.bank[index]
+        delta = stored if crop_flip is None else _apply_crop_flip(stored, crop_flip)
+        adv = torch.clamp(images + delta, 0, 1).detach().requires_grad_(True)
+        cost = F.cross_entropy(self.get_logits(adv), labels)
+        grad = torch.autograd.grad(cost, adv)[0]
+        delta = torch.clamp(adv.detach() + self.alpha * grad.sign() - images, -self.eps, self.eps)
+        adv = torch.clamp(images + delta, 0, 1).detach()
+        moved = adv - images
+        self.bank[index] = moved if crop_flip is None else _invert_crop_flip(moved, crop_flip, stored)
+        return adv
+
+
+def _apply_crop_flip(delta: torch.Tensor, crop_flip: Any) -> torch.Tensor:
+    from ..data.augment import apply_crop_flip
+
+    return apply_crop_flip(delta, crop_flip)
+
+
+def _invert_crop_flip(delta: torch.Tensor, crop_flip: Any, previous: torch.Tensor) -> torch.Tensor:
+    from ..data.augment import invert_crop_flip
+
+    return invert_crop_flip(delta, crop_flip, previous)
+
+
+class AdversarialTraining(Hook):
+    """Modifier: make ``state.x_adv`` at BATCH_START and give the training loss.
+
+    Args:
+        attack: one of :data:`ATTACKS` (``none`` trains on clean inputs).
+        eps: Linf radius in pixel units (e.g. 8/255 on CIFAR, 0.1 on Fashion-MNIST).
+        step_size: attack step (PGD / TPGD step, FGSM / fast step).
+        steps: PGD / TPGD iterations (default 10).
+        trades_beta: TRADES weight (default 6).
+        num_samples: training-set size (needed by ``fast`` only).
+        seed: seed of the attack's random starts (an isolated RNG per step).
+
+    In a plain loop::
+
+        adv.on_batch_start(state)   # state.x_adv
+        loss = adv.loss(state)      # CE on x_adv, or TRADES
+    """
+
+    def __init__(self, attack: str = "pgd", eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
+                 trades_beta: float = 6.0, num_samples: int | None = None, seed: int = 0):
+        if attack not in ATTACKS:
+            raise UnknownNameError(f"unknown attack {attack!r}{closest(attack, ATTACKS)}; valid: {', '.join(ATTACKS)}")
+        check_eps("eps", eps)
+        check_eps("step_size", step_size)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"attack steps must be an integer >= 1, got {steps!r}")
+        if attack == "fast" and not num_samples:
+            raise ConfigError("attack='fast' needs num_samples (the training-set size)")
+        self.name, self.eps, self.step_size, self.steps = attack, float(eps), float(step_size), steps
+        self.trades_beta, self.num_samples, self.seed = float(trades_beta), num_samples, seed
+        self.attack: Attack | None = None
+        self._pending_bank: torch.Tensor | None = None
+
+    def build(self, model: nn.Module) -> None:
+        """Create the torchattacks attack for ``model`` (called at FIT_START)."""
+        if self.name == "pgd":
+            self.attack = torchattacks.PGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps, random_start=True)
+        elif self.name == "ffgsm":
+            self.attack = torchattacks.FFGSM(model, eps=self.eps, alpha=self.step_size)
+        elif self.name == "fast":
+            self.attack = PersistentFGSM(model, self.num_samples, eps=self.eps, alpha=self.step_size)
+            if self._pending_bank is not None:
+                self.attack.bank = self._pending_bank.to(self.attack.device)
+                self._pending_bank = None
+        elif self.name == "trades":
+            self.attack = torchattacks.TPGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps)
+        else:
+            self.attack = None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.build(state.model)
+
+    def on_batch_start(self, state: TrainState) -> None:
+        if self.attack is None and self.name != "none":
+            self.build(state.model)
+        if self.name == "none":
+            state.x_adv = state.x
+            return
+        with isolated_rng(derive_seed(self.seed, "attack", state.step), state.x.device):
+            if self.name == "fast":
+                state.x_adv = self.attack(state.x, state.y, state.index, state.crop_flip)
+            elif self.name == "trades":
+                state.x_adv = self.attack(state.x)  # TPGD needs no labels
+            else:
+                state.x_adv = self.attack(state.x, state.y)
+
+    def loss(self, state: TrainState) -> torch.Tensor:
+        """Training loss of the batch (model in train mode); also fills ``state.batch_metrics``."""
+        y = state.y
+        if self.name == "trades":
+            logits_clean = state.model(state.x)  # two passes, as in the TRADES reference code
+            logits_adv = state.model(state.x_adv)
+            loss = trades_loss(logits_clean, logits_adv, y, self.trades_beta)
+            state.batch_metrics["train/clean_acc"] = (logits_clean.argmax(1) == y).float().mean().item()
+        else:
+            logits_adv = state.model(state.x_adv)
+            loss = F.cross_entropy(logits_adv, y)
+        key = "train/clean_acc" if self.name == "none" else "train/robust_acc"
+        state.batch_metrics[key] = (logits_adv.argmax(1) == y).float().mean().item()
+        state.batch_metrics["train/loss"] = loss.item()
+        state.loss = loss
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        bank = getattr(self.attack, "bank", None) if self.name == "fast" else None
+        return {"bank": bank.detach().cpu()} if bank is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        bank = state.get("bank")
+        if bank is None:
+            return
+        if self.attack is not None:
+            self.attack.bank = bank.to(self.attack.device)
+        else:
+            self._pending_bank = bank

@@ -1,0 +1,77 @@
+"""``robin train``: run a preset, a config file and key=value overrides."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .config import DEFAULT_PRESET, PRESETS, apply_overrides, get_preset, load_config_file, parse_override
+
+__all__ = ["add_train_parser"]
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``robin train`` to the ``robin`` command."""
+    p = subparsers.add_parser(
+        "train", help="adversarially train a robin model (default: Fashion-MNIST on the CPU)",
+        description="Train with a preset, then a config file, then key=value overrides (e.g. epochs=5 keep_ratio=0.01).",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key (values parsed as YAML)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"preset name (default {DEFAULT_PRESET}); see --list-presets")
+    p.add_argument("--config", help="YAML or JSON file of config keys (applied after the preset)")
+    p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.safetensors")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        for name in sorted(PRESETS):
+            print(f"{name}: {json.dumps(PRESETS[name])}")
+        return 0
+    overrides = {}
+    if args.config:
+        overrides.update(load_config_file(args.config))
+    overrides.update(dict(parse_override(o) for o in args.overrides))
+    config = apply_overrides(get_preset(args.preset), overrides)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        import torch
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            config = config.__class__.from_dict({**config.to_dict(), "device": f"cuda:{local}"})
+    from .run import train
+
+    try:
+        result = train(config, resume=args.resume)
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_result(result, config.out_dir)
+    return 0
+
+
+def _print_result(r: dict, out_dir: str) -> None:
+    print()
+    print(f"model {r['model']} on {r['dataset']}, attack {r['attack']} (eps {r['eps']:.4g}), {r['epochs']} epochs, "
+          f"{r['train_images']} training images, {r['train_time_s']:.0f} s of training on {r['machine']['device']}")
+    if "test" in r:
+        t = r["test"]
+        pgd_key = next(k for k in t if k.startswith("pgd"))
+        print(f"test (first {t['n']} images): clean accuracy {100 * t['clean_acc']:.2f}%, "
+              f"{pgd_key.split('_')[0].upper()} accuracy {100 * t[pgd_key]:.2f}%")
+    s = r["storage"]
+    print(f"keep ratio {r['keep_ratio']:.4f} ({r.get('kept_weights', r['total_weights']):,} of {r['total_weights']:,} weights); "
+          + "storage: " + ", ".join(f"{k.replace('_bytes', '')} {v / 1e6:.3f} MB" for k, v in s.items()))
+    print(f"files in {out_dir}: config.json, metrics.csv, checkpoint.safetensors, model.safetensors, model_best.safetensors, results.json")

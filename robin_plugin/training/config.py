@@ -1,0 +1,234 @@
+"""Training configuration (a frozen dataclass), presets, and parsing of overrides at the edge."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, UnknownNameError, closest
+
+__all__ = ["TrainConfig", "PRESETS", "get_preset", "apply_overrides", "load_config_file", "parse_override"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on; saved as ``config.json`` beside its checkpoints."""
+
+    # model
+    model: str = "robin_resnet18"          # timm model name (robin_* or robin_*_dense)
+    model_kwargs: dict = field(default_factory=dict)  # extra timm kwargs, e.g. {"width": 16}
+    keep_ratio: float = 0.01               # final fraction of weights KEPT (masked models)
+    p: float = 0.1                         # adaptive keep-ratio exponent in [0, 1]
+    prune_steps: int = 1                   # geometric stages from 1 down to keep_ratio (1: target from the start)
+    # data
+    dataset: str = "fashion_mnist"         # fashion_mnist | cifar10 | cifar100 | imagenet100
+    data_root: str | None = None           # folder with the dataset (None: the dataset's default)
+    train_subset: int | None = None        # use only the first n training images (None: all)
+    val_fraction: float = 0.02             # held out from the training set to pick the best epoch
+    augment: bool | None = None            # random crop (pad 4) + flip; None: on for CIFAR/ImageNet, off otherwise
+    # optimisation
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_schedule: str = "cosine"            # cosine | step | constant (per optimizer step)
+    lr_milestones: tuple = (0.5, 0.75)     # for step: fractions of training where lr drops 10x
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    # attack
+    attack: str = "pgd"                    # pgd | ffgsm | fast | trades | none
+    eps: float | None = None               # Linf radius in [0, 1] pixel units (None: dataset default)
+    step_size: float | None = None         # attack step (None: dataset default; fast: eps / 2)
+    attack_steps: int = 10                 # PGD / TPGD iterations
+    trades_beta: float = 6.0
+    # validation, test, checkpoints
+    eval_step_size: float | None = None    # PGD step for validation / test (None: dataset default)
+    val_pgd_steps: int = 10
+    test_n: int = 1000                     # final evaluation on the first n test images (0: skip)
+    test_pgd_steps: int = 20
+    checkpoint_every: int = 1              # epochs between checkpoints
+    # run
+    seed: int = 0
+    device: str = "auto"                   # auto | cpu | cuda | cuda:N
+    amp: bool = False                      # mixed precision on CUDA
+    channels_last: bool = False
+    progress: bool = True                  # tqdm progress bars
+    out_dir: str = "runs/robin"
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        from ..pruning import check_keep_ratio, check_p
+
+        check_keep_ratio(self.keep_ratio)
+        check_p(self.p)
+        _positive_int(self, "prune_steps", "epochs", "batch_size", "attack_steps", "val_pgd_steps", "test_pgd_steps", "checkpoint_every")
+        if self.train_subset is not None and self.train_subset < 2:
+            raise ConfigError(f"train_subset must be >= 2 or null, got {self.train_subset}")
+        if self.test_n < 0:
+            raise ConfigError(f"test_n must be >= 0, got {self.test_n}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("lr", "momentum", "weight_decay", "trades_beta"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+                raise ConfigError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v}")
+        for name in ("eps", "step_size", "eval_step_size"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1] (pixel units of images in [0, 1]) or null, got {v}")
+        if self.lr_schedule not in ("cosine", "step", "constant"):
+            raise UnknownNameError(f"unknown lr_schedule {self.lr_schedule!r}{closest(self.lr_schedule, ('cosine', 'step', 'constant'))}; valid: cosine, step, constant")
+        from .attacks import ATTACKS
+
+        if self.attack not in ATTACKS:
+            raise UnknownNameError(f"unknown attack {self.attack!r}{closest(self.attack, ATTACKS)}; valid: {', '.join(ATTACKS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        d = dataclasses.asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, rejecting unknown keys with a suggestion."""
+        names = [f.name for f in fields(cls)]
+        for k in d:
+            if k not in names:
+                raise UnknownNameError(f"unknown config key {k!r}{closest(k, names)}")
+        d = dict(d)
+        if "lr_milestones" in d and isinstance(d["lr_milestones"], list):
+            d["lr_milestones"] = tuple(d["lr_milestones"])
+        return cls(**d)
+
+
+def _positive_int(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        v = getattr(cfg, name)
+        if v < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {v}")
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if not _is_instance(v, hints[f.name]):
+            raise ConfigError(f"config key {f.name!r} must be {_type_name(hints[f.name])}, got {type(v).__name__} {v!r}")
+
+
+def _is_instance(v: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_instance(v, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return v is None
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if tp is tuple:
+        return isinstance(v, tuple) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    return isinstance(v, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+# --- presets ---------------------------------------------------------------------------------
+_PAPER = dict(keep_ratio=0.01, p=0.1, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_schedule="cosine",
+              val_fraction=0.02, test_n=10000)
+_CIFAR_PGD = dict(_PAPER, attack="pgd", attack_steps=10, eps=8 / 255, step_size=2 / 255, epochs=400)
+_CIFAR_FAST = dict(_PAPER, attack="fast", eps=8 / 255, step_size=4 / 255, epochs=100)
+_CIFAR_TRADES = dict(_PAPER, attack="trades", attack_steps=10, eps=8 / 255, step_size=2 / 255, epochs=400)
+_CPU = dict(dataset="fashion_mnist", model_kwargs={"width": 16}, eps=0.1, test_n=1000, test_pgd_steps=20,
+            val_pgd_steps=10, batch_size=128, lr=0.1, train_subset=20000)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU presets on Fashion-MNIST (eps 0.1): minutes on 2 cores
+    "fmnist-fast": dict(_CPU, model="robin_resnet18", keep_ratio=0.05, attack="ffgsm", step_size=0.125, epochs=3,
+                        val_pgd_steps=5),
+    "fmnist-pgd": dict(_CPU, model="robin_resnet18", keep_ratio=0.05, attack="pgd", attack_steps=5, step_size=0.03, epochs=3),
+    "fmnist-trades": dict(_CPU, model="robin_resnet18", keep_ratio=0.05, attack="trades", attack_steps=5, step_size=0.03, epochs=3),
+    "fmnist-dense-fast": dict(_CPU, model="robin_resnet18_dense", attack="ffgsm", step_size=0.125, epochs=3, lr=0.05,
+                              val_pgd_steps=5),
+}
+for _arch in ("resnet18", "resnet34", "resnet50"):
+    for _ds in ("cifar10", "cifar100"):
+        PRESETS[f"{_ds}-{_arch}-pgd"] = dict(_CIFAR_PGD, model=f"robin_{_arch}", dataset=_ds)
+        PRESETS[f"{_ds}-{_arch}-fast"] = dict(_CIFAR_FAST, model=f"robin_{_arch}", dataset=_ds)
+        PRESETS[f"{_ds}-{_arch}-trades"] = dict(_CIFAR_TRADES, model=f"robin_{_arch}", dataset=_ds)
+        # dense full-precision adversarial-training baselines (lr 0.1 step, 200 epochs is common; keep paper recipe)
+        PRESETS[f"{_ds}-{_arch}-dense-pgd"] = dict(_CIFAR_PGD, model=f"robin_{_arch}_dense", dataset=_ds, epochs=200)
+PRESETS["imagenet100-resnet34-fast"] = dict(_PAPER, model="robin_resnet34", dataset="imagenet100", attack="fast",
+                                            eps=2 / 255, step_size=1 / 255, epochs=100,
+                                            model_kwargs={}, test_n=5000)
+DEFAULT_PRESET = "fmnist-fast"
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """The overrides of preset ``name`` (a copy)."""
+    if name not in PRESETS:
+        raise UnknownNameError(f"unknown preset {name!r}{closest(name, PRESETS)}; valid: {', '.join(sorted(PRESETS))}")
+    return json.loads(json.dumps(PRESETS[name]))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)`` with value parsed as YAML (numbers, true/false, null, lists, dicts)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse the value of {key!r}: {raw!r} ({e})") from e
+    return key, value
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+    """Merge ``overrides`` into ``base`` and validate; unknown keys suggest the closest valid key."""
+    names = [f.name for f in fields(TrainConfig)]
+    merged = dict(base)
+    for k, v in overrides.items():
+        if k not in names:
+            raise UnknownNameError(f"unknown config key {k!r}{closest(k, names)}")
+        if k == "model_kwargs" and isinstance(v, dict):
+            v = {**merged.get("model_kwargs", {}), **v}
+        if k == "lr_milestones" and isinstance(v, list):
+            v = tuple(v)
+        merged[k] = v
+    # YAML reads "1e-3" as a string; accept numbers written that way for float keys
+    hints = typing.get_type_hints(TrainConfig)
+    for k, v in merged.items():
+        if isinstance(v, str) and float in typing.get_args(hints.get(k)) + (hints.get(k),):
+            try:
+                merged[k] = float(v)
+            except ValueError:
+                pass
+    return TrainConfig.from_dict(merged)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict of overrides (safe loader only)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML/JSON: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data

@@ -1,0 +1,46 @@
+"""Clean and PGD accuracy of a model on a set of images (used for validation and the test)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torchattacks
+
+from .attacks import derive_seed, isolated_rng
+
+__all__ = ["clean_and_pgd_accuracy"]
+
+
+def clean_and_pgd_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float, steps: int,
+    batch_size: int = 256, seed: int = 0, device: torch.device | None = None,
+) -> dict[str, float]:
+    """Clean accuracy and PGD-``steps`` accuracy (random start, torchattacks.PGD) in eval mode.
+
+    Args:
+        images: (N, C, H, W) floats in [0, 1] or uint8 (divided by 255).
+        labels: (N,) class indices.
+        eps, step_size: Linf radius and step in pixel units.
+
+    Returns:
+        ``{"clean_acc": ..., "robust_acc": ...}`` as fractions in [0, 1].
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    attack = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
+    clean = robust = 0
+    try:
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device)
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            y = labels[start:start + batch_size].to(device)
+            with torch.no_grad():
+                clean += (model(x).argmax(1) == y).sum().item()
+            with isolated_rng(derive_seed(seed, "eval-pgd", start), x.device):
+                x_adv = attack(x, y)
+            with torch.no_grad():
+                robust += (model(x_adv).argmax(1) == y).sum().item()
+    finally:
+        model.train(was_training)
+    n = max(1, len(images))
+    return {"clean_acc": clean / n, "robust_acc": robust / n}

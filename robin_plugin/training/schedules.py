@@ -1,0 +1,52 @@
+"""Schedules as pure functions of training progress (a float in [0, 1])."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..errors import ConfigError
+from ..pruning import check_keep_ratio
+
+__all__ = ["progressive_keep_ratio", "cosine_lr", "step_lr", "lr_at"]
+
+
+def progressive_keep_ratio(progress: float, target: float, steps: int) -> float:
+    """Keep ratio at ``progress`` for a geometric schedule from 1 down to ``target``.
+
+    Training is cut into ``steps`` equal stages; stage j (0-based) keeps
+    ``target ** ((j + 1) / steps)``, so the last stage keeps ``target`` and ``steps = 1``
+    keeps ``target`` from the start.
+
+    Args:
+        progress: fraction of training done, in [0, 1].
+        target: final keep ratio, in (0, 1].
+        steps: number of stages, >= 1.
+    """
+    target = check_keep_ratio(target)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"prune_steps must be an integer >= 1, got {steps!r}")
+    if not 0.0 <= progress <= 1.0:
+        raise ConfigError(f"progress must be in [0, 1], got {progress!r}")
+    stage = min(int(progress * steps), steps - 1)
+    return target ** ((stage + 1) / steps)
+
+
+def cosine_lr(progress: float, base_lr: float) -> float:
+    """Cosine decay from ``base_lr`` at progress 0 to 0 at progress 1."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * progress))
+
+
+def step_lr(progress: float, base_lr: float, milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1) -> float:
+    """``base_lr`` times ``gamma`` for every milestone (fraction of training) already passed."""
+    return base_lr * gamma ** sum(progress >= m for m in milestones)
+
+
+def lr_at(schedule: str, progress: float, base_lr: float, milestones: Sequence[float] = (0.5, 0.75)) -> float:
+    """Learning rate of the named schedule (``cosine``, ``step`` or ``constant``) at ``progress``."""
+    if schedule == "cosine":
+        return cosine_lr(progress, base_lr)
+    if schedule == "step":
+        return step_lr(progress, base_lr, milestones)
+    if schedule == "constant":
+        return base_lr
+    raise ConfigError(f"unknown lr_schedule {schedule!r}; valid: cosine, step, constant")

@@ -1,0 +1,330 @@
+"""A minimal adversarial trainer that fires the hook events (see :mod:`.events`)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import timm
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..io import atomic_write_json
+from ..summary import summary
+from .attacks import AdversarialTraining, derive_seed
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_state_dict
+from .config import TrainConfig
+from .events import Event
+from .hooks import Hook, MetricLogger, ProgressivePruning, fire
+from .metrics import clean_and_pgd_accuracy
+from .schedules import lr_at
+from .state import TrainState
+
+__all__ = ["Trainer", "build_model", "resolve_device", "make_optimizer", "TrainResult"]
+
+_log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA if available else CPU; otherwise ``torch.device(name)`` (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use device=cpu or auto")
+    return device
+
+
+def build_model(config: TrainConfig, num_classes: int, in_chans: int, mean, std) -> nn.Module:
+    """Create the timm model of ``config`` for a dataset's classes, channels and statistics."""
+    kwargs = dict(num_classes=num_classes, in_chans=in_chans, mean=tuple(mean), std=tuple(std), seed=config.seed)
+    if not config.model.endswith("_dense"):
+        kwargs.update(keep_ratio=config.keep_ratio, p=config.p)
+    kwargs.update(config.model_kwargs)
+    try:
+        return timm.create_model(config.model, **kwargs)
+    except RuntimeError as e:  # timm: "Unknown model"
+        raise ConfigError(f"{e}; robin models: {', '.join(timm.list_models('robin_*'))}") from e
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD over the trainable parameters (the scores of a masked model)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+class TrainResult(dict):
+    """Final metrics of a run (a dict) with ``out_dir`` attribute."""
+
+    out_dir: Path
+
+
+class Trainer:
+    """Adversarially train a robin model (or its dense twin) on an in-memory image dataset.
+
+    Args:
+        model: the model (inputs in [0, 1]).
+        config: the run's :class:`TrainConfig`.
+        train_set: training data with ``images`` (N, C, H, W) uint8 and ``labels`` (N,) int64
+            (e.g. :class:`robin_plugin.data.ImageDataset`).
+        val_set: held-out data of the same kind, or None.
+        hooks: extra hooks, fired after the built-in ones.
+        out_dir: folder for checkpoints, ``config.json`` and ``metrics.csv`` (None: no files).
+
+    Under ``torchrun`` (``torch.distributed`` initialised) each rank trains on its share of every
+    global batch of ``config.batch_size`` with DistributedDataParallel; rank 0 writes the files.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, train_set: Any, val_set: Any = None,
+                 hooks: Sequence[Hook] = (), out_dir: str | Path | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if config.batch_size % self.world:
+            raise ConfigError(f"batch_size {config.batch_size} must divide evenly over {self.world} processes")
+        self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_set, self.val_set = train_set, val_set
+        n = len(train_set)
+        if n < 1:
+            raise ConfigError("the training set is empty")
+        self.batch_size = min(config.batch_size, n - n % self.world) if n >= self.world else n
+        self.steps_per_epoch = max(1, n // self.batch_size)  # last partial batch dropped
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.optimizer = make_optimizer(self.model, config)
+        eps, step = config.eps, config.step_size
+        if eps is None or step is None:
+            raise ConfigError("config.eps and config.step_size must be set (robin_plugin.training.resolve_attack_sizes fills them)")
+        self.adversarial = AdversarialTraining(
+            config.attack, eps=eps, step_size=step, steps=config.attack_steps, trades_beta=config.trades_beta,
+            num_samples=n, seed=config.seed,
+        )
+        self.logger = MetricLogger(self.out_dir if self.rank == 0 else None)
+        builtin: list[Hook] = []
+        if getattr(model, "masked", False) or any(hasattr(m, "scores") for m in model.modules()):
+            builtin.append(ProgressivePruning(config.keep_ratio, config.p, config.prune_steps))
+        self.hooks: list[Hook] = [*builtin, self.adversarial, self.logger, *hooks]
+        self.state = TrainState(self.model, self.optimizer, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch)
+        self.best: dict[str, float] = {"val/robust_acc": -1.0, "epoch": -1}
+        self.start_epoch = 0
+        self._net = self.model
+        if self.distributed:
+            # the fixed weights are identical on every rank (same seed): no need to broadcast buffers
+            self._net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+
+    # --- data ------------------------------------------------------------------------------
+    def _augment(self) -> bool:
+        if self.config.augment is not None:
+            return self.config.augment
+        return self.config.dataset in ("cifar10", "cifar100", "imagenet100")
+
+    def _batches(self, epoch: int):
+        """Yield (x, y, index, crop_flip) for this rank; the same global order on every rank."""
+        from ..data.augment import apply_crop_flip, sample_crop_flip
+
+        n = len(self.train_set)
+        g = torch.Generator().manual_seed(derive_seed(self.config.seed, "shuffle", epoch))
+        perm = torch.randperm(n, generator=g)
+        g_aug = torch.Generator().manual_seed(derive_seed(self.config.seed, "augment", epoch))
+        per_rank = self.batch_size // self.world
+        for b in range(self.steps_per_epoch):
+            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            x, y = _gather(self.train_set, idx)
+            crop_flip = None
+            if self._augment():
+                crop_flip = sample_crop_flip(len(idx), 4, g_aug)
+                x = apply_crop_flip(x, crop_flip)
+            sl = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+            if self.world > 1:
+                idx, x, y = idx[sl], x[sl], y[sl]
+                if crop_flip is not None:
+                    crop_flip = _slice_crop_flip(crop_flip, sl)
+            yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
+                   idx.to(self.device), _to_device(crop_flip, self.device))
+
+    # --- loop ------------------------------------------------------------------------------
+    def fit(self, resume: bool | str | Path = False) -> TrainResult:
+        """Train for ``config.epochs`` epochs (continuing from a checkpoint if ``resume``).
+
+        Args:
+            resume: False; True to continue from ``out_dir/checkpoint.safetensors`` if it exists;
+                or the path of a checkpoint.
+
+        Returns:
+            Final metrics: the last epoch's ``train/*``, ``val/*`` and ``prune/keep_ratio``.
+        """
+        cfg, state = self.config, self.state
+        if self.out_dir is not None and self.rank == 0:
+            atomic_write_json(self.out_dir / "config.json", cfg.to_dict())
+        if resume:
+            path = Path(resume) if not isinstance(resume, bool) else (self.out_dir / CHECKPOINT if self.out_dir else None)
+            if path is not None and path.exists():
+                self._load(path)
+            elif not isinstance(resume, bool):
+                raise CheckpointError(f"no checkpoint to resume from at {path}")
+        state.epoch = self.start_epoch
+        fire(self.hooks, Event.FIT_START, state)
+        amp = cfg.amp and self.device.type == "cuda"
+        for epoch in range(self.start_epoch, cfg.epochs):
+            state.epoch, state.batch_idx = epoch, 0
+            state.metrics = {}
+            fire(self.hooks, Event.EPOCH_START, state)
+            sums: dict[str, float] = {}
+            t0 = time.perf_counter()
+            self._net.train()
+            bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not cfg.progress or self.rank != 0, leave=False, dynamic_ncols=True)
+            for b, (x, y, idx, crop_flip) in enumerate(bar):
+                state.batch_idx = b
+                lr = lr_at(cfg.lr_schedule, state.progress, cfg.lr, cfg.lr_milestones)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                state.set_batch(x, y, idx, crop_flip)
+                fire(self.hooks, Event.BATCH_START, state)
+                fire(self.hooks, Event.ADV_EXAMPLES, state)
+                self._net.train()
+                with torch.autocast(self.device.type, enabled=amp):
+                    loss = self._loss()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                fire(self.hooks, Event.AFTER_BACKWARD, state)
+                self.optimizer.step()
+                state.step += 1
+                fire(self.hooks, Event.BATCH_END, state)
+                for k, v in state.batch_metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if b % 10 == 0:
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in state.batch_metrics.items()})
+            bar.close()
+            state.batch_idx = self.steps_per_epoch
+            state.metrics.update({k: _mean_over_ranks(v / self.steps_per_epoch, self.device, self.distributed) for k, v in sums.items()})
+            state.metrics["lr"] = lr_at(cfg.lr_schedule, min(1.0, (epoch + 1) / cfg.epochs), cfg.lr, cfg.lr_milestones)
+            state.metrics["time/epoch_s"] = time.perf_counter() - t0
+            fire(self.hooks, Event.EPOCH_END, state)
+            self._validate(epoch)
+            fire(self.hooks, Event.VALIDATION, state)
+            last = epoch == cfg.epochs - 1
+            if self.rank == 0 and self.out_dir is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+                self._save(epoch)
+        fire(self.hooks, Event.FIT_END, state)
+        result = TrainResult(state.metrics)
+        result.out_dir = self.out_dir
+        return result
+
+    def _loss(self) -> torch.Tensor:
+        if self._net is self.model:
+            return self.adversarial.loss(self.state)
+        # under DDP the forward must go through the wrapper so gradients are all-reduced
+        model = self.state.model
+        self.state.model = self._net
+        try:
+            return self.adversarial.loss(self.state)
+        finally:
+            self.state.model = model
+
+    def _validate(self, epoch: int) -> None:
+        if self.val_set is None or len(self.val_set) == 0:
+            return
+        cfg = self.config
+        x, y = _gather(self.val_set, torch.arange(len(self.val_set)))
+        m = clean_and_pgd_accuracy(
+            self.model, x, y, eps=self.adversarial.eps, step_size=cfg.eval_step_size or self.adversarial.step_size,
+            steps=cfg.val_pgd_steps, seed=derive_seed(cfg.seed, "val", epoch), device=self.device,
+        )
+        self.state.metrics["val/clean_acc"] = m["clean_acc"]
+        self.state.metrics["val/robust_acc"] = m["robust_acc"]
+        if m["robust_acc"] > self.best["val/robust_acc"]:
+            self.best = {"val/robust_acc": m["robust_acc"], "val/clean_acc": m["clean_acc"], "epoch": epoch}
+            if self.rank == 0 and self.out_dir is not None:
+                save_state_dict(self.out_dir / "model_best.safetensors", self.model.state_dict(),
+                                metadata={"epoch": str(epoch), "val_robust_acc": repr(m["robust_acc"])})
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _save(self, epoch: int) -> None:
+        state = {
+            "epoch": epoch,
+            "step": self.state.step,
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict(),
+            "hooks": [{"type": type(h).__name__, "state": h.state_dict()} for h in self.hooks],
+            "config": self.config.to_dict(),
+        }
+        save_checkpoint(self.out_dir / CHECKPOINT, self.model.state_dict(), state)
+        save_state_dict(self.out_dir / "model.safetensors", self.model.state_dict(), metadata={"epoch": str(epoch)})
+
+    def _load(self, path: Path) -> None:
+        model_state, state = load_checkpoint(path)
+        saved = state.get("config", {})
+        mine = self.config.to_dict()
+        ignore = {"out_dir", "progress", "device", "epochs"}
+        diff = sorted(k for k in set(saved) | set(mine) if k not in ignore and saved.get(k) != mine.get(k))
+        if diff:
+            raise CheckpointError(
+                f"{path} was written by a run with a different config ({', '.join(f'{k}: {saved.get(k)!r} != {mine.get(k)!r}' for k in diff[:5])}); "
+                "resume with the same config or start a new out_dir"
+            )
+        try:
+            self.model.load_state_dict(model_state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} does not fit this model: {str(e)[:300]}") from e
+        self.optimizer.load_state_dict(state["optimizer"])
+        saved_hooks = state.get("hooks", [])
+        for i, h in enumerate(self.hooks):
+            if i < len(saved_hooks) and saved_hooks[i]["type"] == type(h).__name__:
+                h.load_state_dict(saved_hooks[i]["state"])
+        self.best = state["best"]
+        self.start_epoch = state["epoch"] + 1
+        self.state.step = state["step"]
+        _log.info("resumed from %s after epoch %d", path, state["epoch"])
+
+
+def _gather(dataset: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as floats in [0, 1] and labels for the given indices."""
+    if hasattr(dataset, "images") and hasattr(dataset, "labels"):
+        x, y = dataset.images[idx], dataset.labels[idx]
+    else:  # lazily decoded datasets (ImageNet-100)
+        items = [dataset[int(i)] for i in idx]
+        x = torch.stack([it[0] for it in items])
+        y = torch.as_tensor([int(it[1]) for it in items])
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    return x, y.long()
+
+
+def _slice_crop_flip(cf: Any, sl: slice) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(cf, dy=cf.dy[sl], dx=cf.dx[sl], flip=cf.flip[sl])
+
+
+def _to_device(cf: Any, device: torch.device) -> Any:
+    if cf is None:
+        return None
+    import dataclasses
+
+    return dataclasses.replace(cf, dy=cf.dy.to(device), dx=cf.dx.to(device), flip=cf.flip.to(device))
+
+
+def _mean_over_ranks(v: float, device: torch.device, distributed: bool) -> float:
+    if not distributed:
+        return v
+    t = torch.tensor([v], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).item()
