@@ -8,7 +8,7 @@ from .metrics import clean_and_pgd_accuracy
 from .run import resolve_attack_sizes, train
 from .schedules import cosine_lr, lr_at, progressive_keep_ratio, step_lr
 from .state import TrainState
-from .trainer import Trainer, build_model, make_optimizer
+from .trainer import Trainer, build_model, epoch_order, make_optimizer
 
 __all__ = [
     "ATTACKS", "AdversarialTraining", "PersistentFGSM", "trades_loss",
@@ -17,5 +17,5 @@ __all__ = [
     "Event", "Hook", "MetricLogger", "ProgressivePruning", "fire",
     "clean_and_pgd_accuracy", "resolve_attack_sizes", "train",
     "cosine_lr", "lr_at", "progressive_keep_ratio", "step_lr",
-    "TrainState", "Trainer", "build_model", "make_optimizer",
+    "TrainState", "Trainer", "build_model", "epoch_order", "make_optimizer",
 ]

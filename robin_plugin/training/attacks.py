@@ -193,10 +193,24 @@ class AdversarialTraining(Hook):
         with isolated_rng(derive_seed(self.seed, "attack", state.step), state.x.device):
             if self.name == "fast":
                 state.x_adv = self.attack(state.x, state.y, state.index, state.crop_flip)
+                self._share_bank(state.index)
             elif self.name == "trades":
                 state.x_adv = self.attack(state.x)  # TPGD needs no labels
             else:
                 state.x_adv = self.attack(state.x, state.y)
+
+    def _share_bank(self, index: torch.Tensor) -> None:
+        """Under DDP, give every rank the perturbations the other ranks just updated."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        from .distributed import all_gather_cat
+
+        bank = self.attack.bank
+        index = index.to(bank.device)
+        all_index = all_gather_cat(index)
+        self.attack.bank[all_index] = all_gather_cat(bank[index])
 
     def loss(self, state: TrainState) -> torch.Tensor:
         """Training loss of the batch (model in train mode); also fills ``state.batch_metrics``."""

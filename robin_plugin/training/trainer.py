@@ -27,7 +27,7 @@ from .metrics import clean_and_pgd_accuracy
 from .schedules import lr_at
 from .state import TrainState
 
-__all__ = ["Trainer", "build_model", "resolve_device", "make_optimizer", "TrainResult"]
+__all__ = ["Trainer", "TrainResult", "build_model", "epoch_order", "make_optimizer", "resolve_device"]
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +97,11 @@ class Trainer:
         if config.batch_size % self.world:
             raise ConfigError(f"batch_size {config.batch_size} must divide evenly over {self.world} processes")
         self.model = model.to(self.device)
+        if self.distributed:
+            from .distributed import convert_sync_batchnorm
+
+            # BatchNorm statistics over the whole global batch, as in a one-process run
+            self.model = convert_sync_batchnorm(self.model, self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_set, self.val_set = train_set, val_set
@@ -140,9 +145,7 @@ class Trainer:
         """Yield (x, y, index, crop_flip) for this rank; the same global order on every rank."""
         from ..data.augment import apply_crop_flip, sample_crop_flip
 
-        n = len(self.train_set)
-        g = torch.Generator().manual_seed(derive_seed(self.config.seed, "shuffle", epoch))
-        perm = torch.randperm(n, generator=g)
+        perm = epoch_order(len(self.train_set), self.config.seed, epoch)
         g_aug = torch.Generator().manual_seed(derive_seed(self.config.seed, "augment", epoch))
         per_rank = self.batch_size // self.world
         for b in range(self.steps_per_epoch):
@@ -216,7 +219,7 @@ class Trainer:
             bar.close()
             state.batch_idx = self.steps_per_epoch
             state.metrics.update({k: _mean_over_ranks(v / self.steps_per_epoch, self.device, self.distributed) for k, v in sums.items()})
-            state.metrics["lr"] = lr_at(cfg.lr_schedule, min(1.0, (epoch + 1) / cfg.epochs), cfg.lr, cfg.lr_milestones)
+            state.metrics["lr"] = self.optimizer.param_groups[0]["lr"]  # of the epoch's last step
             state.metrics["time/epoch_s"] = time.perf_counter() - t0
             fire(self.hooks, Event.EPOCH_END, state)
             self._validate(epoch)
@@ -294,6 +297,14 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.state.step = state["step"]
         _log.info("resumed from %s after epoch %d", path, state["epoch"])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The Trainer's sample order in ``epoch``: a permutation of ``range(n)`` from ``(seed, epoch)`` only.
+
+    Stateless, so a resumed run visits the samples in the same order without saving RNG state.
+    """
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "shuffle", epoch)))
 
 
 def _gather(dataset: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
