@@ -56,6 +56,8 @@ def adaptive_keep_ratios(layer_sizes: Sequence[int], keep_ratio: float, p: float
         raise ConfigError(f"every layer size must be >= 1, got {sizes}")
 
     ratios = [1.0] * len(sizes)
+    if keep_ratio == 1.0:
+        return ratios
     budget = keep_ratio * sum(sizes)  # weights still to distribute
     # For p < 1 the ratio falls with size, so the layers that clip are always the smallest:
     # visit layers from the smallest, clip while the current c would give them more than 1.
@@ -63,7 +65,7 @@ def adaptive_keep_ratios(layer_sizes: Sequence[int], keep_ratio: float, p: float
     for pos, i in enumerate(order):
         rest = order[pos:]
         c = budget / math.fsum(sizes[j] ** p for j in rest)
-        if c * sizes[i] ** (p - 1.0) >= 1.0:
+        if c * sizes[i] ** (p - 1.0) >= 1.0 - 1e-12:  # tolerance: float rounding of c
             budget -= sizes[i]  # this layer keeps everything
             continue
         for j in rest:

@@ -100,10 +100,14 @@ class ModelSummary:
         lines.append(f"{'total':<{name_w}}  {'':<18} {self.total:>10,} {self.keep_ratio:>10.4f} {self.kept:>9,}")
         lines.append("storage:")
         lines.append(f"  dense fp32                 {_mb(self.fp32_bytes)}")
-        lines.append(f"  +-1 signs + bit mask        {_mb(self.sign_mask_bytes)}  ({self.fp32_bytes / self.sign_mask_bytes:.1f}x smaller)")
-        lines.append(f"  seeded weights + bit mask   {_mb(self.seeded_mask_bytes)}  ({self.fp32_bytes / self.seeded_mask_bytes:.1f}x smaller)")
-        lines.append(f"  information bound n*H(k)    {_mb(self.entropy_bound_bytes)}  ({self.fp32_bytes / self.entropy_bound_bytes:.1f}x smaller)")
+        lines.append(f"  +-1 signs + bit mask        {_mb(self.sign_mask_bytes)}  ({_times(self.fp32_bytes, self.sign_mask_bytes)})")
+        lines.append(f"  seeded weights + bit mask   {_mb(self.seeded_mask_bytes)}  ({_times(self.fp32_bytes, self.seeded_mask_bytes)})")
+        lines.append(f"  information bound n*H(k)    {_mb(self.entropy_bound_bytes)}  ({_times(self.fp32_bytes, self.entropy_bound_bytes)})")
         return "\n".join(lines)
+
+
+def _times(a: int, b: int) -> str:
+    return f"{a / b:.1f}x smaller" if b else "n/a"
 
 
 def _mb(n: int) -> str:

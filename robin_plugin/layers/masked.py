@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, UnknownNameError, closest
 from .selection import kept_count, straight_through, topk_mask
 
-__all__ = ["INITS", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "init_weight", "init_scores"]
+__all__ = ["INITS", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
 
 INITS = ("binary", "signed_kaiming_constant", "kaiming_normal")
 """Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), and Kaiming normal."""
@@ -44,20 +44,32 @@ def init_weight(shape: torch.Size, init: str, generator: torch.Generator) -> tor
     if init == "kaiming_normal":
         std = _RELU_GAIN / math.sqrt(_fan_in(shape))
         return torch.randn(shape, generator=generator) * std
-    if init not in INITS:
-        raise UnknownNameError(f"unknown init {init!r}{closest(init, INITS)}; valid: {', '.join(INITS)}")
+    check_init(init)
     signs = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8).float() * 2 - 1
     if init == "signed_kaiming_constant":
         return signs * (_RELU_GAIN / math.sqrt(_fan_in(shape)))
     return signs
 
 
+def check_score_scale(scale: float) -> float:
+    """Return ``scale`` as a float, or raise :class:`ConfigError` unless it is finite and > 0."""
+    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"score_init_scale must be a finite number > 0, got {scale!r}")
+    return float(scale)
+
+
+def check_init(init: str) -> str:
+    """Return ``init`` or raise :class:`UnknownNameError` naming the valid choices."""
+    if init not in INITS:
+        raise UnknownNameError(f"unknown init {init!r}{closest(str(init), INITS)}; valid: {', '.join(INITS)}")
+    return init
+
+
 def init_scores(
     shape: torch.Size, scale: float, by_fan_in: bool, generator: torch.Generator
 ) -> torch.Tensor:
     """Scores drawn from U(-a, a), a = ``scale`` (divided by sqrt(fan_in) if ``by_fan_in``)."""
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"score_init_scale must be a finite number > 0, got {scale!r}")
+    check_score_scale(scale)
     a = scale / math.sqrt(_fan_in(shape)) if by_fan_in else scale
     return (torch.rand(shape, generator=generator) * 2 - 1) * a
 

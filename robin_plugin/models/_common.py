@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, InputError
-from ..layers.masked import INITS, MaskedConv2d, MaskedLinear
+from ..layers.masked import MaskedConv2d, MaskedLinear, check_init, check_score_scale
 from ..pruning import check_keep_ratio, check_p, set_keep_ratio
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -53,11 +53,8 @@ class Layers:
 def make_layers(masked: bool, generator: torch.Generator, **masked_kwargs) -> Layers:
     """Masked layers with non-affine BatchNorm, or dense layers with affine BatchNorm."""
     if masked:
-        init = masked_kwargs["init"]
-        if init not in INITS:
-            from ..errors import UnknownNameError, closest
-
-            raise UnknownNameError(f"unknown init {init!r}{closest(init, INITS)}; valid: {', '.join(INITS)}")
+        init = check_init(masked_kwargs["init"])
+        check_score_scale(masked_kwargs["score_init_scale"])
         kw = dict(
             init=init,
             score_init_scale=masked_kwargs["score_init_scale"],

@@ -6,8 +6,8 @@ import logging
 import torch
 import torch.nn as nn
 
-from ..layers.masked import INITS, MaskedConv2d, MaskedLinear
-from ..errors import ConfigError, UnknownNameError, closest
+from ..errors import ConfigError
+from ..layers.masked import MaskedConv2d, MaskedLinear, check_init, check_score_scale
 from ..pruning import check_keep_ratio, check_p, set_keep_ratio
 from ._common import stream_generator
 
@@ -47,8 +47,8 @@ def robinify(
     """
     check_keep_ratio(keep_ratio)
     check_p(p)
-    if init not in INITS:
-        raise UnknownNameError(f"unknown init {init!r}{closest(init, INITS)}; valid: {', '.join(INITS)}")
+    check_init(init)
+    check_score_scale(score_init_scale)
     g = stream_generator(seed, "robinify")
     kw = dict(init=init, score_init_scale=score_init_scale, score_scale_by_fan_in=score_scale_by_fan_in, generator=g)
     skipped: list[str] = []

@@ -1,0 +1,155 @@
+"""One adversarial training step: masked binary robin model versus its dense full-precision twin.
+
+Same architecture, same attack, same batch; the two steps are interleaved in one run and the
+median times compared as a ratio. Peak training memory of each is measured in a separate
+process (peak RSS growth over the process's RSS before training on the CPU; max allocated
+memory on CUDA).
+
+    .venv/bin/python benchmarks/bench_train_step.py            # width-16 ResNet-18, Fashion-MNIST size
+    .venv/bin/python benchmarks/bench_train_step.py --model robin_resnet34 --width 64 --size 32 --in-chans 3
+
+Targets: time ratio <= 1.10 and memory ratio <= 1.25 (robin / dense).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+
+import robin_plugin  # noqa: F401  (registers the models)
+from robin_plugin.io import atomic_write_json
+from robin_plugin.training import AdversarialTraining, TrainState
+
+TIME_TARGET, MEMORY_TARGET = 1.10, 1.25
+
+
+def make(name: str, args, device):
+    kw = dict(num_classes=10, in_chans=args.in_chans, width=args.width, seed=0)
+    if not name.endswith("_dense"):
+        kw.update(keep_ratio=args.keep_ratio, p=0.1)
+    model = timm.create_model(name, **kw).to(device)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=5e-4)
+    adv = AdversarialTraining(args.attack, eps=0.1, step_size=0.025, steps=args.attack_steps, num_samples=args.batch)
+    state = TrainState(model, opt)
+    adv.on_fit_start(state)
+    return model, opt, adv, state
+
+
+def step(model, opt, adv, state, x, y, idx):
+    state.set_batch(x, y, idx)
+    adv.on_batch_start(state)
+    model.train()
+    loss = adv.loss(state)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    state.step += 1
+
+
+def batch(args, device):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, args.in_chans, args.size, args.size, generator=g).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    return x, y, torch.arange(args.batch, device=device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def memory_child(args) -> None:
+    """Run in a subprocess: print the peak memory growth of a few training steps (bytes)."""
+    device = torch.device(args.device)
+    model, opt, adv, state = make(args.memory_child, args, device)
+    x, y, idx = batch(args, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    for _ in range(3):
+        step(model, opt, adv, state, x, y, idx)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak_growth_bytes": peak - base}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="robin_resnet18")
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--in-chans", type=int, default=1)
+    ap.add_argument("--size", type=int, default=28)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--keep-ratio", type=float, default=0.05)
+    ap.add_argument("--attack", default="ffgsm")
+    ap.add_argument("--attack-steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="benchmarks/results/train_step.json")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args)
+        return 0
+
+    device = torch.device(args.device)
+    names = [args.model, f"{args.model}_dense"]
+    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print(f"setup: {args.model} width {args.width}, input {args.in_chans}x{args.size}x{args.size}, batch {args.batch}, "
+          f"attack {args.attack}, keep_ratio {args.keep_ratio}, {args.repeats} interleaved repeats (2 warm-up)")
+    runs = {n: make(n, args, device) for n in names}
+    x, y, idx = batch(args, device)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.repeats + 2):
+        for n in (names if r % 2 == 0 else names[::-1]):  # alternate the order too
+            sync(device)
+            t = time.perf_counter()
+            step(*runs[n], x, y, idx)
+            sync(device)
+            if r >= 2:
+                times[n].append(time.perf_counter() - t)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    time_ratio = med[names[0]] / med[names[1]]
+
+    mem = {}
+    for n in names:
+        cmd = [sys.executable, __file__, "--memory-child", n, "--model", args.model, "--width", str(args.width),
+               "--in-chans", str(args.in_chans), "--size", str(args.size), "--batch", str(args.batch),
+               "--keep-ratio", str(args.keep_ratio), "--attack", args.attack, "--attack-steps", str(args.attack_steps),
+               "--device", args.device]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        mem[n] = json.loads(out.strip().splitlines()[-1])["peak_growth_bytes"]
+    mem_ratio = mem[names[0]] / mem[names[1]]
+
+    print(f"\n{'model':<24} {'median step (ms)':>18} {'peak memory growth (MB)':>24}")
+    for n in names:
+        print(f"{n:<24} {1e3 * med[n]:>18.1f} {mem[n] / 1e6:>24.1f}")
+    print(f"\ntime ratio robin/dense   {time_ratio:.3f}  (target <= {TIME_TARGET}: {'PASS' if time_ratio <= TIME_TARGET else 'FAIL'})")
+    print(f"memory ratio robin/dense {mem_ratio:.3f}  (target <= {MEMORY_TARGET}: {'PASS' if mem_ratio <= MEMORY_TARGET else 'FAIL'})")
+    atomic_write_json(Path(args.out), {
+        "machine": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+        "device": str(device), "torch": torch.__version__, "args": {k: v for k, v in vars(args).items() if k != "memory_child"},
+        "median_step_s": med, "peak_memory_growth_bytes": mem, "time_ratio": time_ratio, "memory_ratio": mem_ratio,
+        "targets": {"time_ratio": TIME_TARGET, "memory_ratio": MEMORY_TARGET},
+    })
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

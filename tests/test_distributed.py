@@ -1,0 +1,62 @@
+"""DistributedDataParallel on the CPU (gloo): 2 processes match 1 process with the same global batch."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import robin_plugin
+from robin_plugin.training import Trainer
+
+from test_training import tiny_config, tiny_model, toy_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = Trainer(tiny_model(), _config(), toy_dataset(128), toy_dataset(32, seed=1))
+        result = trainer.fit()
+        if rank == 0:
+            torch.save({"state": trainer.model.state_dict(), "result": dict(result),
+                        "masks": [m.mask().clone() for _, m in robin_plugin.masked_layers(trainer.model)]}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _config():
+    # the paper's fast attack has no random start per batch, so both runs see the same examples
+    return tiny_config(epochs=2, batch_size=32, attack="fast", eps=0.1, step_size=0.05, augment=True)
+
+
+def test_two_processes_match_one_process(tmp_path):
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+
+    single = Trainer(tiny_model(), _config(), toy_dataset(128), toy_dataset(32, seed=1))
+    result = single.fit()
+    masks = [m.mask() for _, m in robin_plugin.masked_layers(single.model)]
+
+    for a, b in zip(masks, ddp["masks"]):
+        assert torch.equal(a, b)
+    state = single.model.state_dict()
+    for k, v in ddp["state"].items():
+        if v.is_floating_point():
+            assert torch.allclose(state[k], v, rtol=1e-4, atol=1e-6), k
+    for k, v in result.items():
+        if not k.startswith("time/"):
+            assert ddp["result"][k] == pytest.approx(v, abs=1e-4), k
