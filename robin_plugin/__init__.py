@@ -6,6 +6,7 @@ Networks" (NeurIPS 2022). Importing the package registers the ``robin_*`` models
 from .errors import ConfigError, InputError, RobinError, UnknownNameError
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear, kept_count, topk_mask
 from .models import RobinResNet, RobinWideResNet, robinify
+from .export import compact_size_report, export_compact, export_dense, load_compact
 from .pruning import adaptive_keep_ratios, masked_layers, set_keep_ratio
 from .summary import ModelSummary, summary
 
@@ -17,4 +18,5 @@ __all__ = [
     "RobinResNet", "RobinWideResNet", "robinify",
     "adaptive_keep_ratios", "masked_layers", "set_keep_ratio",
     "ModelSummary", "summary",
+    "compact_size_report", "export_compact", "export_dense", "load_compact",
 ]

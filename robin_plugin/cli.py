@@ -44,9 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p", type=float, default=0.1, help="adaptive keep-ratio exponent in [0, 1] (default 0.1)")
     p.add_argument("--no-layers", dest="layers", action="store_false", help="totals only")
     p.set_defaults(func=_cmd_models)
+    from .export.cli import add_export_parser, add_inspect_parser
     from .training.cli import add_train_parser
 
     add_train_parser(sub)
+    add_export_parser(sub)
+    add_inspect_parser(sub)
     return parser
 
 

@@ -220,6 +220,9 @@ class RobinNetBase(nn.Module):
         self.head = ClassifierHead(self.num_features, self.num_classes, layers, self.last_bn)
         if self.masked:
             set_keep_ratio(self, self.masked_kwargs["keep_ratio"], self.masked_kwargs["p"])
+            from ..export.timm_loading import compact_load_pre_hook  # timm's checkpoint_path= route
+
+            self.register_load_state_dict_pre_hook(compact_load_pre_hook)
         del self.generator  # not part of the model's state: every draw has been made
 
     # --- timm model API -------------------------------------------------------------------

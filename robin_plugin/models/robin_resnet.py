@@ -148,7 +148,9 @@ class RobinResNet(RobinNetBase):
 
 
 def _create_robin_resnet(variant: str, pretrained: bool = False, **kwargs) -> RobinResNet:
-    return build_model_with_cfg(RobinResNet, variant, pretrained, **kwargs)
+    from ..export.timm_loading import checkpoint_filter_fn  # lazy: export imports the models
+
+    return build_model_with_cfg(RobinResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(**kwargs) -> dict:

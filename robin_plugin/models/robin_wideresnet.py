@@ -102,7 +102,9 @@ class RobinWideResNet(RobinNetBase):
 
 
 def _create_robin_wrn(variant: str, pretrained: bool = False, **kwargs) -> RobinWideResNet:
-    return build_model_with_cfg(RobinWideResNet, variant, pretrained, **kwargs)
+    from ..export.timm_loading import checkpoint_filter_fn  # lazy: export imports the models
+
+    return build_model_with_cfg(RobinWideResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(**kwargs) -> dict:

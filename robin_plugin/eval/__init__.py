@@ -1,0 +1,20 @@
+"""Evaluation: full-strength AutoAttack through torchattacks, gradient-masking checks, reports, leaderboard.
+
+- :mod:`.attacks`: the standard AutoAttack ensemble with the original settings.
+- :mod:`.evaluate`: :func:`evaluate` (clean, PGD-k, AutoAttack per attack, checks, reference).
+- :mod:`.checks`: the gradient-masking checks as pure functions.
+- :mod:`.report`: RobustBench model_info JSON and the terminal table.
+- :mod:`.leaderboard`: the RobustBench leaderboard snapshot, ranking and the size plot.
+"""
+from __future__ import annotations
+
+from .attacks import STANDARD_ATTACKS, AutoAttackConfig, build_attack, pgd_attack, standard_attacks
+from .checks import CheckResult
+from .evaluate import EvalResult, evaluate, reference_autoattack
+from .report import format_report, load_result, make_model_info, write_result
+
+__all__ = [
+    "STANDARD_ATTACKS", "AutoAttackConfig", "build_attack", "pgd_attack", "standard_attacks",
+    "CheckResult", "EvalResult", "evaluate", "reference_autoattack",
+    "format_report", "load_result", "make_model_info", "write_result",
+]

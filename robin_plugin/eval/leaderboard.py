@@ -1,0 +1,341 @@
+"""The RobustBench leaderboard snapshot: rank a result, show its neighbours, plot accuracy vs size.
+
+The snapshot in ``leaderboard_data/<dataset>_<threat>.json`` (CIFAR-10 Linf, CIFAR-100 Linf,
+ImageNet Linf) is built by :func:`build_snapshot` from RobustBench's ``model_info`` files:
+
+    python -m robin_plugin.eval.leaderboard --rebuild ../shared/data/robustbench-model-info
+
+Please cite RobustBench when you use it: Croce, Andriushchenko, Sehwag, Debenedetti,
+Flammarion, Chiang, Mittal, Hein, "RobustBench: a standardized adversarial robustness
+benchmark", NeurIPS 2021 Datasets and Benchmarks Track.
+
+Parameter counts (:data:`ARCH_PARAMS`) are counted, not taken from the papers: the CIFAR
+WideResNet-d-k, ResNet-18 and ResNet-50 with robin's dense twins (``robin_wrn34_dense`` with
+``depth``/``widen_factor``, ``robin_resnet18_dense``, ``robin_resnet50_dense``: the same layouts as
+RobustBench's CIFAR models), the ImageNet architectures with timm's models of that name, at the
+dataset's class count. Approximations, marked ``"approx"`` in the snapshot: PreActResNet-18 is
+counted as ResNet-18 (they differ by a few hundred BatchNorm parameters), MeanSparse and
+PSSiLU variants and "+ ConvStem" models as their base network, "A + B" ensembles as the sum of
+their members. Unknown (``null``, left out of the plot): XCiT-M12 and XCiT-L12 (12-layer
+variants that timm does not define), WideResNet-34-R, WideResNet-A4, RaWideResNet, ResNeSt-152,
+the Neural-ODE and mixing-network models and the 5-layer CNN.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, InputError, UnknownNameError, closest
+from ..io import atomic_write, atomic_write_json
+
+__all__ = [
+    "ARCH_PARAMS", "LEADERBOARDS", "CITATION", "Ranking", "arch_params", "build_snapshot", "load_leaderboard",
+    "plot_size_vs_accuracy", "rank", "format_ranking",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Leaderboards in the snapshot: name -> (RobustBench dataset folder, threat model, classes, eps).
+LEADERBOARDS: dict[str, tuple[str, str, int, str]] = {
+    "cifar10_linf": ("cifar10", "Linf", 10, "8/255"),
+    "cifar100_linf": ("cifar100", "Linf", 100, "8/255"),
+    "imagenet_linf": ("imagenet", "Linf", 1000, "4/255"),
+}
+
+CITATION = (
+    "Croce, Andriushchenko, Sehwag, Debenedetti, Flammarion, Chiang, Mittal, Hein. RobustBench: a standardized "
+    "adversarial robustness benchmark. NeurIPS 2021 Datasets and Benchmarks Track. https://robustbench.github.io"
+)
+
+#: Parameter counts by architecture and class count (see the module docstring for how).
+ARCH_PARAMS: dict[str, dict[int, int]] = {
+    "WideResNet-28-10": {10: 36479194, 100: 36536884},
+    "WideResNet-34-10": {10: 46160474, 100: 46218164},
+    "WideResNet-70-16": {10: 266796506, 100: 266888756},
+    "WideResNet-34-20": {10: 184531674, 100: 184646964},
+    "WideResNet-34-15": {10: 103819674, 100: 103906164},
+    "WideResNet-40-8": {10: 35748314, 100: 35794484},
+    "WideResNet-28-4": {10: 5849050, 100: 5872180},
+    "WideResNet-106-16": {10: 415475162, 100: 415567412},
+    "WideResNet-94-16": {10: 365915610, 100: 366007860},
+    "WideResNet-82-8": {10: 79125466, 100: 79171636},
+    "ResNet-18": {10: 11181642, 100: 11227812, 1000: 11689512},
+    "ResNet-50": {10: 23528522, 100: 23712932, 1000: 25557032},
+    "ResNet-20": {10: 272474},  # He et al. CIFAR ResNet (16-32-64 channels)
+    "ResNet-32": {10: 466906},
+    "ResNet-110": {10: 1730714},
+    "WideResNet-50-2": {1000: 68883240},
+    "WideResNet-101-2": {1000: 126886696},
+    "ResNet-152": {10: 58164298, 100: 58348708, 1000: 60192808},
+    "DenseNet-121": {10: 6964106, 100: 7056356, 1000: 7978856},
+    "Swin-B": {1000: 87768224},
+    "Swin-L": {1000: 196532476},
+    "ViT-B": {1000: 86567656},
+    "ViT-S": {1000: 22050664},
+    "ConvNeXt-L": {1000: 197767336},
+    "ConvNeXt-B": {1000: 88591464},
+    "ConvNeXt-S": {1000: 50223688},
+    "ConvNeXt-T": {1000: 28589128},
+    "ConvNeXtV2-L": {1000: 197956840},
+    "XCiT-S12": {10: 25872154, 100: 25906804, 1000: 26253304},
+}
+
+_APPROX_ALIASES = {"PreActResNet-18": "ResNet-18", "WideResNet-28-10-PSSiLU": "WideResNet-28-10"}
+
+
+def arch_params(architecture: str, num_classes: int) -> tuple[int | None, str | None]:
+    """Parameter count of a RobustBench architecture string.
+
+    Returns:
+        ``(count, "computed" | "approx")``, or ``(None, None)`` when unknown.
+    """
+    arch = architecture.strip()
+    table = ARCH_PARAMS.get(arch)
+    if table and num_classes in table:
+        return table[num_classes], "computed"
+    if arch in _APPROX_ALIASES:
+        n, _ = arch_params(_APPROX_ALIASES[arch], num_classes)
+        return (n, "approx") if n else (None, None)
+    if arch.startswith("MeanSparse "):
+        n, _ = arch_params(arch[len("MeanSparse "):], num_classes)
+        return (n, "approx") if n else (None, None)
+    if arch.endswith(" + ConvStem"):
+        n, _ = arch_params(arch[: -len(" + ConvStem")], num_classes)
+        return (n, "approx") if n else (None, None)
+    if " + " in arch and "mixing" not in arch:
+        parts = [arch_params(a, num_classes)[0] for a in arch.split(" + ")]
+        if all(parts):
+            return sum(parts), "approx"
+    return None, None
+
+
+def _percent(value: Any, where: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: expected a percent string like \"57.14\", got {value!r}") from None
+    if not math.isfinite(v) or not 0.0 <= v <= 100.0:
+        raise InputError(f"{where}: percent out of [0, 100]: {value!r}")
+    return v
+
+
+def build_snapshot(src: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, date: str | None = None) -> dict[str, Path]:
+    """Build the compact leaderboard files from RobustBench ``model_info`` folders.
+
+    Args:
+        src: folder holding ``cifar10/Linf``, ``cifar100/Linf`` and ``imagenet/Linf`` with one
+            JSON per model (RobustBench's ``model_info`` layout).
+        out_dir: where to write ``<leaderboard>.json`` (default: the package's ``leaderboard_data``).
+        date: snapshot date written into the files (ISO, default: today).
+
+    Returns:
+        ``{leaderboard name: path written}``.
+    """
+    src = Path(src)
+    out = Path(out_dir) if out_dir is not None else Path(__file__).with_name("leaderboard_data")
+    date = date or _dt.date.today().isoformat()
+    written = {}
+    for board, (dataset, threat, classes, eps) in LEADERBOARDS.items():
+        folder = src / dataset / threat
+        if not folder.is_dir():
+            raise InputError(f"{folder} does not exist: expected RobustBench model_info/{dataset}/{threat}/*.json under {src}")
+        entries = []
+        for f in sorted(folder.glob("*.json")):
+            try:
+                info = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise InputError(f"{f} is not valid JSON: {e}") from None
+            if not isinstance(info, dict) or any(k not in info for k in ("architecture", "clean_acc", "autoattack_acc")):
+                raise InputError(f"{f} lacks architecture, clean_acc or autoattack_acc")
+            n, how = arch_params(str(info["architecture"]), classes)
+            entries.append({
+                "id": f.stem,
+                "name": info.get("name", f.stem),
+                "architecture": info["architecture"],
+                "clean_acc": _percent(info["clean_acc"], f"{f}: clean_acc"),
+                "autoattack_acc": _percent(info["autoattack_acc"], f"{f}: autoattack_acc"),
+                "additional_data": bool(info.get("additional_data", False)),
+                "venue": info.get("venue", ""),
+                "eps": info.get("eps", eps),
+                "params": n,
+                "params_source": how,
+                "footnote": info.get("footnote") or "",
+                "unreliable": bool(info.get("unreliable", False)),
+            })
+        entries.sort(key=lambda e: (-e["autoattack_acc"], -e["clean_acc"], e["id"]))
+        doc = {
+            "leaderboard": board, "dataset": dataset, "threat_model": threat, "eps": eps, "num_classes": classes,
+            "snapshot_date": date,
+            "source": "RobustBench model_info files (github.com/RobustBench/robustbench, model_info/"
+                      f"{dataset}/{threat}); copy in ../shared/data/robustbench-model-info",
+            "citation": CITATION,
+            "params_note": "parameter counts of the architecture at fp32 (see robin_plugin.eval.leaderboard); "
+                           "params_source 'approx' = base network or ensemble sum, null = unknown",
+            "entries": entries,
+        }
+        written[board] = atomic_write_json(out / f"{board}.json", doc)
+        os.chmod(written[board], 0o644)  # package data: readable by everyone (mkstemp made it 0600)
+        logger.info("leaderboard/%s: %d entries (%d without a parameter count)", board, len(entries),
+                    sum(e["params"] is None for e in entries))
+    return written
+
+
+def load_leaderboard(board: str) -> dict[str, Any]:
+    """The shipped snapshot of one leaderboard (``cifar10_linf``, ``cifar100_linf``, ``imagenet_linf``)."""
+    if board not in LEADERBOARDS:
+        raise UnknownNameError(f"unknown leaderboard {board!r}{closest(board, LEADERBOARDS)}; valid: {', '.join(LEADERBOARDS)}")
+    text = resources.files(__package__).joinpath("leaderboard_data", f"{board}.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def leaderboard_for(dataset: str) -> str:
+    """The leaderboard of a result's dataset (``cifar10`` -> ``cifar10_linf``)."""
+    board = f"{dataset}_linf"
+    if board not in LEADERBOARDS:
+        raise UnknownNameError(
+            f"RobustBench has no Linf leaderboard for dataset {dataset!r}; valid datasets: "
+            f"{', '.join(b[0] for b in LEADERBOARDS.values())} (pass --board to compare anyway)"
+        )
+    return board
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Where a result would rank: 1-based ``rank`` among ``total`` entries (ours included)."""
+
+    board: str
+    rank: int
+    total: int
+    above: list[dict[str, Any]]  # the entries just above ours, best first
+    below: list[dict[str, Any]]  # the entries just below ours
+    smaller_and_better: list[dict[str, Any]]  # entries that beat us with fewer fp32 bytes than ours
+
+
+def rank(result: Mapping[str, Any], board: Mapping[str, Any], *, neighbours: int = 3, size_key: str = "sign_mask_bytes") -> Ranking:
+    """Rank a result (model_info dict) by AutoAttack accuracy on a leaderboard snapshot.
+
+    Ties rank the result below the existing entries. ``neighbours`` entries are listed above
+    and below.
+    """
+    acc = float(result["autoattack_acc"])
+    entries = list(board["entries"])
+    better = [e for e in entries if e["autoattack_acc"] >= acc]
+    worse = [e for e in entries if e["autoattack_acc"] < acc]
+    ours = model_bytes(result, size_key)
+    smaller = [e for e in better if e.get("params") and ours is not None and 4 * e["params"] <= ours]
+    return Ranking(board.get("leaderboard", "?"), len(better) + 1, len(entries) + 1, better[-neighbours:] if neighbours else [],
+                   worse[:neighbours], smaller)
+
+
+def model_bytes(result: Mapping[str, Any], size_key: str = "sign_mask_bytes") -> int | None:
+    """Our model's storage in bytes: ``storage_bytes[size_key]``, else its fp32 size, else None."""
+    sb = result.get("storage_bytes") or {}
+    return sb.get(size_key) or sb.get("fp32_bytes")
+
+
+def format_ranking(result: Mapping[str, Any], r: Ranking, board: Mapping[str, Any], size_key: str = "sign_mask_bytes") -> str:
+    """A readable table: rank, neighbours with their accuracies and fp32 sizes, and ours."""
+    ours_b = model_bytes(result, size_key)
+    lines = [f"RobustBench {board['dataset']} {board['threat_model']} eps {board['eps']} (snapshot {board['snapshot_date']})",
+             f"{result['name']} would rank {r.rank} of {r.total} with AutoAttack {float(result['autoattack_acc']):.2f}% "
+             f"(clean {float(result['clean_acc']):.2f}%)"]
+    if str(result.get("eps")) != str(board["eps"]):
+        lines.append(f"NOTE: the result was evaluated at eps {result.get('eps')}, the leaderboard uses {board['eps']}: "
+                     f"not a like-for-like comparison")
+    if result.get("n_points") is not None and int(result["n_points"]) < 10000 and board["dataset"] != "imagenet":
+        lines.append(f"NOTE: evaluated on {result['n_points']} points; RobustBench uses the full 10,000-point test set")
+    lines.append(f"{'rank':>4}  {'AA %':>6}  {'clean %':>7}  {'size MB':>9}  {'architecture':<28} model")
+
+    def row(rk: int | str, e: Mapping[str, Any], mb: str) -> str:
+        return f"{rk:>4}  {e['autoattack_acc']:>6.2f}  {e['clean_acc']:>7.2f}  {mb:>9}  {e['architecture'][:28]:<28} {e['id']}"
+
+    start = r.rank - len(r.above)
+    for i, e in enumerate(r.above):
+        lines.append(row(start + i, e, _mb(e)))
+    ours = {"autoattack_acc": float(result["autoattack_acc"]), "clean_acc": float(result["clean_acc"]),
+            "architecture": str(result["architecture"]), "id": f"<< {result['name']} >>"}
+    lines.append(row(r.rank, ours, f"{ours_b / 1e6:.3f}" if ours_b else "?"))
+    for i, e in enumerate(r.below):
+        lines.append(row(r.rank + 1 + i, e, _mb(e)))
+    if ours_b:
+        lines.append(f"entries above ours that are also smaller (fp32 size <= {ours_b / 1e6:.3f} MB): {len(r.smaller_and_better)}")
+    lines.append(f"Data: {CITATION}")
+    return "\n".join(lines)
+
+
+def _mb(e: Mapping[str, Any]) -> str:
+    return f"{4 * e['params'] / 1e6:.1f}" if e.get("params") else "?"
+
+
+def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], path: str | os.PathLike, *,
+                          size_key: str = "sign_mask_bytes") -> Path:
+    """PNG: AutoAttack accuracy against model storage (MB, log scale).
+
+    Leaderboard entries sit at their architecture's parameter count x 4 bytes (fp32); the
+    result at its real size, ``storage_bytes[size_key]``. Written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    ours_b = model_bytes(result, size_key)
+    if not ours_b:
+        raise InputError("the result has no storage_bytes: evaluate with robin eval (which records them) to plot it")
+    pts = [(4 * e["params"] / 1e6, e["autoattack_acc"], e) for e in board["entries"] if e.get("params")]
+    fig = Figure(figsize=(7.5, 5.0), dpi=120)
+    ax = fig.subplots()
+    extra = [p for p in pts if p[2]["additional_data"]]
+    plain = [p for p in pts if not p[2]["additional_data"]]
+    ax.scatter([p[0] for p in plain], [p[1] for p in plain], s=18, c="tab:blue", alpha=0.7, label="RobustBench (fp32)")
+    ax.scatter([p[0] for p in extra], [p[1] for p in extra], s=18, c="tab:cyan", alpha=0.7, marker="s",
+               label="RobustBench, extra data (fp32)")
+    for mb, acc, e in pts:
+        if "compress" in (e.get("footnote") or "").lower():
+            ax.annotate(e["id"], (mb, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.scatter([ours_b / 1e6], [float(result["autoattack_acc"])], s=90, c="tab:red", marker="*", zorder=5,
+               label=f"{result['name']} ({size_key.replace('_bytes', '')})")
+    ax.set_xscale("log")
+    ax.set_xlabel("model storage (MB, log scale)")
+    ax.set_ylabel("AutoAttack robust accuracy (%)")
+    ax.set_title(f"RobustBench {board['dataset']} {board['threat_model']} eps {board['eps']} (snapshot {board['snapshot_date']})",
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.text(0.01, 0.01, "Data: RobustBench (Croce et al., NeurIPS 2021 D&B)", fontsize=6, alpha=0.7)
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m robin_plugin.eval.leaderboard --rebuild SRC [--out DIR] [--date YYYY-MM-DD]``."""
+    parser = argparse.ArgumentParser(prog="python -m robin_plugin.eval.leaderboard",
+                                     description="Rebuild the RobustBench leaderboard snapshot shipped with robin_plugin.")
+    parser.add_argument("--rebuild", metavar="SRC", required=True, help="folder of RobustBench model_info/<dataset>/<threat>/*.json")
+    parser.add_argument("--out", default=None, help="output folder (default: the package's leaderboard_data)")
+    parser.add_argument("--date", default=None, help="snapshot date to record (default: today)")
+    args = parser.parse_args(argv)
+    if args.date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
+        parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
+    try:
+        for board, path in build_snapshot(args.rebuild, args.out, date=args.date).items():
+            print(f"{board}: {path}")
+    except (InputError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

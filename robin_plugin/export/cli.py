@@ -1,0 +1,169 @@
+"""``robin export`` and ``robin inspect``: argument parsers and their commands.
+
+The integrator adds them to the top-level parser::
+
+    from .export.cli import add_export_parser, add_inspect_parser
+    add_export_parser(sub)
+    add_inspect_parser(sub)
+
+Each sets ``func`` to a function ``(args) -> int`` that prints its results (the only prints of
+this package live in CLI functions) and raises :class:`~robin_plugin.errors.RobinError` on bad
+input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import timm
+import torch.nn as nn
+
+from ..errors import ConfigError
+from .compact import (
+    ExportFormatError,
+    _looks_like_pickle,
+    _looks_like_safetensors,
+    compact_size_report,
+    export_compact,
+    load_compact,
+)
+from .dense import dense_model, export_dense, pruned_channels
+
+__all__ = ["add_export_parser", "add_inspect_parser", "load_model_for_cli"]
+
+_TRAINING_FORMAT = "robin_plugin.checkpoint/1"
+
+
+def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    src = p.add_argument_group("model source (a compact file, or a model name with a checkpoint)")
+    src.add_argument("--compact", type=Path, help="a compact export (.safetensors) to read")
+    src.add_argument("--model", help="timm model name, e.g. robin_resnet34")
+    src.add_argument("--model-kwargs", default="{}",
+                     help="JSON keyword arguments for timm.create_model, e.g. '{\"keep_ratio\": 0.01, \"p\": 0.1}'; "
+                          "use the keep_ratio and p the model was trained with")
+    src.add_argument("--checkpoint", type=Path,
+                     help="safetensors file with the model's state dict (a plain one, or a robin training checkpoint)")
+    p.set_defaults(_source_required=required)
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """Plain state dict from a safetensors checkpoint (robin training checkpoints unwrapped)."""
+    if not path.is_file():
+        raise ExportFormatError(f"no checkpoint at {path}")
+    head = path.read_bytes()[:16]
+    if not _looks_like_safetensors(head + b"\0" * 8) and _looks_like_pickle(head):
+        raise ExportFormatError(f"{path} is a pickle / torch.save file; robin reads safetensors checkpoints only")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = safetensors.torch.load_file(str(path))
+    except Exception as e:
+        raise ExportFormatError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
+    if metadata.get("format") == _TRAINING_FORMAT:
+        tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    return tensors
+
+
+def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
+    """Build the model named by ``--compact`` or ``--model/--model-kwargs/--checkpoint``."""
+    if args.compact is not None:
+        if args.model is not None or args.checkpoint is not None:
+            raise ConfigError("give either --compact or --model with --checkpoint, not both")
+        return load_compact(args.compact)
+    if args.model is None:
+        if args.checkpoint is not None:
+            raise ConfigError("--checkpoint needs --model (the architecture the state dict belongs to)")
+        if args._source_required:
+            raise ConfigError("no model given: pass --compact FILE, or --model NAME --checkpoint FILE")
+        return None
+    if not timm.is_model(args.model):
+        raise ConfigError(f"unknown model {args.model!r}; valid: {', '.join(timm.list_models('robin_*'))}")
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--model-kwargs is not valid JSON ({e}): {args.model_kwargs!r}") from e
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+    if args.checkpoint is None:
+        raise ConfigError("--model needs --checkpoint (a freshly initialised model has nothing to export)")
+    model = timm.create_model(args.model, **kwargs)
+    try:
+        model.load_state_dict(_read_checkpoint(args.checkpoint), strict=True)
+    except RuntimeError as e:
+        raise ExportFormatError(f"{args.checkpoint} does not fit {args.model} with {kwargs}: {e}") from e
+    return model.eval()
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    model = load_model_for_cli(args)
+    out: Path = args.out
+    if args.format == "compact":
+        export_compact(model, out, overwrite=args.overwrite)
+        r = compact_size_report(model)
+        print(f"wrote {out}: {r['file_bytes']:,} bytes (weights: {r['weights']})")
+        print(f"  information bound {r['bound_bytes']:,} bytes  (file / bound = {r['ratio_to_bound']:.3f})")
+        print(f"  dense fp32        {r['fp32_bytes']:,} bytes  ({r['fp32_over_file']:.1f}x larger than the file)")
+    else:
+        shrink = args.format == "dense-shrunk"
+        sd = export_dense(model, out, shrink=shrink, overwrite=args.overwrite)
+        n = sum(v.numel() for k, v in sd.items() if k.endswith("weight"))
+        print(f"wrote {out}: dense state dict, {n:,} weights" + (" after channel shrinking" if shrink else ""))
+        if shrink:
+            full = sum(p.numel() for p in dense_model(model).parameters())
+            small = sum(v.numel() for k, v in sd.items() if v.is_floating_point() and "running" not in k)
+            print(f"  parameters {full:,} -> {small:,}; all-pruned output channels: {sum(pruned_channels(model).values()):,}")
+    return 0
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``robin export`` to ``subparsers``; returns its parser."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a trained masked model: compact (seed + coded masks), dense, or dense with dead channels removed",
+        description="Export a masked binary model. compact: a safetensors file with the seed recipe, the coded "
+                    "masks and the BatchNorm statistics (load with robin_plugin.export.load_compact or timm "
+                    "pretrained_cfg_overlay=dict(file=...)). dense: a plain state dict for the <model>_dense twin. "
+                    "dense-shrunk: the same with provably dead channels removed (load with "
+                    "robin_plugin.export.dense.load_dense).",
+    )
+    _add_source_args(p, required=True)
+    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk"), default="compact",
+                   help="what to write (default: compact)")
+    p.add_argument("--out", type=Path, required=True, help="output file (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_export)
+    return p
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import format_table, inspect_model, layer_table
+
+    model = load_model_for_cli(args)
+    if model is None and args.metrics is None:
+        raise ConfigError("nothing to inspect: pass a model (--compact, or --model with --checkpoint) and/or --metrics")
+    if model is not None:
+        print(format_table(layer_table(model)))
+        if args.compact is not None:
+            print(f"compact file: {args.compact.stat().st_size:,} bytes")
+    if args.out is not None:
+        for path in inspect_model(model if args.plots else None, args.out, metrics=args.metrics):
+            print(f"wrote {path}")
+    return 0
+
+
+def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``robin inspect`` to ``subparsers``; returns its parser."""
+    p = subparsers.add_parser(
+        "inspect",
+        help="per-layer keep ratios, kept counts, pruned channels and bits; mask-structure and training-curve plots",
+    )
+    _add_source_args(p, required=False)
+    p.add_argument("--metrics", type=Path, help="metric log CSV (column 'epoch' plus e.g. train/loss, val/robust_acc)")
+    p.add_argument("--out", type=Path, help="folder for the PNG plots (none are drawn without it)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="table only, no mask plots")
+    p.set_defaults(func=_cmd_inspect)
+    return p

@@ -1,0 +1,40 @@
+"""``robin train`` end to end on the real Fashion-MNIST files (a tiny budget)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from robin_plugin.cli import main
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_robin_train_runs_end_to_end_and_resumes(tmp_path, capsys):
+    args = ["train", "--preset", "fmnist-fast", "train_subset=160", "epochs=1", "batch_size=32", "test_n=32",
+            "model_kwargs={width: 4}", "val_pgd_steps=1", "test_pgd_steps=2", "progress=false", f"out_dir={tmp_path}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "clean accuracy" in out and "PGD2 accuracy" in out and "keep ratio 0.05" in out
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["test"]["n"] == 32 and 0 <= result["test"]["pgd2_acc"] <= result["test"]["clean_acc"] + 0.2
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["eps"] == 0.1 and config["attack"] == "ffgsm" and config["model_kwargs"] == {"width": 4}
+    # a finished run resumes to the same result without training again
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["test"] == result["test"]
+
+
+def test_robin_train_rejects_unknown_keys_with_a_suggestion(capsys):
+    assert main(["train", "epoch=3"]) == 2
+    assert "did you mean 'epochs'" in capsys.readouterr().err
+    assert main(["train", "--preset", "fmnist-fats"]) == 2
+    assert "did you mean 'fmnist-fast'" in capsys.readouterr().err
+
+
+def test_list_presets(capsys):
+    assert main(["train", "--list-presets"]) == 0
+    out = capsys.readouterr().out
+    assert "fmnist-fast" in out and "cifar10-resnet34-pgd" in out
