@@ -38,3 +38,21 @@ def test_list_presets(capsys):
     assert main(["train", "--list-presets"]) == 0
     out = capsys.readouterr().out
     assert "fmnist-fast" in out and "cifar10-resnet34-pgd" in out
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_load_run_rebuilds_the_trained_model(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from robin_plugin.training import CheckpointError, load_run
+
+    args = ["train", "train_subset=96", "epochs=1", "batch_size=32", "test_n=0", "model_kwargs={width: 4}",
+            "val_pgd_steps=1", "progress=false", f"out_dir={tmp_path}"]
+    assert main(args) == 0
+    model, config = load_run(tmp_path, "last")
+    state = load_file(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert config.keep_ratio == 0.05 and model.in_chans == 1 and not model.training
+    with pytest.raises(CheckpointError, match="not a finished robin run"):
+        load_run(tmp_path / "nothing")

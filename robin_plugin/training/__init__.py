@@ -5,7 +5,7 @@ from .config import PRESETS, TrainConfig, apply_overrides, get_preset
 from .events import Event
 from .hooks import Hook, MetricLogger, ProgressivePruning, fire
 from .metrics import clean_and_pgd_accuracy
-from .run import resolve_attack_sizes, train
+from .run import load_run, resolve_attack_sizes, train
 from .schedules import cosine_lr, lr_at, progressive_keep_ratio, step_lr
 from .state import TrainState
 from .trainer import Trainer, build_model, epoch_order, make_optimizer
@@ -15,7 +15,7 @@ __all__ = [
     "CheckpointError", "load_checkpoint", "save_checkpoint",
     "PRESETS", "TrainConfig", "apply_overrides", "get_preset",
     "Event", "Hook", "MetricLogger", "ProgressivePruning", "fire",
-    "clean_and_pgd_accuracy", "resolve_attack_sizes", "train",
+    "clean_and_pgd_accuracy", "load_run", "resolve_attack_sizes", "train",
     "cosine_lr", "lr_at", "progressive_keep_ratio", "step_lr",
     "TrainState", "Trainer", "build_model", "epoch_order", "make_optimizer",
 ]

@@ -19,7 +19,7 @@ from .hooks import Hook
 from .metrics import clean_and_pgd_accuracy
 from .trainer import Trainer, build_model, resolve_device
 
-__all__ = ["resolve_attack_sizes", "load_data", "train"]
+__all__ = ["resolve_attack_sizes", "load_data", "load_run", "train"]
 
 _log = logging.getLogger(__name__)
 
@@ -99,3 +99,46 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
     if trainer.rank == 0:
         atomic_write_json(out_dir / "results.json", result)
     return result
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, TrainConfig]:
+    """Rebuild the model of a finished (or interrupted) run and load its weights.
+
+    Reads ``config.json`` to rebuild the exact architecture (dataset classes, channels and
+    statistics, keep ratio and p) and loads ``model_best.safetensors`` (``which="best"``) or
+    ``model.safetensors`` (``"last"``). The model is returned in eval mode on the CPU.
+
+    Raises:
+        CheckpointError: the folder, its config or its weights are missing or do not match.
+    """
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..data import dataset_info
+    from .checkpoint import CheckpointError
+    from .trainer import build_model
+
+    run_dir = Path(run_dir)
+    files = {"best": "model_best.safetensors", "last": "model.safetensors"}
+    if which not in files:
+        raise CheckpointError(f"which must be 'best' or 'last', got {which!r}")
+    cfg_path, weights = run_dir / "config.json", run_dir / files[which]
+    if not cfg_path.is_file() or not weights.is_file():
+        raise CheckpointError(f"{run_dir} is not a finished robin run: expected config.json and {files[which]} in it")
+    try:
+        config = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{cfg_path} is not a valid run config ({e})") from e
+    info = dataset_info(config.dataset)
+    model = build_model(dataclasses.replace(config, device="cpu"), info.num_classes, info.in_chans, info.mean, info.std)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from e
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights} does not fit the model of {cfg_path}: {str(e)[:300]}") from e
+    return model.eval(), config
