@@ -17,7 +17,7 @@ from ..summary import summary
 from .config import TrainConfig
 from .hooks import Hook
 from .metrics import clean_and_pgd_accuracy
-from .trainer import Trainer, build_model, resolve_device
+from .trainer import Trainer, _gather, build_model, resolve_device
 
 __all__ = ["resolve_attack_sizes", "load_data", "load_run", "train"]
 
@@ -58,6 +58,9 @@ def load_data(config: TrainConfig):
 def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] | None = None) -> dict[str, Any]:
     """Train ``config`` end to end and evaluate clean / PGD accuracy on the first ``test_n`` test images.
 
+    The evaluated model is the epoch with the best PGD accuracy on the held-out split (the last
+    epoch when there is no held-out split).
+
     Writes ``config.json``, ``checkpoint.safetensors``, ``model.safetensors``,
     ``model_best.safetensors``, ``metrics.csv`` and ``results.json`` into ``config.out_dir``.
 
@@ -90,9 +93,17 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
     else:
         n = sum(p.numel() for p in model.parameters())
         result.update(keep_ratio=1.0, total_weights=n, storage={"fp32_bytes": 4 * n})
+    best = out_dir / "model_best.safetensors"
+    if best.is_file():  # the paper's protocol: evaluate the epoch with the best held-out PGD accuracy
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(best)))
+        result["evaluated"] = f"best epoch ({trainer.best.get('epoch')})"
+    else:
+        result["evaluated"] = "last epoch"
     if test_set is not None and config.test_n:
         n = min(config.test_n, len(test_set))
-        x, y = test_set.images[:n], test_set.labels[:n]
+        x, y = _gather(test_set, torch.arange(n))  # in-memory or lazily decoded (ImageNet-100)
         m = clean_and_pgd_accuracy(model, x, y, eps=config.eps, step_size=config.eval_step_size,
                                    steps=config.test_pgd_steps, seed=config.seed, device=trainer.device)
         result["test"] = {"n": n, "clean_acc": m["clean_acc"], f"pgd{config.test_pgd_steps}_acc": m["robust_acc"]}

@@ -1,0 +1,214 @@
+"""The Fashion-MNIST results table (docs/results.md): does the paper's recipe hold at small scale?
+
+One resumable command. Every row trains a width-16 ResNet-18 (or its dense twin) with the
+``fmnist-fast`` preset's recipe (eps 0.1, 3 epochs on the first 20,000 training images, 2% held
+out to pick the best epoch) and changes one thing; every row gets clean and PGD-20 accuracy on the
+first 1,000 test images; the headline rows also get the full AutoAttack (standard, original
+strength, with the gradient-masking checks) on the first 500 test images and a second seed.
+Each run lives in ``--cache/<row>-s<seed>/`` and is skipped (or resumed) when run again.
+
+    .venv/bin/python benchmarks/fmnist_results.py                  # the whole table (~90 min on 2 cores)
+    .venv/bin/python benchmarks/fmnist_results.py --quick          # a smoke run: tiny budget, minutes
+
+Writes docs/results.md (or --out), two plots next to it in docs/img/, and results.json in the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import robin_plugin  # noqa: F401
+from robin_plugin.io import atomic_write_bytes, atomic_write_json
+from robin_plugin.training import apply_overrides, get_preset, load_run, train
+
+ROWS: list[dict[str, Any]] = [
+    # name, what changes, headline?
+    dict(name="dense", label="dense full-precision AT (same architecture)", preset="fmnist-dense-fast", headline=True),
+    dict(name="k0.05", label="robin, keep 0.05, p 0.1, +-1, last BN, fast AT", preset="fmnist-fast", headline=True),
+    dict(name="k0.01", label="robin, keep 0.01", preset="fmnist-fast", set={"keep_ratio": 0.01}, headline=True),
+    dict(name="k0.1", label="robin, keep 0.1", preset="fmnist-fast", set={"keep_ratio": 0.1}),
+    dict(name="k0.05-p1", label="keep 0.05, p = 1 (uniform keep ratio)", preset="fmnist-fast", set={"p": 1.0}),
+    dict(name="k0.05-nolastbn", label="keep 0.05, no last BatchNorm", preset="fmnist-fast", set={"model_kwargs": {"last_bn": False}}),
+    dict(name="k0.05-signedkaiming", label="keep 0.05, signed Kaiming constant weights", preset="fmnist-fast",
+         set={"model_kwargs": {"init": "signed_kaiming_constant"}}),
+    dict(name="k0.05-kaimingnormal", label="keep 0.05, Kaiming normal weights (not binary)", preset="fmnist-fast",
+         set={"model_kwargs": {"init": "kaiming_normal"}}),
+    dict(name="k0.05-pgd", label="keep 0.05, PGD-5 AT instead of fast", preset="fmnist-pgd"),
+]
+QUICK = {"train_subset": 600, "epochs": 1, "test_n": 100, "val_pgd_steps": 2}
+
+
+def run_row(row: dict[str, Any], seed: int, args) -> dict[str, Any]:
+    out = Path(args.cache) / f"{row['name']}-s{seed}"
+    overrides = dict(row.get("set", {}), seed=seed, out_dir=str(out), progress=sys.stderr.isatty())
+    if "model_kwargs" in overrides:
+        overrides["model_kwargs"] = {**get_preset(row["preset"]).get("model_kwargs", {}), **overrides["model_kwargs"]}
+    if args.quick:
+        overrides.update(QUICK)
+    config = apply_overrides(get_preset(row["preset"]), overrides)
+    done = out / "results.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+        print(f"  {out.name}: cached")
+    else:
+        print(f"  {out.name}: training ...", flush=True)
+        result = train(config, resume=True)
+    if row.get("headline") and seed == args.seeds[0] and args.aa_n:
+        result["autoattack"] = autoattack(out, config, args)
+    result["compact_bytes"] = compact_bytes(out) if not row["preset"].startswith("fmnist-dense") else None
+    return result
+
+
+def autoattack(out: Path, config, args) -> dict[str, Any]:
+    path = out / f"autoattack_{args.aa_n}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from robin_plugin.data import get_dataset
+    from robin_plugin.eval import evaluate
+
+    model, _ = load_run(out, "best")
+    test = get_dataset(config.dataset, config.data_root, split="test")
+    t = time.perf_counter()
+    r = evaluate(model, test.images, test.labels, eps=config.eps, n=args.aa_n, pgd_steps=20, seed=0,
+                 state_path=out / f"autoattack_{args.aa_n}.state.json", progress=sys.stderr.isatty())
+    info = {"n": r.n, "clean_acc": r.clean_acc, "pgd20_acc": r.pgd_acc, "autoattack_acc": r.autoattack_acc,
+            "robust_acc_after": r.robust_acc_after, "checks": [dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for c in r.checks],
+            "seconds": time.perf_counter() - t}
+    atomic_write_json(path, info)
+    return info
+
+
+def compact_bytes(out: Path) -> int:
+    from robin_plugin.export import compact_size_report
+
+    model, _ = load_run(out, "best")
+    return int(compact_size_report(model)["file_bytes"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", default="runs/fmnist_results")
+    ap.add_argument("--out", default="docs/results.md")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="the headline rows run every seed; the others the first")
+    ap.add_argument("--aa-n", type=int, default=500, help="AutoAttack points for the headline rows (0: skip)")
+    ap.add_argument("--quick", action="store_true", help="tiny budget to check the command works (numbers meaningless)")
+    ap.add_argument("--rows", nargs="*", help="only these rows (default: all)")
+    args = ap.parse_args()
+    if args.quick:
+        args.aa_n = min(args.aa_n, 20)
+        args.cache = args.cache + "_quick"
+        args.out = str(Path(args.out).with_name("results_quick.md"))
+    t0 = time.perf_counter()
+    rows = [r for r in ROWS if not args.rows or r["name"] in args.rows]
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    table = []
+    for row in rows:
+        seeds = args.seeds if row.get("headline") else args.seeds[:1]
+        table.append({"row": row, "runs": {s: run_row(row, s, args) for s in seeds}})
+    wall = time.perf_counter() - t0
+    atomic_write_json(Path(args.cache) / "results.json", [{"name": t["row"]["name"], "runs": t["runs"]} for t in table])
+    write_report(table, args, wall)
+    print(f"wrote {args.out} ({wall / 60:.1f} min this invocation)")
+    return 0
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def write_report(table, args, wall: float) -> None:
+    out = Path(args.out)
+    img = out.parent / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    prefix = "results_quick" if args.quick else "results"
+    lines = [
+        "# Results on Fashion-MNIST (CPU, small scale)" + (" — QUICK SMOKE RUN, numbers meaningless" if args.quick else ""),
+        "",
+        "Produced by `.venv/bin/python benchmarks/fmnist_results.py" + (" --quick" if args.quick else "") + "` (resumable: each run is cached).",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        "Recipe of every row unless it says otherwise: width-16 CIFAR-style ResNet-18, eps 0.1 (Linf, pixels in [0, 1]), "
+        "FGSM with random start (step 0.125), 3 epochs on the first 20,000 training images (2% held out to pick the best epoch), "
+        "SGD lr 0.1 cosine, momentum 0.9, weight decay 5e-4, batch 128. Accuracies in %; PGD-20 (step 0.025, random start) "
+        f"on the first 1,000 test images; AutoAttack (standard, original strength) on the first {args.aa_n} for the headline rows.",
+        "",
+        "| row | keep ratio | kept weights | storage | clean | PGD-20 | AutoAttack | seed 1: clean / PGD-20 | training time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    points = []
+    for t in table:
+        row, runs = t["row"], t["runs"]
+        r0 = runs[args.seeds[0]]
+        test = r0.get("test", {})
+        storage = r0["compact_bytes"] if r0.get("compact_bytes") else r0["storage"]["fp32_bytes"]
+        kind = "compact file" if r0.get("compact_bytes") else "fp32"
+        aa = r0.get("autoattack", {}).get("autoattack_acc")
+        other = [runs[s] for s in args.seeds[1:] if s in runs]
+        second = " / ".join(f"{_pct(o['test']['clean_acc'])} / {_pct(o['test']['pgd20_acc'])}" for o in other if "test" in o)
+        lines.append(
+            f"| {row['label']} | {r0['keep_ratio']:.3f} | {r0.get('kept_weights', r0['total_weights']):,} | "
+            f"{storage / 1e3:,.0f} KB ({kind}) | {_pct(test.get('clean_acc'))} | {_pct(test.get('pgd20_acc'))} | {_pct(aa)} | "
+            f"{second} | {r0['train_time_s'] / 60:.1f} min |"
+        )
+        points.append((row, r0, storage))
+    lines += ["", f"Wall time of this invocation: {wall / 60:.1f} min (cached rows take no time).", ""]
+    checks = [(t["row"]["name"], c) for t in table for c in t["runs"][args.seeds[0]].get("autoattack", {}).get("checks", [])]
+    failed = [(n, c) for n, c in checks if isinstance(c, dict) and not c.get("passed", True)]
+    if checks:
+        lines.append("Gradient-masking checks on the AutoAttack rows: "
+                     + ("all passed." if not failed else "FAILED: " + "; ".join(f"{n}: {c.get('name')}" for n, c in failed)))
+        lines.append("")
+    lines += [f"![accuracy vs keep ratio](img/{prefix}_keep_ratio.png)", "", f"![robust accuracy vs storage](img/{prefix}_storage.png)", ""]
+    plot(points, img, prefix)
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+
+
+def plot(points, img: Path, prefix: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = sorted([(r0["keep_ratio"], r0["test"]) for row, r0, _ in points if row["name"] in ("k0.01", "k0.05", "k0.1") and "test" in r0])
+    dense = next((r0["test"] for row, r0, _ in points if row["name"] == "dense" and "test" in r0), None)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if sweep:
+        ks = [k for k, _ in sweep]
+        ax.plot(ks, [100 * t["clean_acc"] for _, t in sweep], "o-", label="robin clean")
+        ax.plot(ks, [100 * t["pgd20_acc"] for _, t in sweep], "s-", label="robin PGD-20")
+    if dense:
+        ax.axhline(100 * dense["clean_acc"], color="gray", ls="--", label="dense clean")
+        ax.axhline(100 * dense["pgd20_acc"], color="black", ls=":", label="dense PGD-20")
+    ax.set_xscale("log")
+    ax.set_xlabel("keep ratio (fraction of weights kept)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Fashion-MNIST, eps 0.1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(img / f"{prefix}_keep_ratio.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for row, r0, storage in points:
+        if "test" in r0:
+            ax.scatter(storage / 1e6, 100 * r0["test"]["pgd20_acc"], label=row["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("storage (MB, log scale)")
+    ax.set_ylabel("PGD-20 accuracy (%)")
+    ax.set_title("Robust accuracy vs storage")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(img / f"{prefix}_storage.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
