@@ -33,7 +33,7 @@ from robin_plugin.training import apply_overrides, get_preset, load_run, train
 ROWS: list[dict[str, Any]] = [
     # name, what changes, headline?
     dict(name="dense", label="dense full-precision AT (same architecture)", preset="fmnist-dense-fast", headline=True),
-    dict(name="k0.05", label="robin, keep 0.05, p 0.1, +-1, last BN, fast AT", preset="fmnist-fast", headline=True),
+    dict(name="k0.05", label="robin, keep 0.05, p 0.1, +-1, last BN, FGSM-RS AT", preset="fmnist-fast", headline=True),
     dict(name="k0.01", label="robin, keep 0.01", preset="fmnist-fast", set={"keep_ratio": 0.01}, headline=True),
     dict(name="k0.1", label="robin, keep 0.1", preset="fmnist-fast", set={"keep_ratio": 0.1}),
     dict(name="k0.05-p1", label="keep 0.05, p = 1 (uniform keep ratio)", preset="fmnist-fast", set={"p": 1.0}),
@@ -42,7 +42,7 @@ ROWS: list[dict[str, Any]] = [
          set={"model_kwargs": {"init": "signed_kaiming_constant"}}),
     dict(name="k0.05-kaimingnormal", label="keep 0.05, Kaiming normal weights (not binary)", preset="fmnist-fast",
          set={"model_kwargs": {"init": "kaiming_normal"}}),
-    dict(name="k0.05-pgd", label="keep 0.05, PGD-5 AT instead of fast", preset="fmnist-pgd"),
+    dict(name="k0.05-pgd", label="keep 0.05, PGD-5 AT instead of FGSM-RS", preset="fmnist-pgd"),
 ]
 QUICK = {"train_subset": 600, "epochs": 1, "test_n": 100, "val_pgd_steps": 2}
 
@@ -62,9 +62,8 @@ def run_row(row: dict[str, Any], seed: int, args) -> dict[str, Any]:
     else:
         print(f"  {out.name}: training ...", flush=True)
         result = train(config, resume=True)
-    if row.get("headline") and seed == args.seeds[0] and args.aa_n:
-        result["autoattack"] = autoattack(out, config, args)
     result["compact_bytes"] = compact_bytes(out) if not row["preset"].startswith("fmnist-dense") else None
+    result["_out"], result["_config"] = str(out), config
     return result
 
 
@@ -114,6 +113,16 @@ def main() -> int:
     for row in rows:
         seeds = args.seeds if row.get("headline") else args.seeds[:1]
         table.append({"row": row, "runs": {s: run_row(row, s, args) for s in seeds}})
+    # AutoAttack last: the most expensive part, resumable point batch by point batch
+    for t in table:
+        r0 = t["runs"][args.seeds[0]]
+        if t["row"].get("headline") and args.aa_n:
+            print(f"  {Path(r0['_out']).name}: AutoAttack on {args.aa_n} points ...", flush=True)
+            r0["autoattack"] = autoattack(Path(r0["_out"]), r0["_config"], args)
+    for t in table:
+        for r in t["runs"].values():
+            r.pop("_config", None)
+            r.pop("_out", None)
     wall = time.perf_counter() - t0
     atomic_write_json(Path(args.cache) / "results.json", [{"name": t["row"]["name"], "runs": t["runs"]} for t in table])
     write_report(table, args, wall)
