@@ -16,6 +16,8 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r .ci/requirements.txt
   # torchattacks pins an old requests and ships a stale robustbench copy: install it alone.
   .venv/bin/pip install -q --disable-pip-version-check --no-deps torchattacks==3.5.1
+  # the original AutoAttack (reference cross-check); it imports only torch and numpy
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps pyautoattack==0.2.0
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
   touch "$stamp"
 fi

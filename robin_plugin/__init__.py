@@ -7,6 +7,7 @@ from .errors import ConfigError, InputError, RobinError, UnknownNameError
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear, kept_count, topk_mask
 from .models import RobinResNet, RobinWideResNet, robinify
 from .export import compact_size_report, export_compact, export_dense, load_compact
+from .eval import evaluate
 from .pruning import adaptive_keep_ratios, masked_layers, set_keep_ratio
 from .summary import ModelSummary, summary
 
@@ -19,4 +20,5 @@ __all__ = [
     "adaptive_keep_ratios", "masked_layers", "set_keep_ratio",
     "ModelSummary", "summary",
     "compact_size_report", "export_compact", "export_dense", "load_compact",
+    "evaluate",
 ]

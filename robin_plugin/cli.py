@@ -13,7 +13,10 @@ __all__ = ["main"]
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    names = [n for n in timm.list_models(args.pattern) if n.startswith("robin_")]
+    from .models.robustbench_names import robustbench_names
+
+    aliases = set(robustbench_names())  # the same architectures under RobustBench's naming
+    names = [n for n in timm.list_models(args.pattern) if n.startswith("robin_") and n not in aliases]
     if not names:
         raise RobinError(f"no registered model matches {args.pattern!r}; try 'robin_*'")
     for name in names:
@@ -44,10 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p", type=float, default=0.1, help="adaptive keep-ratio exponent in [0, 1] (default 0.1)")
     p.add_argument("--no-layers", dest="layers", action="store_false", help="totals only")
     p.set_defaults(func=_cmd_models)
+    from .eval.cli import add_eval_parser, add_leaderboard_parser
     from .export.cli import add_export_parser, add_inspect_parser
     from .training.cli import add_train_parser
 
     add_train_parser(sub)
+    add_eval_parser(sub)
+    add_leaderboard_parser(sub)
     add_export_parser(sub)
     add_inspect_parser(sub)
     return parser

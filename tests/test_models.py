@@ -16,7 +16,11 @@ import robin_plugin
 from robin_plugin import ConfigError, InputError, UnknownNameError, adaptive_keep_ratios, masked_layers
 from robin_plugin.layers.selection import topk_mask
 
-MODEL_NAMES = timm.list_models("robin_*")
+from robin_plugin.models.robustbench_names import robustbench_names
+
+# the architectures (and their dense twins); the RobustBench-named aliases of the same
+# architectures have their own tests in test_robustbench_names.py
+MODEL_NAMES = [n for n in timm.list_models("robin_*") if n not in set(robustbench_names())]
 MASKED_NAMES = [n for n in MODEL_NAMES if not n.endswith("_dense")]
 DENSE_NAMES = [n for n in MODEL_NAMES if n.endswith("_dense")]
 INPUTS = [pytest.param(3, 32, id="3x32x32"), pytest.param(1, 28, id="1x28x28")]

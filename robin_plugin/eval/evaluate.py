@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError, InputError, RobinError
+from ..errors import ConfigError, InputError, RobinError, UnknownNameError, closest
 from ..io import atomic_write_json
 from .attacks import STANDARD_ATTACKS, AutoAttackConfig, check_eps, isolated_rng, pgd_attack, standard_attacks
 from .checks import (
@@ -299,8 +299,6 @@ def evaluate(
     attacks = list(attacks)
     for name in attacks:
         if name not in STANDARD_ATTACKS:
-            from ..errors import UnknownNameError, closest
-
             raise UnknownNameError(f"unknown attack {name!r}{closest(name, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
     if len(set(attacks)) != len(attacks):
         raise ConfigError(f"attacks must not repeat, got {attacks}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..io import atomic_write_json
 from .evaluate import EvalResult
 
@@ -109,8 +109,6 @@ def make_model_info(
         additional_data: trained with data beyond the training set.
     """
     if dataset not in _DATASETS:
-        from ..errors import UnknownNameError, closest
-
         raise UnknownNameError(f"unknown dataset {dataset!r}{closest(dataset, _DATASETS)}; valid: {', '.join(_DATASETS)}")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name must be a non-empty string, got {name!r}")

@@ -2,5 +2,6 @@
 from .convert import robinify
 from .robin_resnet import RobinResNet
 from .robin_wideresnet import RobinWideResNet
+from . import robustbench_names  # noqa: F401  (registers the {model}_{dataset}_{threat} aliases)
 
 __all__ = ["RobinResNet", "RobinWideResNet", "robinify"]

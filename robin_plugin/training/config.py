@@ -56,7 +56,7 @@ class TrainConfig:
     # run
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
-    amp: bool = False                      # mixed precision on CUDA
+    amp: bool = False                      # bfloat16 mixed precision on CUDA (ignored on the CPU)
     channels_last: bool = False
     progress: bool = True                  # tqdm progress bars
     out_dir: str = "runs/robin"
@@ -74,9 +74,13 @@ class TrainConfig:
             raise ConfigError(f"test_n must be >= 0, got {self.test_n}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
+        if not all(_finite(m) and 0.0 <= m <= 1.0 for m in self.lr_milestones):
+            raise ConfigError(f"lr_milestones must be fractions of training in [0, 1], got {list(self.lr_milestones)}")
         for name in ("lr", "momentum", "weight_decay", "trades_beta"):
             v = getattr(self, name)
-            if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+            if not _finite(v) or v < 0 or (name == "lr" and v == 0):
                 raise ConfigError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {v}")
         for name in ("eps", "step_size", "eval_step_size"):
             v = getattr(self, name)
@@ -84,6 +88,13 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be in (0, 1] (pixel units of images in [0, 1]) or null, got {v}")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise UnknownNameError(f"unknown lr_schedule {self.lr_schedule!r}{closest(self.lr_schedule, ('cosine', 'step', 'constant'))}; valid: cosine, step, constant")
+        import timm
+
+        from .. import models  # noqa: F401  (registers the robin models with timm)
+
+        if not timm.is_model(self.model):
+            names = timm.list_models("robin_*")
+            raise UnknownNameError(f"unknown model {self.model!r}{closest(self.model, names)}; robin models: {', '.join(names)}")
         from .attacks import ATTACKS
 
         if self.attack not in ATTACKS:
@@ -98,14 +109,29 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """Build from a dict, rejecting unknown keys with a suggestion."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
         for k in d:
-            if k not in names:
-                raise UnknownNameError(f"unknown config key {k!r}{closest(k, names)}")
+            _check_key(k, names)
         d = dict(d)
         if "lr_milestones" in d and isinstance(d["lr_milestones"], list):
             d["lr_milestones"] = tuple(d["lr_milestones"])
         return cls(**d)
+
+
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _check_key(k: Any, names: list[str]) -> None:
+    if not isinstance(k, str):
+        raise UnknownNameError(f"config keys must be strings, got {type(k).__name__} {k!r:.40}; valid: {', '.join(names)}")
+    if k not in names:
+        raise UnknownNameError(f"unknown config key {k!r}{closest(k, names)}")
 
 
 def _positive_int(cfg: TrainConfig, *names: str) -> None:
@@ -191,7 +217,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse the value of {key!r}: {raw!r} ({e})") from e
+        raise ConfigError(f"cannot parse the value of {key!r}: {raw!r:.200} ({e})") from e
+    except RecursionError as e:
+        raise ConfigError(f"cannot parse the value of {key!r}: nested too deeply") from e
+    except Exception as e:  # PyYAML's constructors raise ValueError, IndexError ... on bad explicit tags
+        raise ConfigError(f"cannot parse the value of {key!r}: {raw!r:.200} ({type(e).__name__}: {e})") from e
     return key, value
 
 
@@ -200,8 +230,7 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> TrainCon
     names = [f.name for f in fields(TrainConfig)]
     merged = dict(base)
     for k, v in overrides.items():
-        if k not in names:
-            raise UnknownNameError(f"unknown config key {k!r}{closest(k, names)}")
+        _check_key(k, names)
         if k == "model_kwargs" and isinstance(v, dict):
             v = {**merged.get("model_kwargs", {}), **v}
         if k == "lr_milestones" and isinstance(v, list):
@@ -222,11 +251,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a dict of overrides (safe loader only)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML/JSON: {e}") from e
+    except RecursionError as e:
+        raise ConfigError(f"config file {path} is nested too deeply") from e
+    except Exception as e:  # PyYAML's constructors raise ValueError, IndexError ... on bad explicit tags
+        raise ConfigError(f"config file {path} is not valid YAML/JSON ({type(e).__name__}: {e})") from e
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -204,7 +204,7 @@ class Trainer:
                 fire(self.hooks, Event.BATCH_START, state)
                 fire(self.hooks, Event.ADV_EXAMPLES, state)
                 self._net.train()
-                with torch.autocast(self.device.type, enabled=amp):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):  # bf16: no loss scaling needed
                     loss = self._loss()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,0 +1,215 @@
+"""``robin eval`` and ``robin leaderboard``: the evaluation commands of the ``robin`` CLI.
+
+:func:`add_eval_parser` and :func:`add_leaderboard_parser` add the subcommands to the
+``robin`` parser; each sets ``func`` to the function that runs it and returns the exit code:
+0 success, 1 evaluation done but a gradient-masking check failed or the reference
+cross-check disagreed (the JSON is still written), 2 an error (``robin`` prints it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..data.datasets import DATASETS, dataset_info
+from ..errors import ConfigError, InputError, UnknownNameError, closest
+
+__all__ = ["add_eval_parser", "add_leaderboard_parser", "run_eval", "run_leaderboard"]
+
+logger = logging.getLogger(__name__)
+
+def _eps_arg(text: str) -> float:
+    from .report import parse_eps
+
+    try:
+        return parse_eps(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``robin eval`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    p = subparsers.add_parser(
+        "eval", help="clean / PGD / full-strength AutoAttack accuracy with gradient-masking checks; writes RobustBench JSON",
+        description="Evaluate a model the RobustBench way on the first N test points: clean accuracy, PGD-k, the "
+                    "standard AutoAttack ensemble at its original strength (via torchattacks), the robust accuracy "
+                    "after each attack, and gradient-masking checks.")
+    p.add_argument("--run", default=None, help="a robin train output folder: model, weights (best epoch), dataset and eps from it")
+    p.add_argument("--model", default=None, help="timm model name, e.g. robin_resnet18 (when not using --run)")
+    p.add_argument("--model-kwargs", default="{}", help='JSON object of model keyword arguments, e.g. \'{"width": 16, "keep_ratio": 0.01}\'')
+    p.add_argument("--checkpoint", default=None, help="state dict as a .safetensors file")
+    p.add_argument("--dataset", default=None, choices=sorted(DATASETS), help="test set (required without --run)")
+    p.add_argument("--data-root", default=None, help="folder holding the dataset files (Fashion-MNIST has a default)")
+    p.add_argument("--n", type=int, default=1000, help="evaluate the first N test points (RobustBench: 10000; default 1000)")
+    p.add_argument("--eps", type=_eps_arg, default=None, help="Linf radius, '8/255' or 0.1 (default: 8/255 CIFAR, 0.1 Fashion-MNIST)")
+    p.add_argument("--attacks", default="apgd-ce,apgd-t,fab-t,square", help="comma-separated AutoAttack components (default: standard)")
+    p.add_argument("--pgd-steps", type=int, default=20, help="iterations of the PGD baseline (default 20)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", action="store_true", help="also run the original AutoAttack (pip install pyautoattack) and compare")
+    p.add_argument("--no-checks", dest="checks", action="store_false", help="skip the gradient-masking checks")
+    p.add_argument("--state", default=None, help="resume file: an interrupted run with the same settings continues from it")
+    p.add_argument("--out", default=None, help="result JSON (default: <model>_<dataset>_eval.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result file")
+    p.add_argument("--name", default=None, help="model name in the result (default: the timm name)")
+    p.add_argument("--architecture", default=None, help="architecture string in the result")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``robin leaderboard`` to ``subparsers``."""
+    from .leaderboard import LEADERBOARDS
+
+    p = subparsers.add_parser(
+        "leaderboard", help="rank a result on the RobustBench leaderboard snapshot and plot accuracy vs storage",
+        description="Where a result (robin eval JSON) would rank on RobustBench's Linf leaderboard, its neighbours, "
+                    "and a PNG of AutoAttack accuracy against model storage (MB, log scale).")
+    p.add_argument("result", help="result JSON written by robin eval")
+    p.add_argument("--board", choices=sorted(LEADERBOARDS), default=None, help="leaderboard (default: the result's dataset)")
+    p.add_argument("--neighbours", type=int, default=3, help="entries shown above and below (default 3)")
+    p.add_argument("--plot", default=None, help="PNG path (default: <result>_leaderboard.png)")
+    p.add_argument("--no-plot", dest="make_plot", action="store_false")
+    p.add_argument("--size-key", default="sign_mask_bytes",
+                   choices=("fp32_bytes", "sign_mask_bytes", "seeded_mask_bytes", "entropy_bound_bytes"),
+                   help="which storage figure places our model (default sign_mask_bytes: +-1 signs and a bit mask)")
+    p.set_defaults(func=run_leaderboard)
+    return p
+
+
+def _load_model(args: argparse.Namespace, info):
+    """The timm model of ``--model`` / ``--model-kwargs`` for the dataset ``info`` (classes, channels,
+    and the input statistics ``robin train`` uses), with ``--checkpoint`` loaded."""
+    import timm
+
+    import robin_plugin  # noqa: F401  (registers the robin models with timm)
+
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r} ({e.msg})") from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+    for key in ("mean", "std"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    if not timm.is_model(args.model):
+        names = timm.list_models("robin_*")
+        raise UnknownNameError(f"unknown model {args.model!r}{closest(args.model, names)}; robin models: {', '.join(names)}")
+    kwargs.setdefault("in_chans", info.in_chans)
+    kwargs.setdefault("num_classes", info.num_classes)
+    if kwargs["in_chans"] == info.in_chans:  # the statistics robin train builds its models with
+        kwargs.setdefault("mean", tuple(info.mean))
+        kwargs.setdefault("std", tuple(info.std))
+    try:
+        model = timm.create_model(args.model, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"bad --model-kwargs for {args.model}: {e}") from None
+    if args.checkpoint:
+        _load_checkpoint(model, Path(args.checkpoint))
+    return model.eval()
+
+
+def _load_checkpoint(model, path: Path) -> None:
+    """Load a plain state dict from a .safetensors file (never unpickles)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"--checkpoint must be a .safetensors state dict, got {path}")
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"cannot read checkpoint {path}: {e}") from None
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e)[:200])
+        raise InputError(f"checkpoint {path} does not match the model ({first}; wrong architecture or model kwargs?)") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(
+            f"checkpoint {path} does not match the model: missing {result.missing_keys[:5]}"
+            f"{'...' if len(result.missing_keys) > 5 else ''}, unexpected {result.unexpected_keys[:5]}"
+            f"{'...' if len(result.unexpected_keys) > 5 else ''} (wrong architecture or model kwargs?)"
+        )
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``robin eval``; returns the exit code (see the module docstring)."""
+    import torch
+
+    from .attacks import STANDARD_ATTACKS
+    from .evaluate import evaluate
+    from .report import format_report, make_model_info, write_result
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    run_model = None
+    if args.run:
+        from ..training import load_run
+
+        run_model, run_config = load_run(args.run, "best")
+        args.model = args.model or run_config.model
+        args.dataset = args.dataset or run_config.dataset
+        args.data_root = args.data_root or run_config.data_root
+        if args.eps is None:
+            args.eps = run_config.eps
+    if not args.model or not args.dataset:
+        raise ConfigError("robin eval needs --run DIR, or --model and --dataset (with --checkpoint for trained weights)")
+    info = dataset_info(args.dataset)
+    eps = args.eps if args.eps is not None else info.default_eps
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    for a in attacks:
+        if a not in STANDARD_ATTACKS:
+            raise UnknownNameError(f"unknown attack {a!r}{closest(a, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
+    out = Path(args.out) if args.out else Path(f"{args.model}_{args.dataset}_eval.json")
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+
+    from ..data import get_dataset  # written alongside; imported lazily so the library does not need it
+
+    ds = get_dataset(args.dataset, args.data_root, split="test")
+    model = run_model if run_model is not None else _load_model(args, info)
+    result = evaluate(model, ds.images, ds.labels, eps, n=args.n, attacks=attacks, pgd_steps=args.pgd_steps,
+                      reference=args.reference, batch_size=args.batch_size, seed=args.seed, run_checks=args.checks,
+                      state_path=args.state, progress=args.progress)
+    info = make_model_info(result, name=args.name or args.model, architecture=args.architecture or args.model,
+                           dataset=args.dataset, model=model,
+                           footnote=f"robin eval, first {result.n} test points")
+    info["model"] = {"timm_name": args.model, "kwargs": json.loads(args.model_kwargs),
+                     "checkpoint": str(args.checkpoint) if args.checkpoint else None, "run": args.run}
+    write_result(out, info)
+    print(format_report(info))
+    print(f"wrote {out}")
+    if result.warnings:
+        for w in result.warnings:
+            print(w)
+        return 1
+    return 0
+
+
+def run_leaderboard(args: argparse.Namespace) -> int:
+    """Run ``robin leaderboard``; returns the exit code."""
+    from .leaderboard import format_ranking, leaderboard_for, load_leaderboard, plot_size_vs_accuracy, rank
+    from .report import load_result
+
+    result = load_result(args.result)
+    if args.neighbours < 0:
+        raise ConfigError(f"--neighbours must be >= 0, got {args.neighbours}")
+    board_name = args.board or leaderboard_for(str(result.get("dataset", "")))
+    board = load_leaderboard(board_name)
+    r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key)
+    print(format_ranking(result, r, board, size_key=args.size_key))
+    if args.make_plot:
+        plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")
+        plot_size_vs_accuracy(result, board, plot, size_key=args.size_key)
+        print(f"wrote {plot}")
+    return 0

@@ -1,0 +1,100 @@
+"""Robin models under RobustBench's timm naming, ``{model}_{dataset}_{threat}``.
+
+robustbench 1.1.1's ``robustbench.utils.load_model(model_name, dataset=..., threat_model=...,
+custom_checkpoint=...)`` first builds the name
+``f"{model_name.lower().replace('-', '_')}_{dataset}_{threat.lower()}"`` and, if timm knows it,
+returns::
+
+    timm.create_model(name, num_classes=DATASET_CLASSES[dataset], pretrained=True,
+                      checkpoint_path=custom_checkpoint).eval()
+
+Registering ``robin_wrn34_cifar10_linf``, ``robin_resnet34_cifar100_linf`` ... therefore makes
+``load_model("robin_wrn34", dataset="cifar10", threat_model="Linf", custom_checkpoint="w.safetensors")``
+return a robin model. timm loads ``checkpoint_path`` itself, after the entry point has built the
+model (``weights_only=True``; ``.safetensors`` files are read with safetensors). Robin models
+have no hosted weights: with ``pretrained=True`` and no ``checkpoint_path`` (robustbench's
+default ``custom_checkpoint=""``) the model keeps its random scores, and a warning says so.
+
+The keep ratio, p and seed are not stored in a state dict: pass the ones the checkpoint was
+trained with as keyword arguments (defaults: keep_ratio 0.01, p 0.1, seed 0, the paper's).
+Input statistics default to the dataset's (CIFAR-10's or CIFAR-100's), as ``robin train`` uses.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+
+from ._common import CIFAR100_MEAN, CIFAR100_STD
+from .robin_resnet import BasicBlock, Bottleneck, RobinResNet, _cfg as _resnet_cfg, _create_robin_resnet
+from .robin_wideresnet import RobinWideResNet, _cfg as _wrn_cfg, _create_robin_wrn
+
+__all__ = ["ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREATS", "robustbench_name", "robustbench_names"]
+
+_log = logging.getLogger(__name__)
+
+#: RobustBench dataset name -> class count (robustbench.model_zoo.enums.DATASET_CLASSES).
+ROBUSTBENCH_DATASETS: dict[str, int] = {"cifar10": 10, "cifar100": 100}
+#: RobustBench threat models (``ThreatModel`` values, lower-cased as in the timm name).
+ROBUSTBENCH_THREATS: tuple[str, ...] = ("linf", "l2")
+
+# base robin model -> (family builder, fixed constructor kwargs, default-cfg maker)
+_BASES: dict[str, tuple[Callable[..., nn.Module], dict, Callable[..., dict]]] = {
+    "robin_resnet18": (_create_robin_resnet, dict(block=BasicBlock, layers=(2, 2, 2, 2)), _resnet_cfg),
+    "robin_resnet34": (_create_robin_resnet, dict(block=BasicBlock, layers=(3, 4, 6, 3)), _resnet_cfg),
+    "robin_resnet50": (_create_robin_resnet, dict(block=Bottleneck, layers=(3, 4, 6, 3)), _resnet_cfg),
+    "robin_wrn28_10": (_create_robin_wrn, dict(depth=28, widen_factor=10), _wrn_cfg),
+    "robin_wrn34": (_create_robin_wrn, dict(depth=34, widen_factor=10), _wrn_cfg),
+}
+
+
+# input statistics per dataset (the base models default to CIFAR-10's)
+_STATS: dict[str, dict] = {"cifar100": {"mean": CIFAR100_MEAN, "std": CIFAR100_STD}}
+
+
+def robustbench_name(model: str, dataset: str, threat: str) -> str:
+    """The timm name robustbench's ``load_model`` looks up: ``robin_wrn34``, ``cifar10``, ``Linf`` -> ``robin_wrn34_cifar10_linf``."""
+    return f"{model.lower().replace('-', '_')}_{dataset.lower()}_{threat.lower()}"
+
+
+def robustbench_names() -> list[str]:
+    """Every alias this module registers."""
+    return [robustbench_name(m, d, t) for m in _BASES for d in ROBUSTBENCH_DATASETS for t in ROBUSTBENCH_THREATS]
+
+
+default_cfgs = generate_default_cfgs({
+    robustbench_name(m, d, t): _BASES[m][2](num_classes=c, **_STATS.get(d, {}))
+    for m in _BASES for d, c in ROBUSTBENCH_DATASETS.items() for t in ROBUSTBENCH_THREATS
+})
+
+
+def _make_entry(alias: str, base: str, num_classes: int) -> Callable[..., nn.Module]:
+    create, fixed, _ = _BASES[base]
+
+    def entry(pretrained: bool = False, **kwargs) -> RobinResNet | RobinWideResNet:
+        overlay = kwargs.get("pretrained_cfg_overlay") or {}
+        has_file = bool(overlay.get("file") or overlay.get("state_dict"))
+        if pretrained and not has_file:
+            # timm applies checkpoint_path= after this function returns; without one the model stays random.
+            _log.warning("%s has no hosted weights: pretrained=True loads only what checkpoint_path= (or "
+                         "pretrained_cfg_overlay=dict(file=...)) gives; without it the scores stay random", alias)
+        kwargs.setdefault("num_classes", num_classes)
+        for key, value in _STATS.get(alias.split("_")[-2], {}).items():
+            kwargs.setdefault(key, value)
+        return create(alias, pretrained and has_file, **dict(fixed, **kwargs))
+
+    entry.__name__ = alias
+    entry.__qualname__ = alias
+    entry.__doc__ = (f"{base} for RobustBench {alias.split('_')[-2]} {alias.split('_')[-1]} ({num_classes} classes); "
+                     f"loadable by robustbench.utils.load_model('{base}', ...).")
+    entry.__module__ = __name__
+    return entry
+
+
+for _m in _BASES:
+    for _d, _c in ROBUSTBENCH_DATASETS.items():
+        for _t in ROBUSTBENCH_THREATS:
+            _alias = robustbench_name(_m, _d, _t)
+            globals()[_alias] = register_model(_make_entry(_alias, _m, _c))

@@ -1,0 +1,283 @@
+"""robin_plugin.eval.evaluate: full-strength AutoAttack via torchattacks, the reference cross-check, bad input.
+
+The cross-check trains a small masked binary network (robinified MLP: fixed +-1 weights, learned
+scores, 30% kept) with PGD adversarial training on 5,000 Fashion-MNIST images, then runs our
+AutoAttack and the original (pyautoattack) on the same points.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from robin_plugin.errors import ConfigError, InputError, RobinError, UnknownNameError
+from robin_plugin.eval import AutoAttackConfig, evaluate
+from robin_plugin.eval.attacks import STANDARD_ATTACKS, build_attack, standard_attacks
+from robin_plugin.models import robinify
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+EPS = 0.1
+
+
+def _fmnist(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First n Fashion-MNIST images (N, 1, 28, 28) in [0, 1] and labels (N,) int64, read from the IDX files."""
+    with gzip.open(f"{FMNIST}/{split}-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+    with gzip.open(f"{FMNIST}/{split}-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    return torch.from_numpy(x.astype(np.float32) / 255), torch.from_numpy(y.astype(np.int64))
+
+
+def tiny_robin_mlp(hidden: int = 64, keep_ratio: float = 0.3) -> nn.Module:
+    """A masked binary MLP on 14x14 average-pooled inputs: small enough for full AutoAttack in a test."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(196, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                        nn.Linear(hidden, 10), nn.BatchNorm1d(10))
+    return robinify(net, keep_ratio=keep_ratio, p=0.1)
+
+
+def adversarially_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, eps: float, pgd_steps: int = 3) -> nn.Module:
+    """PGD adversarial training (random start, step eps/2), SGD lr 0.1 one-cycle, momentum 0.9, batch 128."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=g)
+        xb, yb = x[idx], y[idx]
+        d = (torch.rand(xb.shape, generator=g) * 2 - 1) * eps
+        for _ in range(pgd_steps):
+            d.requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model((xb + d).clamp(0, 1)), yb), d)
+            d = (d + eps / 2 * grad.sign()).clamp(-eps, eps).detach()
+        loss = F.cross_entropy(model((xb + d).clamp(0, 1)), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = _fmnist("train", 5000)
+    model = adversarially_train(tiny_robin_mlp(), x, y, steps=300, eps=EPS)
+    xt, yt = _fmnist("t10k", 200)
+    return model, xt, yt
+
+
+@pytest.mark.slow
+def test_reference_cross_check_agrees(trained):
+    """Our full-strength AutoAttack and the original agree within 0.5 points on a robust model."""
+    model, xt, yt = trained
+    rng_before = torch.random.get_rng_state()
+    r = evaluate(model, xt, yt, EPS, n=40, reference=True, batch_size=40, progress=False)
+    assert torch.equal(torch.random.get_rng_state(), rng_before), "evaluation must not disturb the global RNG"
+    # meaningful: the model is robust, and the attacks matter (they break points PGD-free accuracy keeps)
+    assert r.clean_acc >= 0.6
+    assert 0.2 <= r.autoattack_acc < r.clean_acc
+    assert r.autoattack_acc <= r.pgd_acc + 1 / 40
+    assert r.reference is not None
+    assert abs(r.autoattack_acc - r.reference["autoattack_acc"]) <= 0.005, (r.robust_acc_after, r.reference)
+    assert r.reference["agrees"]
+    assert r.reference["clean_acc"] == pytest.approx(r.clean_acc)
+    # accuracy never rises along the ensemble, and the last value is the AutoAttack accuracy
+    accs = [r.robust_acc_after[a] for a in STANDARD_ATTACKS]
+    assert accs == sorted(accs, reverse=True)
+    assert accs[-1] == r.autoattack_acc
+    assert r.worst_case_acc <= min(r.autoattack_acc, r.pgd_acc)
+    assert sum(r.robust) == round(r.autoattack_acc * 40)
+    assert r.checks_passed, [c.message for c in r.checks]
+    assert not model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_standard_settings_are_the_original():
+    """The ensemble uses AutoAttack's standard strengths, not torchattacks.AutoAttack's 10 iterations."""
+    m = tiny_robin_mlp().eval()
+    atk = standard_attacks(m, EPS, num_classes=10)
+    assert list(atk) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert atk["apgd-ce"].steps == 100 and atk["apgd-ce"].n_restarts == 1 and atk["apgd-ce"].loss == "ce"
+    assert atk["apgd-t"].steps == 100 and atk["apgd-t"].n_restarts == 1 and atk["apgd-t"].n_target_classes == 9
+    assert atk["fab-t"].steps == 100 and atk["fab-t"].n_restarts == 1 and atk["fab-t"].n_target_classes == 9
+    assert atk["fab-t"].multi_targeted
+    sq = atk["square"]
+    assert sq.n_queries == 5000 and sq.p_init == 0.8 and sq.n_restarts == 1 and sq.rescale_schedule is False
+    # CIFAR-100: still 9 target classes (as the original), 4 classes: 3
+    assert build_attack("apgd-t", m, EPS, num_classes=100).n_target_classes == 9
+    assert build_attack("fab-t", m, EPS, num_classes=4).n_target_classes == 3
+
+
+def test_progress_resume_and_state(tmp_path, trained):
+    """An interrupted evaluation resumes from its state file; a foreign state file is refused."""
+    model, xt, yt = trained
+    cfg = AutoAttackConfig(apgd_iter=5, apgdt_iter=5, apgdt_target_classes=2, fab_iter=5, fab_target_classes=2, square_queries=50)
+    state = tmp_path / "state.json"
+    first = evaluate(model, xt, yt, EPS, n=20, attacks=("apgd-ce",), config=cfg, run_checks=False, state_path=state, progress=False)
+    saved = json.loads(state.read_text())
+    assert saved["done"] == ["apgd-ce"] and len(saved["robust"]) == 20
+    # rerunning with the same settings skips the finished attack and gives the same numbers
+    again = evaluate(model, xt, yt, EPS, n=20, attacks=("apgd-ce",), config=cfg, run_checks=False, state_path=state, progress=False)
+    assert again.robust == first.robust and again.robust_acc_after == first.robust_acc_after
+    with pytest.raises(RobinError, match="different evaluation"):
+        evaluate(model, xt, yt, EPS, n=21, attacks=("apgd-ce",), config=cfg, run_checks=False, state_path=state, progress=False)
+    state.write_text("{not json")
+    with pytest.raises(RobinError, match="not a valid evaluation state"):
+        evaluate(model, xt, yt, EPS, n=20, attacks=("apgd-ce",), config=cfg, run_checks=False, state_path=state, progress=False)
+
+
+def test_training_mode_is_handled(trained, caplog):
+    model, xt, yt = trained
+    model.train()
+    cfg = AutoAttackConfig(apgd_iter=3)
+    with caplog.at_level(logging.WARNING, logger="robin_plugin.eval.evaluate"):
+        r = evaluate(model, xt, yt, EPS, n=10, attacks=("apgd-ce",), config=cfg, run_checks=False, progress=False)
+    assert model.training, "the caller's mode is restored"
+    assert "training mode" in caplog.text
+    model.eval()
+    r2 = evaluate(model, xt, yt, EPS, n=10, attacks=("apgd-ce",), config=cfg, run_checks=False, progress=False)
+    assert r.robust == r2.robust, "training mode must not change the result (eval-mode BatchNorm)"
+
+
+@pytest.mark.parametrize("eps", [0, -0.1, 1.5, float("nan"), "8/255", True])
+def test_bad_eps(eps):
+    m = tiny_robin_mlp().eval()
+    x, y = torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ConfigError, match="eps"):
+        evaluate(m, x, y, eps)
+
+
+def test_bad_inputs():
+    m = tiny_robin_mlp().eval()
+    x, y = torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ConfigError, match=r"n must be an integer in \[1, 4\]"):
+        evaluate(m, x, y, EPS, n=5)
+    with pytest.raises(ConfigError, match="n must be"):
+        evaluate(m, x, y, EPS, n=0)
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        evaluate(m, x * 3, y, EPS)
+    with pytest.raises(InputError, match="NaN"):
+        evaluate(m, torch.full_like(x, float("nan")), y, EPS)
+    with pytest.raises(InputError, match="shape"):
+        evaluate(m, x[:, 0], y, EPS)
+    with pytest.raises(InputError, match="labels"):
+        evaluate(m, x, y[:3], EPS)
+    with pytest.raises(InputError, match="integer"):
+        evaluate(m, x, y.float(), EPS)
+    with pytest.raises(InputError, match="< 10"):
+        evaluate(m, x, torch.full((4,), 10), EPS, attacks=("apgd-ce",), run_checks=False)
+    with pytest.raises(UnknownNameError, match="apgd-ce"):
+        evaluate(m, x, y, EPS, attacks=("apgd-cee",))
+    with pytest.raises(ConfigError, match="batch_size"):
+        evaluate(m, x, y, EPS, batch_size=0)
+    with pytest.raises(ConfigError, match="square_queries"):
+        AutoAttackConfig(square_queries=0)
+
+
+def test_uint8_images_are_scaled(trained):
+    model, xt, yt = trained
+    cfg = AutoAttackConfig(apgd_iter=2)
+    x8 = (xt[:10] * 255).round().to(torch.uint8)
+    r8 = evaluate(model, x8, yt[:10], EPS, attacks=("apgd-ce",), config=cfg, run_checks=False, progress=False)
+    rf = evaluate(model, x8.float() / 255, yt[:10], EPS, attacks=("apgd-ce",), config=cfg, run_checks=False, progress=False)
+    assert r8.clean_acc == rf.clean_acc and r8.robust == rf.robust
+
+
+# --- robin eval (the CLI function, wired into `robin` by robin_plugin.cli) ----------------------
+def _run_cli(argv: list[str]) -> int:
+    import argparse
+
+    from robin_plugin.eval.cli import add_eval_parser
+
+    parser = argparse.ArgumentParser(prog="robin")
+    add_eval_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    """robin_plugin.data.get_dataset stand-in: 30 Fashion-MNIST test images as uint8 (N, 1, 28, 28)."""
+    import sys
+    import types
+
+    x, y = _fmnist("t10k", 30)
+    ds = types.SimpleNamespace(images=(x * 255).round().to(torch.uint8), labels=y)
+    calls = []
+
+    def get_dataset(name, root, split="train"):
+        calls.append((name, root, split))
+        return ds
+
+    monkeypatch.setitem(sys.modules, "robin_plugin.data", types.SimpleNamespace(get_dataset=get_dataset))
+    return calls
+
+
+def test_cli_eval_writes_model_info(tmp_path, fake_data, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    from robin_plugin.eval.report import load_result
+
+    model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.1)
+    ckpt = tmp_path / "m.safetensors"
+    save_file(model.state_dict(), str(ckpt))
+    out = tmp_path / "result.json"
+    argv = ["eval", "--model", "robin_resnet18", "--model-kwargs", '{"width": 4, "keep_ratio": 0.1}', "--checkpoint", str(ckpt),
+            "--dataset", "fashion_mnist", "--data-root", str(tmp_path), "--n", "8", "--attacks", "apgd-ce",
+            "--pgd-steps", "2", "--no-checks", "--no-progress", "--out", str(out)]
+    assert _run_cli(argv) == 0
+    assert fake_data == [("fashion_mnist", str(tmp_path), "test")]
+    info = load_result(out)
+    assert info["eps"] == "0.1" and info["n_points"] == 8 and info["dataset"] == "fashion_mnist"
+    assert info["keep_ratio"] == pytest.approx(0.1, abs=0.01) and info["storage_bytes"]["sign_mask_bytes"] > 0
+    assert info["model"]["checkpoint"] == str(ckpt)
+    text = capsys.readouterr().out
+    assert "AutoAttack" in text and "wrote" in text
+    with pytest.raises(ConfigError, match="--overwrite"):
+        _run_cli(argv)
+
+
+def test_cli_eval_errors(tmp_path, fake_data):
+    import timm
+    from safetensors.torch import save_file
+
+    base = ["eval", "--dataset", "fashion_mnist", "--data-root", str(tmp_path), "--n", "4", "--no-progress",
+            "--out", str(tmp_path / "r.json")]
+    with pytest.raises(UnknownNameError, match="robin_resnet18"):
+        _run_cli(base + ["--model", "robin_resnet81"])
+    with pytest.raises(ConfigError, match="model-kwargs"):
+        _run_cli(base + ["--model", "robin_resnet18", "--model-kwargs", "[1]"])
+    with pytest.raises(UnknownNameError, match="attack"):
+        _run_cli(base + ["--model", "robin_resnet18", "--attacks", "apgd,square"])
+    other = timm.create_model("robin_resnet18", in_chans=1, width=8)
+    ckpt = tmp_path / "w8.safetensors"
+    save_file(other.state_dict(), str(ckpt))
+    with pytest.raises(InputError, match="does not match"):
+        _run_cli(base + ["--model", "robin_resnet18", "--model-kwargs", '{"width": 4}', "--checkpoint", str(ckpt)])
+    pickle_file = tmp_path / "w.pt"
+    pickle_file.write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ConfigError, match="safetensors"):
+        _run_cli(base + ["--model", "robin_resnet18", "--checkpoint", str(pickle_file)])
+    corrupt = tmp_path / "bad.safetensors"
+    corrupt.write_bytes(b"\x00" * 20)
+    with pytest.raises(InputError, match="cannot read checkpoint"):
+        _run_cli(base + ["--model", "robin_resnet18", "--model-kwargs", '{"width": 4}', "--checkpoint", str(corrupt)])
+    with pytest.raises(SystemExit):
+        _run_cli(base + ["--model", "robin_resnet18", "--eps", "2"])
+
+
+def test_cli_eval_with_the_real_data_module(tmp_path):
+    """The same command against robin_plugin.data's real Fashion-MNIST loader (default folder)."""
+    data = pytest.importorskip("robin_plugin.data")
+    if not hasattr(data, "get_dataset"):
+        pytest.skip("robin_plugin.data.get_dataset not available")
+    out = tmp_path / "r.json"
+    code = _run_cli(["eval", "--model", "robin_resnet18", "--model-kwargs", '{"width": 4}', "--dataset", "fashion_mnist",
+                     "--n", "6", "--attacks", "apgd-ce", "--pgd-steps", "2", "--no-checks", "--no-progress", "--out", str(out)])
+    assert code == 0 and json.loads(out.read_text())["n_points"] == 6

@@ -1,0 +1,193 @@
+"""robin_plugin.eval.leaderboard and report: snapshot, ranking, plot, result files, `robin leaderboard`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch.nn as nn
+from hypothesis import given
+from hypothesis import strategies as st
+
+from robin_plugin.errors import InputError, UnknownNameError
+from robin_plugin.eval.checks import check_black_box, check_zero_gradients
+from robin_plugin.eval.cli import add_leaderboard_parser
+from robin_plugin.eval.evaluate import EvalResult
+from robin_plugin.eval.leaderboard import (
+    LEADERBOARDS,
+    arch_params,
+    build_snapshot,
+    format_ranking,
+    load_leaderboard,
+    rank,
+)
+from robin_plugin.eval.report import REQUIRED_FIELDS, eps_string, format_report, load_result, make_model_info, parse_eps
+from robin_plugin.models import robinify
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "robustbench-model-info"
+
+
+def _result(**kw) -> EvalResult:
+    base = dict(n=100, eps=8 / 255, clean_acc=0.7730, pgd_steps=20, pgd_acc=0.48, attacks=["apgd-ce", "apgd-t", "fab-t", "square"],
+                robust_acc_after={"apgd-ce": 0.47, "apgd-t": 0.4506, "fab-t": 0.4506, "square": 0.4506}, autoattack_acc=0.4506,
+                worst_case_acc=0.45, robust=[True] * 45 + [False] * 55,
+                checks=[check_zero_gradients(0, 100), check_black_box(0.4506, 0.4506)])
+    base.update(kw)
+    return EvalResult(**base)
+
+
+def _info(tmp_path: Path, **kw) -> Path:
+    model = robinify(nn.Sequential(nn.Flatten(), nn.Linear(3072, 64), nn.ReLU(), nn.Linear(64, 10)), keep_ratio=0.01)
+    info = make_model_info(_result(**kw), name="robin-test", architecture="ResNet-34 (binary)", dataset="cifar10", model=model)
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(info))
+    return path
+
+
+@pytest.mark.parametrize("board", sorted(LEADERBOARDS))
+def test_shipped_snapshot(board):
+    d = load_leaderboard(board)
+    assert d["snapshot_date"] and "RobustBench" in d["citation"] and d["threat_model"] == "Linf"
+    entries = d["entries"]
+    assert len(entries) >= 30
+    accs = [e["autoattack_acc"] for e in entries]
+    assert accs == sorted(accs, reverse=True)
+    for e in entries:
+        assert {"id", "name", "architecture", "clean_acc", "autoattack_acc", "additional_data", "venue", "params"} <= set(e)
+        assert 0 <= e["autoattack_acc"] <= e["clean_acc"] <= 100
+        assert e["params"] is None or e["params"] > 1e5
+    known = sum(e["params"] is not None for e in entries)
+    assert known >= 0.8 * len(entries)
+
+
+def test_snapshot_facts():
+    c10 = {e["id"]: e for e in load_leaderboard("cifar10_linf")["entries"]}
+    hydra = c10["Sehwag2020Hydra"]
+    assert (hydra["clean_acc"], hydra["autoattack_acc"], hydra["additional_data"]) == (88.98, 57.14, True)
+    assert hydra["params"] == arch_params("WideResNet-28-10", 10)[0] == 36479194
+    assert c10["Kundu2020Tunable"]["architecture"] == "ResNet-18"
+    assert arch_params("WideResNet-34-10", 100) == (46218164, "computed")
+    assert arch_params("PreActResNet-18", 10)[1] == "approx"
+    assert arch_params("5-layer-CNN", 10) == (None, None)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="RobustBench model_info copy not available")
+def test_rebuild_reproduces_the_shipped_snapshot(tmp_path):
+    out = build_snapshot(SHARED, tmp_path, date="2000-01-01")
+    for board, path in out.items():
+        rebuilt, shipped = json.loads(path.read_text()), load_leaderboard(board)
+        assert rebuilt["entries"] == shipped["entries"]
+
+
+def test_build_snapshot_from_files(tmp_path):
+    src = tmp_path / "src"
+    for dataset in ("cifar10", "cifar100", "imagenet"):
+        (src / dataset / "Linf").mkdir(parents=True)
+    entry = {"name": "Paper", "architecture": "WideResNet-28-10", "clean_acc": "80.00", "autoattack_acc": "50.00",
+             "additional_data": False, "venue": "X", "eps": "8/255"}
+    (src / "cifar10" / "Linf" / "A.json").write_text(json.dumps(entry))
+    (src / "cifar10" / "Linf" / "B.json").write_text(json.dumps(dict(entry, autoattack_acc="60.00", architecture="Mystery-Net")))
+    out = build_snapshot(src, tmp_path / "out", date="2024-01-02")
+    d = json.loads(out["cifar10_linf"].read_text())
+    assert [e["id"] for e in d["entries"]] == ["B", "A"] and d["snapshot_date"] == "2024-01-02"
+    assert d["entries"][0]["params"] is None and d["entries"][1]["params"] == 36479194
+    (src / "cifar10" / "Linf" / "C.json").write_text("{broken")
+    with pytest.raises(InputError, match="C.json"):
+        build_snapshot(src, tmp_path / "out2")
+    with pytest.raises(InputError, match="does not exist"):
+        build_snapshot(tmp_path / "nowhere", tmp_path / "out3")
+
+
+def test_rank_and_neighbours(tmp_path):
+    info = load_result(_info(tmp_path))
+    board = load_leaderboard("cifar10_linf")
+    r = rank(info, board, neighbours=2)
+    better = sum(e["autoattack_acc"] >= 45.06 for e in board["entries"])
+    assert r.rank == better + 1 and r.total == len(board["entries"]) + 1
+    assert len(r.above) == 2 and len(r.below) == 2
+    assert r.above[-1]["autoattack_acc"] >= 45.06 > r.below[0]["autoattack_acc"]
+    text = format_ranking(info, r, board)
+    assert f"rank {r.rank} of {r.total}" in text and "robin-test" in text and "RobustBench" in text
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="robin")
+    add_leaderboard_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_leaderboard_table_and_plot(tmp_path, capsys):
+    path = _info(tmp_path)
+    plot = tmp_path / "plot.png"
+    assert _run(["leaderboard", str(path), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "would rank" in out and str(plot) in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert _run(["leaderboard", str(path), "--board", "cifar100_linf", "--no-plot"]) == 0
+
+
+def test_cli_leaderboard_bad_results(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        _run(["leaderboard", str(bad)])
+    bad.write_text(json.dumps({"name": "x"}))
+    with pytest.raises(InputError, match="lacks the field"):
+        _run(["leaderboard", str(bad)])
+    bad.write_text(json.dumps({"name": "x", "architecture": "y", "eps": "8/255", "clean_acc": "abc", "autoattack_acc": "1"}))
+    with pytest.raises(InputError, match="clean_acc"):
+        _run(["leaderboard", str(bad)])
+    with pytest.raises(InputError, match="does not exist"):
+        _run(["leaderboard", str(tmp_path / "missing.json")])
+    fm = json.loads(_info(tmp_path).read_text())
+    fm["dataset"] = "fashion_mnist"
+    bad.write_text(json.dumps(fm))
+    with pytest.raises(UnknownNameError, match="fashion_mnist"):
+        _run(["leaderboard", str(bad)])
+
+
+def test_model_info_format(tmp_path):
+    info = json.loads(_info(tmp_path).read_text())
+    assert set(REQUIRED_FIELDS) <= set(info)
+    assert info["eps"] == "8/255" and info["clean_acc"] == "77.30" and info["autoattack_acc"] == "45.06"
+    assert info["number_forward_passes"] == 1 and info["additional_data"] is False and info["unreliable"] is False
+    assert info["robust_acc_after"]["apgd-ce"] == "47.00"
+    assert info["kept_weights"] < info["total_weights"] and info["storage_bytes"]["sign_mask_bytes"] < info["storage_bytes"]["fp32_bytes"]
+    assert info["checks_passed"] is True and info["warnings"] == []
+    text = format_report(info)
+    assert "AutoAttack" in text and "45.06" in text and "[pass]" in text
+    failed = json.loads(_info(tmp_path, checks=[check_zero_gradients(5, 100)]).read_text())
+    assert failed["unreliable"] is True and failed["warnings"][0].startswith("WARNING")
+    assert "FAIL" in format_report(failed)
+
+
+@given(st.integers(1, 127))
+def test_eps_string_roundtrip(k):
+    assert parse_eps(eps_string(k / 255)) == pytest.approx(k / 255)
+
+
+def test_eps_strings():
+    assert eps_string(8 / 255) == "8/255" and eps_string(0.1) == "0.1" and eps_string(0.2) == "0.2"
+    for bad in ("0", "2", "a/b", "1/0", "nan", None):
+        with pytest.raises(InputError):
+            parse_eps(bad)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)
+fieldish = st.fixed_dictionaries({k: json_values | st.sampled_from(["8/255", "45.06", "0.1", ""]) for k in REQUIRED_FIELDS},
+                                 optional={"storage_bytes": json_values, "dataset": json_values})
+
+
+@given(st.one_of(json_values, fieldish) | st.binary(max_size=40).map(lambda b: b.decode("latin-1")))
+def test_result_reader_fuzz(tmp_path_factory, value):
+    """Any file content gives a validated dict or an InputError, never another exception."""
+    path = tmp_path_factory.mktemp("fuzz") / "r.json"
+    path.write_text(value if isinstance(value, str) and not value.startswith('"') else json.dumps(value))
+    try:
+        info = load_result(path)
+    except InputError:
+        return
+    assert isinstance(info, dict) and 0 <= float(info["autoattack_acc"]) <= 100
