@@ -6,6 +6,7 @@ never destroys the previous version.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -14,7 +15,10 @@ from typing import Any, Callable
 
 from .errors import RobinError
 
-__all__ = ["FileExistsRobinError", "WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_json"]
+__all__ = [
+    "FileExistsRobinError", "WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_json",
+    "remove_stale_temp_files",
+]
 
 
 class WriteError(RobinError, OSError):
@@ -77,6 +81,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = True) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), overwrite=overwrite)
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`atomic_write` calls for ``path`` left.
+
+    A process killed between creating its temporary file and renaming it (SIGKILL, power loss)
+    cannot clean up. The orphan is hidden (``.<name>.<random>.tmp``) and never mistaken for
+    ``path``, but it holds disk space: a whole checkpoint per interrupted write. Call this only
+    when no other process is writing ``path`` (for example when a run resumes).
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

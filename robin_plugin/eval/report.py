@@ -45,7 +45,10 @@ def eps_string(eps: float) -> str:
 def parse_eps(text: str | float) -> float:
     """Inverse of :func:`eps_string`: ``"8/255"`` -> 0.0314, ``"0.1"`` -> 0.1."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
+        try:
+            value = float(text)
+        except OverflowError:
+            raise InputError(f"eps must be in (0, 1] pixel units, got a number too large for a float") from None
     elif isinstance(text, str):
         try:
             if "/" in text:
@@ -53,8 +56,8 @@ def parse_eps(text: str | float) -> float:
                 value = float(num) / float(den)
             else:
                 value = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"eps must look like '8/255' or '0.1', got {text!r}") from None
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise InputError(f"eps must look like '8/255' or '0.1', got {text!r:.80}") from None
     else:
         raise InputError(f"eps must be a string like '8/255' or a number, got {text!r}")
     if not math.isfinite(value) or not 0.0 < value <= 1.0:
@@ -170,8 +173,8 @@ def _percent_field(info: Mapping[str, Any], key: str, path: Any) -> float:
     value = info[key]
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: field {key!r} must be a percent like \"45.06\", got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{path}: field {key!r} must be a percent like \"45.06\", got {value!r:.80}") from None
     if isinstance(value, bool) or not math.isfinite(v) or not 0.0 <= v <= 100.0:
         raise InputError(f"{path}: field {key!r} must be a percent in [0, 100], got {value!r}")
     return v
@@ -195,6 +198,8 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
         info = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{p} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise InputError(f"{p} is nested too deeply to be a result file") from None
     if not isinstance(info, dict):
         raise InputError(f"{p} must hold a JSON object (RobustBench model_info), got {type(info).__name__}")
     missing = [k for k in REQUIRED_FIELDS if k not in info]

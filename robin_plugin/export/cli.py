@@ -22,7 +22,7 @@ import safetensors.torch
 import timm
 import torch.nn as nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownNameError, closest
 from .compact import (
     ExportFormatError,
     _looks_like_pickle,
@@ -81,7 +81,8 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
             raise ConfigError("no model given: pass --compact FILE, or --model NAME --checkpoint FILE")
         return None
     if not timm.is_model(args.model):
-        raise ConfigError(f"unknown model {args.model!r}; valid: {', '.join(timm.list_models('robin_*'))}")
+        names = timm.list_models("robin_*")
+        raise UnknownNameError(f"unknown model {args.model!r}{closest(args.model, names)}; valid: {', '.join(names)}")
     try:
         kwargs = json.loads(args.model_kwargs)
     except json.JSONDecodeError as e:

@@ -53,12 +53,17 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
             name = obj["__tensor__"]
-            if name not in tensors:
+            if not isinstance(name, str) or name not in tensors:
                 raise CheckpointError(f"checkpoint refers to a missing tensor {name!r}")
             return tensors[name]
         if set(obj) == {"__dict__"}:
-            return {_key(k): unflatten_state(v, tensors) for k, v in obj["__dict__"]}
+            items = obj["__dict__"]
+            if not isinstance(items, list) or not all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+                raise CheckpointError(f"checkpoint metadata: '__dict__' must list [key, value] pairs, got {items!r:.80}")
+            return {_key(k): unflatten_state(v, tensors) for k, v in items}
         if set(obj) == {"__tuple__"}:
+            if not isinstance(obj["__tuple__"], list):
+                raise CheckpointError(f"checkpoint metadata: '__tuple__' must be a list, got {obj['__tuple__']!r:.80}")
             return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
         raise CheckpointError(f"unexpected object in checkpoint metadata: keys {sorted(obj)[:5]}")
     if isinstance(obj, list):
@@ -68,7 +73,9 @@ def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def _key(k: Any) -> Any:
     if isinstance(k, list):  # JSON turned a tuple key into a list
-        return tuple(k)
+        return tuple(_key(x) for x in k)
+    if isinstance(k, dict):
+        raise CheckpointError(f"checkpoint metadata: a dict key must be a plain value, got {k!r:.80}")
     return k
 
 
@@ -103,7 +110,12 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{path} is not a robin_plugin training checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})")
     try:
         meta = json.loads(metadata["robin_checkpoint"])
-    except (KeyError, json.JSONDecodeError) as e:
+        state = unflatten_state(meta, tensors)
+    except CheckpointError as e:
         raise CheckpointError(f"{path} has corrupt checkpoint metadata ({e})") from e
+    except (KeyError, TypeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} has corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has corrupt checkpoint metadata (the state is a {type(state).__name__}, expected a mapping)")
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    return model_state, unflatten_state(meta, tensors)
+    return model_state, state

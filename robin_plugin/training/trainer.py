@@ -15,8 +15,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..io import atomic_write_json
+from ..errors import ConfigError, InputError
+from ..io import atomic_write_json, remove_stale_temp_files
 from ..summary import summary
 from .attacks import AdversarialTraining, derive_seed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_state_dict
@@ -105,6 +105,14 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_set, self.val_set = train_set, val_set
+        num_classes = getattr(model, "num_classes", None)
+        for name, ds in (("train_set", train_set), ("val_set", val_set)):
+            labels = getattr(ds, "labels", None)
+            if num_classes and isinstance(labels, torch.Tensor) and labels.numel():
+                lo, hi = int(labels.min()), int(labels.max())
+                if lo < 0 or hi >= num_classes:
+                    raise InputError(f"{name} has labels in [{lo}, {hi}], but the model has {num_classes} classes "
+                                     f"(labels must be in [0, {num_classes - 1}])")
         n = len(train_set)
         if n < 1:
             raise ConfigError("the training set is empty")
@@ -178,6 +186,9 @@ class Trainer:
         if self.out_dir is not None and self.rank == 0:
             atomic_write_json(self.out_dir / "config.json", cfg.to_dict())
         if resume:
+            if self.out_dir is not None and self.rank == 0:  # what a killed write left behind
+                for name in (CHECKPOINT, "model.safetensors", "model_best.safetensors", "metrics.csv", "config.json"):
+                    remove_stale_temp_files(self.out_dir / name)
             path = Path(resume) if not isinstance(resume, bool) else (self.out_dir / CHECKPOINT if self.out_dir else None)
             if path is not None and path.exists():
                 self._load(path)
@@ -227,6 +238,8 @@ class Trainer:
             last = epoch == cfg.epochs - 1
             if self.rank == 0 and self.out_dir is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
                 self._save(epoch)
+        if self.start_epoch >= cfg.epochs and self.logger.history:  # resumed a run that had finished
+            state.metrics = {k: v for k, v in self.logger.history[-1].items() if k != "epoch"}
         fire(self.hooks, Event.FIT_END, state)
         result = TrainResult(state.metrics)
         result.out_dir = self.out_dir
