@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.datasets import DATASETS, dataset_info
+from .._cli_common import check_model_name, parse_model_kwargs
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 
 __all__ = ["add_eval_parser", "add_leaderboard_parser", "run_eval", "run_leaderboard"]
@@ -88,18 +89,8 @@ def _load_model(args: argparse.Namespace, info):
 
     import robin_plugin  # noqa: F401  (registers the robin models with timm)
 
-    try:
-        kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r} ({e.msg})") from None
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
-    for key in ("mean", "std"):
-        if isinstance(kwargs.get(key), list):
-            kwargs[key] = tuple(kwargs[key])
-    if not timm.is_model(args.model):
-        names = timm.list_models("robin_*")
-        raise UnknownNameError(f"unknown model {args.model!r}{closest(args.model, names)}; robin models: {', '.join(names)}")
+    kwargs = parse_model_kwargs(args.model_kwargs)
+    check_model_name(args.model)
     kwargs.setdefault("in_chans", info.in_chans)
     kwargs.setdefault("num_classes", info.num_classes)
     if kwargs["in_chans"] == info.in_chans:  # the statistics robin train builds its models with

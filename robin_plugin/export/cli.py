@@ -22,7 +22,8 @@ import safetensors.torch
 import timm
 import torch.nn as nn
 
-from ..errors import ConfigError, UnknownNameError, closest
+from .._cli_common import check_model_name, parse_model_kwargs
+from ..errors import ConfigError
 from .compact import (
     ExportFormatError,
     _looks_like_pickle,
@@ -80,15 +81,8 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
         if args._source_required:
             raise ConfigError("no model given: pass --compact FILE, or --model NAME --checkpoint FILE")
         return None
-    if not timm.is_model(args.model):
-        names = timm.list_models("robin_*")
-        raise UnknownNameError(f"unknown model {args.model!r}{closest(args.model, names)}; valid: {', '.join(names)}")
-    try:
-        kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--model-kwargs is not valid JSON ({e}): {args.model_kwargs!r}") from e
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+    check_model_name(args.model)
+    kwargs = parse_model_kwargs(args.model_kwargs)
     if args.checkpoint is None:
         raise ConfigError("--model needs --checkpoint (a freshly initialised model has nothing to export)")
     model = timm.create_model(args.model, **kwargs)

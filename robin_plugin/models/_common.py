@@ -25,6 +25,16 @@ MASKED_DEFAULTS = dict(
 )
 
 
+def default_cfg(pool_size: tuple[int, int], **kwargs) -> dict:
+    """timm ``default_cfgs`` entry of a robin model: CIFAR-10 input (3x32x32, 10 classes, its
+    mean / std), so timm never falls back to ImageNet defaults; no hosted weights."""
+    return {
+        "url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": pool_size,
+        "crop_pct": 1.0, "interpolation": "bilinear", "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
+        "first_conv": "conv1", "classifier": "head.fc", "license": "mit", **kwargs,
+    }
+
+
 def stream_generator(seed: int, stream: str) -> torch.Generator:
     """A CPU generator for one named random stream of a model built from ``seed``.
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..errors import ConfigError
-from ._common import CIFAR10_MEAN, CIFAR10_STD, Layers, RobinNetBase
+from ._common import Layers, RobinNetBase, default_cfg
 
 __all__ = ["RobinResNet", "BasicBlock", "Bottleneck"]
 
@@ -154,11 +154,7 @@ def _create_robin_resnet(variant: str, pretrained: bool = False, **kwargs) -> Ro
 
 
 def _cfg(**kwargs) -> dict:
-    return {
-        "url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": (4, 4),
-        "crop_pct": 1.0, "interpolation": "bilinear", "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
-        "first_conv": "conv1", "classifier": "head.fc", "license": "mit", **kwargs,
-    }
+    return default_cfg((4, 4), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..errors import ConfigError
-from ._common import CIFAR10_MEAN, CIFAR10_STD, Layers, RobinNetBase
+from ._common import Layers, RobinNetBase, default_cfg
 
 __all__ = ["RobinWideResNet", "PreActBlock"]
 
@@ -108,11 +108,7 @@ def _create_robin_wrn(variant: str, pretrained: bool = False, **kwargs) -> Robin
 
 
 def _cfg(**kwargs) -> dict:
-    return {
-        "url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": (8, 8),
-        "crop_pct": 1.0, "interpolation": "bilinear", "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
-        "first_conv": "conv1", "classifier": "head.fc", "license": "mit", **kwargs,
-    }
+    return default_cfg((8, 8), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({

@@ -1,0 +1,35 @@
+"""Argument helpers shared by the ``robin`` sub-commands (CLI layer only)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import ConfigError, UnknownNameError, closest
+
+__all__ = ["parse_model_kwargs", "check_model_name"]
+
+
+def parse_model_kwargs(text: str) -> dict[str, Any]:
+    """``--model-kwargs`` as a dict: a JSON object; list values of ``mean`` / ``std`` become tuples."""
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {text!r} ({e.msg})") from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {text!r}")
+    for key in ("mean", "std"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    return kwargs
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if timm knows it, else raise :class:`UnknownNameError` with the closest robin model."""
+    import timm
+
+    import robin_plugin  # noqa: F401  (registers the robin models with timm)
+
+    if not timm.is_model(name):
+        names = timm.list_models("robin_*")
+        raise UnknownNameError(f"unknown model {name!r}{closest(name, names)}; robin models: {', '.join(names)}")
+    return name
