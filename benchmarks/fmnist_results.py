@@ -152,12 +152,17 @@ def write_report(table, args, wall: float) -> None:
     lines = [
         "# Results on Fashion-MNIST (CPU, small scale)" + (" — QUICK SMOKE RUN, numbers meaningless" if args.quick else ""),
         "",
-        "Produced by `.venv/bin/python benchmarks/fmnist_results.py" + (" --quick" if args.quick else "") + "` (resumable: each run is cached).",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        "Produced by `.venv/bin/python benchmarks/fmnist_results.py" + "".join(f" {a}" for a in sys.argv[1:])
+        + "` (resumable: each run is cached; with no arguments it runs every row and AutoAttack).",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}; torch threads of the training "
+        f"runs: {sorted({t['runs'][s]['machine']['torch_threads'] for t in table for s in t['runs']})}. Training times depend on "
+        "what else shared the machine; compare them only between runs of one quiet invocation.",
         "Recipe of every row unless it says otherwise: width-16 CIFAR-style ResNet-18, eps 0.1 (Linf, pixels in [0, 1]), "
         "FGSM with random start (step 0.125), 3 epochs on the first 20,000 training images (2% held out to pick the best epoch), "
         "SGD lr 0.1 cosine, momentum 0.9, weight decay 5e-4, batch 128. Accuracies in %; PGD-20 (step 0.025, random start) "
-        f"on the first 1,000 test images; AutoAttack (standard, original strength) on the first {args.aa_n} for the headline rows.",
+        "on the first 1,000 test images; "
+        + (f"AutoAttack (standard, original strength) on the first {args.aa_n} for the headline rows." if args.aa_n
+           else "AutoAttack: not run in this invocation (`--aa-n 0`)."),
         "",
         "| row | keep ratio | kept weights | storage | clean | PGD-20 | AutoAttack | seed 1: clean / PGD-20 | training time |",
         "|---|---|---|---|---|---|---|---|---|",
