@@ -24,22 +24,13 @@ torch.set_num_threads(1)  # two OpenMP threads on a busy 2-core box make tiny op
 import timm  # noqa: E402
 
 import robin_plugin  # noqa: E402,F401  (registers the robin models)
-from robin_plugin.data import ImageDataset  # noqa: E402
 from robin_plugin.io import atomic_write_json  # noqa: E402
 from robin_plugin.training import TrainConfig, Trainer  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_training import toy_dataset  # noqa: E402  (the same toy data as the training tests)
+
 RESULT = "worker_result.json"
-
-
-def toy_dataset(n: int, size: int = 12, seed: int = 0) -> ImageDataset:
-    """Two easy classes: bright top half vs bright bottom half, plus noise (as in test_training)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = torch.rand(n, 1, size, size, generator=g) * 0.4
-    half = size // 2
-    x[y == 0, :, :half] += 0.5
-    x[y == 1, :, half:] += 0.5
-    return ImageDataset((x.clamp(0, 1) * 255).to(torch.uint8), y.long(), ["top", "bottom"], "toy")
 
 
 def config(epochs: int, out_dir: str) -> TrainConfig:

@@ -124,7 +124,8 @@ def test_large_eps():
 def test_more_iterations_passes_iff_never_rises(accs):
     labelled = [(f"A{i}", a) for i, a in enumerate(accs)]
     c = check_more_iterations(labelled)
-    never_rises = all(b <= a for i, a in enumerate(accs) for b in accs[i + 1:])
+    # the check ignores float noise below 1e-12 (an accuracy step is at least 1/n)
+    never_rises = all(b <= a + 1e-12 for i, a in enumerate(accs) for b in accs[i + 1:])
     assert c.passed == never_rises
 
 

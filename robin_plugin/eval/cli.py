@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from ..data.datasets import DATASETS, dataset_info
 from .._cli_common import check_model_name, parse_model_kwargs
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 
-__all__ = ["add_eval_parser", "add_leaderboard_parser", "run_eval", "run_leaderboard"]
+__all__ = ["add_eval_parser", "add_leaderboard_parser", "rebuild_leaderboard_main", "run_eval", "run_leaderboard"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,4 +206,25 @@ def run_leaderboard(args: argparse.Namespace) -> int:
         plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")
         plot_size_vs_accuracy(result, board, plot, size_key=args.size_key)
         print(f"wrote {plot}")
+    return 0
+
+
+def rebuild_leaderboard_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m robin_plugin.eval.leaderboard --rebuild SRC [--out DIR] [--date YYYY-MM-DD]``."""
+    parser = argparse.ArgumentParser(prog="python -m robin_plugin.eval.leaderboard",
+                                     description="Rebuild the RobustBench leaderboard snapshot shipped with robin_plugin.")
+    parser.add_argument("--rebuild", metavar="SRC", required=True, help="folder of RobustBench model_info/<dataset>/<threat>/*.json")
+    parser.add_argument("--out", default=None, help="output folder (default: the package's leaderboard_data)")
+    parser.add_argument("--date", default=None, help="snapshot date to record (default: today)")
+    args = parser.parse_args(argv)
+    if args.date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
+        parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
+    try:
+        from .leaderboard import build_snapshot
+
+        for board, path in build_snapshot(args.rebuild, args.out, date=args.date).items():
+            print(f"{board}: {path}")
+    except (InputError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0

@@ -22,7 +22,6 @@ the Neural-ODE and mixing-network models and the 5-layer CNN.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import logging
@@ -318,24 +317,7 @@ def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], p
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m robin_plugin.eval.leaderboard --rebuild SRC [--out DIR] [--date YYYY-MM-DD]``."""
-    parser = argparse.ArgumentParser(prog="python -m robin_plugin.eval.leaderboard",
-                                     description="Rebuild the RobustBench leaderboard snapshot shipped with robin_plugin.")
-    parser.add_argument("--rebuild", metavar="SRC", required=True, help="folder of RobustBench model_info/<dataset>/<threat>/*.json")
-    parser.add_argument("--out", default=None, help="output folder (default: the package's leaderboard_data)")
-    parser.add_argument("--date", default=None, help="snapshot date to record (default: today)")
-    args = parser.parse_args(argv)
-    if args.date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
-        parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
-    try:
-        for board, path in build_snapshot(args.rebuild, args.out, date=args.date).items():
-            print(f"{board}: {path}")
-    except (InputError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+if __name__ == "__main__":  # the command itself lives with the other CLI code
+    from .cli import rebuild_leaderboard_main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(rebuild_leaderboard_main())
