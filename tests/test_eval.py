@@ -203,8 +203,9 @@ def _run_cli(argv: list[str]) -> int:
 @pytest.fixture
 def fake_data(monkeypatch):
     """robin_plugin.data.get_dataset stand-in: 30 Fashion-MNIST test images as uint8 (N, 1, 28, 28)."""
-    import sys
     import types
+
+    import robin_plugin.data
 
     x, y = _fmnist("t10k", 30)
     ds = types.SimpleNamespace(images=(x * 255).round().to(torch.uint8), labels=y)
@@ -214,7 +215,7 @@ def fake_data(monkeypatch):
         calls.append((name, root, split))
         return ds
 
-    monkeypatch.setitem(sys.modules, "robin_plugin.data", types.SimpleNamespace(get_dataset=get_dataset))
+    monkeypatch.setattr(robin_plugin.data, "get_dataset", get_dataset)
     return calls
 
 

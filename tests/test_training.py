@@ -17,7 +17,7 @@ from robin_plugin.errors import ConfigError, UnknownNameError
 from robin_plugin.training import (
     AdversarialTraining, CheckpointError, Event, Hook, MetricLogger, PersistentFGSM, ProgressivePruning,
     TrainConfig, Trainer, TrainState, apply_overrides, epoch_order, fire, get_preset, progressive_keep_ratio,
-    trades_loss, PRESETS,
+    resolve_attack_sizes, trades_loss, PRESETS,
 )
 from robin_plugin.training.attacks import isolated_rng
 from robin_plugin.training.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -339,3 +339,13 @@ def test_config_overrides_and_errors():
         apply_overrides({}, {"keep_ratio": 0})
     with pytest.raises(UnknownNameError, match="preset"):
         get_preset("fmnist-fats")
+
+
+@pytest.mark.parametrize("dataset,eps", [("fashion_mnist", None), ("fashion_mnist", 0.2), ("cifar10", None), ("imagenet100", None)])
+def test_train_and_eval_use_one_pgd_step_rule(dataset, eps):
+    """`robin train` reports PGD-k with the step `robin eval` uses, so the two numbers agree."""
+    from robin_plugin.eval import default_pgd_step, pgd_attack
+
+    cfg = resolve_attack_sizes(TrainConfig(dataset=dataset, eps=eps, progress=False))
+    attack = pgd_attack(torch.nn.Linear(2, 2), cfg.eps, 20)
+    assert cfg.eval_step_size == attack.alpha == default_pgd_step(cfg.eps) == pytest.approx(cfg.eps / 4)

@@ -8,13 +8,13 @@
 """
 from __future__ import annotations
 
-from .attacks import STANDARD_ATTACKS, AutoAttackConfig, build_attack, pgd_attack, standard_attacks
+from .attacks import STANDARD_ATTACKS, AutoAttackConfig, build_attack, default_pgd_step, pgd_attack, standard_attacks
 from .checks import CheckResult
 from .evaluate import EvalResult, evaluate, reference_autoattack
 from .report import format_report, load_result, make_model_info, write_result
 
 __all__ = [
-    "STANDARD_ATTACKS", "AutoAttackConfig", "build_attack", "pgd_attack", "standard_attacks",
+    "STANDARD_ATTACKS", "AutoAttackConfig", "build_attack", "default_pgd_step", "pgd_attack", "standard_attacks",
     "CheckResult", "EvalResult", "evaluate", "reference_autoattack",
     "format_report", "load_result", "make_model_info", "write_result",
 ]

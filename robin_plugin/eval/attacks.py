@@ -41,6 +41,7 @@ __all__ = [
     "build_attack",
     "check_eps",
     "isolated_rng",
+    "default_pgd_step",
     "pgd_attack",
     "standard_attacks",
 ]
@@ -162,6 +163,11 @@ def standard_attacks(
     return {name: build_attack(name, model, eps, num_classes=num_classes, seed=seed, config=config) for name in attacks}
 
 
+def default_pgd_step(eps: float) -> float:
+    """The PGD step size used when none is given: ``eps / 4`` (2/255 at eps 8/255, 0.025 at 0.1)."""
+    return eps / 4
+
+
 def pgd_attack(model: nn.Module, eps: float, steps: int, *, alpha: float | None = None) -> torchattacks.PGD:
     """Linf PGD with a random start (Madry et al., ICLR 2018) through torchattacks.
 
@@ -169,14 +175,15 @@ def pgd_attack(model: nn.Module, eps: float, steps: int, *, alpha: float | None 
         model: maps (N, C, H, W) images in [0, 1] to (N, classes) logits.
         eps: Linf radius in [0, 1] pixel units.
         steps: gradient steps (>= 1).
-        alpha: step size in pixel units; default ``2.5 * eps / steps`` (Madry et al.), so the
-            steps together can cross the ball from any random start.
+        alpha: step size in pixel units; default :func:`default_pgd_step` (``eps / 4``, the
+            paper's 2/255 at eps 8/255), the same rule ``robin train`` uses for its validation and
+            test, so both commands report the same PGD-k accuracy.
     """
     eps = check_eps(eps)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"pgd steps must be an integer >= 1, got {steps!r}")
     if alpha is None:
-        alpha = min(1.0, 2.5 * eps / steps)
+        alpha = default_pgd_step(eps)
     if not 0.0 < alpha <= 1.0:
         raise ConfigError(f"pgd step size alpha must be in (0, 1] pixel units, got {alpha!r}")
     return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)

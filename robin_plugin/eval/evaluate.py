@@ -59,7 +59,7 @@ class EvalResult:
         eps: Linf radius in [0, 1] pixel units.
         clean_acc: accuracy on the clean points.
         pgd_steps: PGD iterations of the baseline attack.
-        pgd_acc: accuracy under PGD-``pgd_steps`` (random start, step 2.5 eps / steps).
+        pgd_acc: accuracy under PGD-``pgd_steps`` (random start, step eps / 4).
         attacks: the AutoAttack components run, in order.
         robust_acc_after: robust accuracy after each attack, each attacking only the points
             still robust (so the last value is the pointwise worst case, ``autoattack_acc``).

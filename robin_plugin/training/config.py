@@ -48,7 +48,7 @@ class TrainConfig:
     attack_steps: int = 10                 # PGD / TPGD iterations
     trades_beta: float = 6.0
     # validation, test, checkpoints
-    eval_step_size: float | None = None    # PGD step for validation / test (None: dataset default)
+    eval_step_size: float | None = None    # PGD step for validation / test (None: eps / 4, as robin eval)
     val_pgd_steps: int = 10
     test_n: int = 1000                     # final evaluation on the first n test images (0: skip)
     test_pgd_steps: int = 20

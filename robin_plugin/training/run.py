@@ -29,16 +29,19 @@ def resolve_attack_sizes(config: TrainConfig) -> TrainConfig:
 
     eps: the dataset's (0.1 Fashion-MNIST, 8/255 CIFAR, 2/255 ImageNet-100). step_size: the
     dataset's PGD step for ``pgd`` / ``trades``, 1.25 * eps for ``ffgsm`` (Wong et al.), eps / 2
-    for the paper's ``fast``.
+    for the paper's ``fast``. eval_step_size (validation and test PGD): eps / 4, the rule
+    ``robin eval`` uses.
     """
     from ..data import dataset_info
+    from ..eval.attacks import default_pgd_step
 
     info = dataset_info(config.dataset)
     eps = config.eps if config.eps is not None else info.default_eps
     step = config.step_size
     if step is None:
         step = {"ffgsm": 1.25 * eps, "fast": eps / 2}.get(config.attack, info.default_step)
-    eval_step = config.eval_step_size if config.eval_step_size is not None else info.default_step
+    # validation / test PGD: the same step rule as `robin eval`, so both report the same PGD-k accuracy
+    eval_step = config.eval_step_size if config.eval_step_size is not None else default_pgd_step(eps)
     return dataclasses.replace(config, eps=eps, step_size=min(step, 1.0), eval_step_size=eval_step)
 
 
