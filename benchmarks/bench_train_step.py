@@ -8,7 +8,8 @@ memory on CUDA).
     .venv/bin/python benchmarks/bench_train_step.py            # width-16 ResNet-18, Fashion-MNIST size
     .venv/bin/python benchmarks/bench_train_step.py --model robin_resnet34 --width 64 --size 32 --in-chans 3
 
-Targets: time ratio <= 1.10 and memory ratio <= 1.25 (robin / dense).
+Targets: time ratio <= 1.10 and memory ratio <= 1.25 (robin / dense). Also reported, not a
+target: the robin step with ``channels_last`` (NHWC) memory layout over the default layout.
 """
 from __future__ import annotations
 
@@ -33,11 +34,16 @@ from robin_plugin.training import AdversarialTraining, TrainState
 TIME_TARGET, MEMORY_TARGET = 1.10, 1.25
 
 
+CL = " channels_last"
+
+
 def make(name: str, args, device):
     kw = dict(num_classes=10, in_chans=args.in_chans, width=args.width, seed=0)
     if not name.endswith("_dense"):
         kw.update(keep_ratio=args.keep_ratio, p=0.1)
-    model = timm.create_model(name, **kw).to(device)
+    model = timm.create_model(name.removesuffix(CL), **kw).to(device)
+    if name.endswith(CL):
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=5e-4)
     adv = AdversarialTraining(args.attack, eps=0.1, step_size=0.025, steps=args.attack_steps, num_samples=args.batch)
     state = TrainState(model, opt)
@@ -112,11 +118,12 @@ def main() -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     print(f"setup: {args.model} width {args.width}, input {args.in_chans}x{args.size}x{args.size}, batch {args.batch}, "
           f"attack {args.attack}, keep_ratio {args.keep_ratio}, {args.repeats} interleaved repeats (2 warm-up)")
-    runs = {n: make(n, args, device) for n in names}
+    timed = names + [args.model + CL]
+    runs = {n: make(n, args, device) for n in timed}
     x, y, idx = batch(args, device)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times: dict[str, list[float]] = {n: [] for n in timed}
     for r in range(args.repeats + 2):
-        for n in (names if r % 2 == 0 else names[::-1]):  # alternate the order too
+        for n in (timed if r % 2 == 0 else timed[::-1]):  # alternate the order too
             sync(device)
             t = time.perf_counter()
             step(*runs[n], x, y, idx)
@@ -125,6 +132,7 @@ def main() -> int:
                 times[n].append(time.perf_counter() - t)
     med = {n: statistics.median(v) for n, v in times.items()}
     time_ratio = med[names[0]] / med[names[1]]
+    cl_ratio = med[timed[2]] / med[names[0]]
 
     mem = {}
     for n in names:
@@ -136,15 +144,18 @@ def main() -> int:
         mem[n] = json.loads(out.strip().splitlines()[-1])["peak_growth_bytes"]
     mem_ratio = mem[names[0]] / mem[names[1]]
 
-    print(f"\n{'model':<24} {'median step (ms)':>18} {'peak memory growth (MB)':>24}")
-    for n in names:
-        print(f"{n:<24} {1e3 * med[n]:>18.1f} {mem[n] / 1e6:>24.1f}")
+    print(f"\n{'model':<32} {'median step (ms)':>10} {'peak memory growth (MB)':>24}")
+    for n in timed:
+        peak = f"{mem[n] / 1e6:.1f}" if n in mem else "not measured"
+        print(f"{n:<32} {1e3 * med[n]:>10.1f} {peak:>24}")
     print(f"\ntime ratio robin/dense   {time_ratio:.3f}  (target <= {TIME_TARGET}: {'PASS' if time_ratio <= TIME_TARGET else 'FAIL'})")
     print(f"memory ratio robin/dense {mem_ratio:.3f}  (target <= {MEMORY_TARGET}: {'PASS' if mem_ratio <= MEMORY_TARGET else 'FAIL'})")
+    print(f"robin channels_last/default layout time ratio {cl_ratio:.3f}")
     atomic_write_json(Path(args.out), {
         "machine": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
         "device": str(device), "torch": torch.__version__, "args": {k: v for k, v in vars(args).items() if k != "memory_child"},
         "median_step_s": med, "peak_memory_growth_bytes": mem, "time_ratio": time_ratio, "memory_ratio": mem_ratio,
+        "channels_last_time_ratio": cl_ratio,
         "targets": {"time_ratio": TIME_TARGET, "memory_ratio": MEMORY_TARGET},
     })
     print(f"wrote {args.out}")

@@ -102,7 +102,7 @@ def autoattack(out: Path, config, args) -> dict[str, Any]:
                  state_path=out / f"autoattack_{args.aa_n}.state.json", progress=sys.stderr.isatty())
     info = {"n": r.n, "clean_acc": r.clean_acc, "pgd20_acc": r.pgd_acc, "autoattack_acc": r.autoattack_acc,
             "robust_acc_after": r.robust_acc_after, "checks": [dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for c in r.checks],
-            "seconds": time.perf_counter() - t}
+            "seconds": time.perf_counter() - t, "torch_threads": torch.get_num_threads(), "stage_seconds": r.seconds}
     atomic_write_json(path, info)
     return info
 
@@ -159,6 +159,11 @@ def _train_minutes(out: Path) -> float:
         return sum(float(r["time/epoch_s"]) for r in csv.DictReader(f)) / 60
 
 
+def _aa_seconds(info: dict[str, Any]) -> float:
+    """Total AutoAttack time of a run: the sum of its stages (an interrupted, resumed run counts whole)."""
+    return sum(info["stage_seconds"].values()) if "stage_seconds" in info else info["seconds"]
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}"
 
@@ -205,6 +210,13 @@ def write_report(table, args, wall: float) -> None:
         points.append((row, r0, storage))
     lines += ["", f"Wall time of this invocation: {wall / 60:.1f} min (cached rows take no time). Training time is "
               "the sum of the epoch times in each run's metrics.csv.", ""]
+    aa_cost = [(t["row"]["name"], t["runs"][args.seeds[0]]["autoattack"]) for t in table if "autoattack" in t["runs"][args.seeds[0]]]
+    if aa_cost:
+        lines += ["AutoAttack cost (wall time of `evaluate`, including PGD-20 and the gradient-masking checks; "
+                  "compare only runs made under the same load): "
+                  + "; ".join(f"{n} {_aa_seconds(a) / 60:.0f} min for {a['n']} points ({_aa_seconds(a) / a['n']:.1f} s per point"
+                              + (f", {a['torch_threads']} torch threads)" if "torch_threads" in a else ")")
+                              for n, a in aa_cost) + ".", ""]
     lines += claims(table, args)
     checks = [(t["row"]["name"], c) for t in table for c in t["runs"][args.seeds[0]].get("autoattack", {}).get("checks", [])]
     failed = [(n, c) for n, c in checks if isinstance(c, dict) and not c.get("passed", True)]

@@ -238,11 +238,12 @@ def test_plain_loop_with_hooks_equals_trainer():
     assert sums["train/robust_acc"] / steps_per_epoch == pytest.approx(result["train/robust_acc"], abs=1e-12)
 
 
-@pytest.mark.parametrize("attack", ["fast", "trades"])
-def test_resume_gives_the_uninterrupted_result(tmp_path, attack):
+@pytest.mark.parametrize("attack,channels_last", [("fast", False), ("trades", False), ("ffgsm", True)])
+def test_resume_gives_the_uninterrupted_result(tmp_path, attack, channels_last):
     ds = toy_dataset(96)
     val = toy_dataset(32, seed=1)
-    cfg = tiny_config(epochs=3, attack=attack, attack_steps=2, step_size=0.05, augment=True, prune_steps=2)
+    cfg = tiny_config(epochs=3, attack=attack, attack_steps=2, step_size=0.05, augment=True, prune_steps=2,
+                      channels_last=channels_last)
     full = Trainer(tiny_model(), cfg, ds, val, out_dir=tmp_path / "full")
     r_full = full.fit()
 
@@ -266,6 +267,15 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, attack):
     rows = lambda p: [timeless(r) for r in csv.DictReader(open(p / "metrics.csv"))]
     assert rows(tmp_path / "full") == rows(tmp_path / "part")
     assert len(rows(tmp_path / "full")) == 3
+    # the saved weights load into a plain (NCHW) model and give the trained model's logits
+    from safetensors.torch import load_file
+
+    plain = tiny_model()
+    plain.load_state_dict(load_file(str(tmp_path / "full" / "model.safetensors")))
+    x = val.images[:8].float() / 255
+    full.model.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), full.model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_resume_refuses_a_different_config(tmp_path):
