@@ -225,7 +225,7 @@ def write_report(table, args, wall: float) -> None:
         lines += ["AutoAttack cost (wall time of `evaluate`, including PGD-20 and the gradient-masking checks; "
                   "compare only runs made under the same load): "
                   + "; ".join(f"{n} {_aa_seconds(a) / 60:.0f} min for {a['n']} points ({_aa_seconds(a) / a['n']:.1f} s per point"
-                              + (f", {a['torch_threads']} torch threads)" if "torch_threads" in a else ")")
+                              + (f", torch threads: {a['torch_threads']})" if "torch_threads" in a else ")")
                               for n, a in aa_cost) + ".", ""]
     lines += claims(table, args)
     checks = [(t["row"]["name"], c) for t in table for c in t["runs"][args.seeds[0]].get("autoattack", {}).get("checks", [])]
@@ -265,6 +265,18 @@ def claims(table, args) -> list[str]:
 
     compare("A binary subnetwork at 5% of the weights approaches or beats dense full-precision AT", "k0.05", "dense", approach=True)
     compare("... and at 1% of the weights", "k0.01", "dense", approach=True)
+    first = lambda name: by[name][args.seeds[0]] if name in by and args.seeds[0] in by[name] else {}
+    aa = {n: first(n).get("autoattack", {}).get("autoattack_acc") for n in ("dense", "k0.05", "k0.01")}
+    for n in ("k0.05", "k0.01"):
+        if aa[n] is not None and aa["dense"] is not None:
+            out.append(f"- The same under AutoAttack ({args.aa_n} points): {n} {100 * aa[n]:.1f}% vs dense "
+                       f"{100 * aa['dense']:.1f}% ({100 * (aa[n] - aa['dense']):+.1f} points).")
+    gaps = {n: first(n)["autoattack"]["pgd20_acc"] - aa[n] for n in aa if aa[n] is not None}
+    if gaps:
+        verdict = ("small gaps: PGD-20 is a fair proxy here" if max(gaps.values()) <= 0.05
+                   else "a large gap somewhere: PGD-20 overstates that row's robustness")
+        out.append("- AutoAttack lowers accuracy below PGD-20 (same points) by "
+                   + ", ".join(f"{n} {100 * g:.1f}" for n, g in gaps.items()) + f" points: {verdict}.")
     compare("Adaptive keep ratios (p = 0.1) beat a uniform ratio (p = 1)", "k0.05", "k0.05-p1")
     compare("The last BatchNorm on the logits helps", "k0.05", "k0.05-nolastbn")
     compare("+-1 weights are at least as good as signed Kaiming constants", "k0.05", "k0.05-signedkaiming")
