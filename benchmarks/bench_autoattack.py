@@ -14,7 +14,6 @@ Prints the machine, threads and sizes, and writes benchmarks/results/autoattack.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -23,48 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from robin_plugin.eval.evaluate import evaluate, reference_autoattack
 from robin_plugin.io import atomic_write_json
-from robin_plugin.models import robinify
+from robin_plugin.testing import fashion_mnist_subset, pgd_train, tiny_robin_mlp
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def fmnist(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    with gzip.open(f"{FMNIST}/{split}-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
-    with gzip.open(f"{FMNIST}/{split}-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return torch.from_numpy(x.astype(np.float32) / 255), torch.from_numpy(y.astype(np.int64))
-
-
-def train(eps: float, steps: int, hidden: int) -> nn.Module:
-    torch.manual_seed(0)
-    model = robinify(nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(196, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                                   nn.Linear(hidden, 10), nn.BatchNorm1d(10)), keep_ratio=0.3, p=0.1)
-    x, y = fmnist("train", 5000)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (128,), generator=g)
-        xb, yb = x[idx], y[idx]
-        d = (torch.rand(xb.shape, generator=g) * 2 - 1) * eps
-        for _ in range(3):
-            d.requires_grad_(True)
-            (grad,) = torch.autograd.grad(F.cross_entropy(model((xb + d).clamp(0, 1)), yb), d)
-            d = (d + eps / 2 * grad.sign()).clamp(-eps, eps).detach()
-        loss = F.cross_entropy(model((xb + d).clamp(0, 1)), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
 
 
 def main() -> int:
@@ -83,9 +46,9 @@ def main() -> int:
                "torch": torch.__version__, "load_average_start": os.getloadavg()}
     print(f"machine: {machine}")
     t = time.perf_counter()
-    model = train(args.eps, args.train_steps, args.hidden)
+    model = pgd_train(tiny_robin_mlp(hidden=args.hidden), *fashion_mnist_subset("train", 5000), steps=args.train_steps, eps=args.eps)
     print(f"trained the model in {time.perf_counter() - t:.1f} s")
-    x, y = fmnist("t10k", args.n)
+    x, y = fashion_mnist_subset("test", args.n)
     ours_s, ref_s, ours_acc, ref_acc = [], [], [], []
     for rep in range(args.repeats):
         r = evaluate(model, x, y, args.eps, batch_size=args.n, run_checks=False, pgd_steps=1, progress=False)

@@ -1,9 +1,7 @@
 """robin_plugin.eval.checks: the gradient-masking checks fire on obfuscated gradients, stay quiet otherwise."""
 from __future__ import annotations
 
-import gzip
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -22,19 +20,10 @@ from robin_plugin.eval.checks import (
     check_zero_gradients,
     one_point,
 )
-from robin_plugin.models import robinify
+from robin_plugin.testing import fashion_mnist_subset, tiny_robin_mlp
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
 EPS = 0.1
 fractions = st.floats(0.0, 1.0)
-
-
-def _fmnist(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    with gzip.open(f"{FMNIST}/{split}-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
-    with gzip.open(f"{FMNIST}/{split}-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return torch.from_numpy(x.astype(np.float32) / 255), torch.from_numpy(y.astype(np.int64))
 
 
 class Quantised(nn.Module):
@@ -51,10 +40,8 @@ class Quantised(nn.Module):
 @pytest.fixture(scope="module")
 def normal_model():
     """A masked binary MLP trained normally (not robust) on 3,000 Fashion-MNIST images."""
-    torch.manual_seed(0)
-    net = robinify(nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(196, 64), nn.BatchNorm1d(64), nn.ReLU(),
-                                 nn.Linear(64, 10), nn.BatchNorm1d(10)), keep_ratio=0.3, p=0.1)
-    x, y = _fmnist("train", 3000)
+    net = tiny_robin_mlp(hidden=64, keep_ratio=0.3)
+    x, y = fashion_mnist_subset("train", 3000)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     g = torch.Generator().manual_seed(0)
     for _ in range(150):
@@ -70,7 +57,7 @@ CFG = AutoAttackConfig(apgd_iter=10, square_queries=300)
 
 
 def _checks(model, n=60):
-    xt, yt = _fmnist("t10k", n)
+    xt, yt = fashion_mnist_subset("test", n)
     r = evaluate(model, xt, yt, EPS, attacks=("apgd-ce", "square"), config=CFG, pgd_steps=10, progress=False)
     return r, {c.name: c for c in r.checks}
 

@@ -6,69 +6,25 @@ AutoAttack and the original (pyautoattack) on the same points.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 
-import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from robin_plugin.errors import ConfigError, InputError, RobinError, UnknownNameError
 from robin_plugin.eval import AutoAttackConfig, evaluate
 from robin_plugin.eval.attacks import STANDARD_ATTACKS, build_attack, standard_attacks
-from robin_plugin.models import robinify
+from robin_plugin.testing import fashion_mnist_subset, pgd_train, tiny_robin_mlp
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
 EPS = 0.1
-
-
-def _fmnist(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """First n Fashion-MNIST images (N, 1, 28, 28) in [0, 1] and labels (N,) int64, read from the IDX files."""
-    with gzip.open(f"{FMNIST}/{split}-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
-    with gzip.open(f"{FMNIST}/{split}-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return torch.from_numpy(x.astype(np.float32) / 255), torch.from_numpy(y.astype(np.int64))
-
-
-def tiny_robin_mlp(hidden: int = 64, keep_ratio: float = 0.3) -> nn.Module:
-    """A masked binary MLP on 14x14 average-pooled inputs: small enough for full AutoAttack in a test."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(196, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                        nn.Linear(hidden, 10), nn.BatchNorm1d(10))
-    return robinify(net, keep_ratio=keep_ratio, p=0.1)
-
-
-def adversarially_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, eps: float, pgd_steps: int = 3) -> nn.Module:
-    """PGD adversarial training (random start, step eps/2), SGD lr 0.1 one-cycle, momentum 0.9, batch 128."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (128,), generator=g)
-        xb, yb = x[idx], y[idx]
-        d = (torch.rand(xb.shape, generator=g) * 2 - 1) * eps
-        for _ in range(pgd_steps):
-            d.requires_grad_(True)
-            (grad,) = torch.autograd.grad(F.cross_entropy(model((xb + d).clamp(0, 1)), yb), d)
-            d = (d + eps / 2 * grad.sign()).clamp(-eps, eps).detach()
-        loss = F.cross_entropy(model((xb + d).clamp(0, 1)), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def trained():
-    x, y = _fmnist("train", 5000)
-    model = adversarially_train(tiny_robin_mlp(), x, y, steps=300, eps=EPS)
-    xt, yt = _fmnist("t10k", 200)
+    x, y = fashion_mnist_subset("train", 5000)
+    model = pgd_train(tiny_robin_mlp(), x, y, steps=300, eps=EPS)
+    xt, yt = fashion_mnist_subset("test", 200)
     return model, xt, yt
 
 
@@ -207,7 +163,7 @@ def fake_data(monkeypatch):
 
     import robin_plugin.data
 
-    x, y = _fmnist("t10k", 30)
+    x, y = fashion_mnist_subset("test", 30)
     ds = types.SimpleNamespace(images=(x * 255).round().to(torch.uint8), labels=y)
     calls = []
 
