@@ -29,6 +29,7 @@ import torch
 
 import robin_plugin  # noqa: F401  (registers the models)
 from robin_plugin.io import atomic_write_json
+from robin_plugin.memory_format import to_channels_last
 from robin_plugin.training import AdversarialTraining, TrainState
 
 TIME_TARGET, MEMORY_TARGET = 1.10, 1.25
@@ -42,8 +43,8 @@ def make(name: str, args, device):
     if not name.endswith("_dense"):
         kw.update(keep_ratio=args.keep_ratio, p=0.1)
     model = timm.create_model(name.removesuffix(CL), **kw).to(device)
-    if name.endswith(CL):
-        model = model.to(memory_format=torch.channels_last)
+    if name.endswith(CL) and not to_channels_last(model, device):
+        raise SystemExit(f"{name}: channels_last would hit the torch CPU crash at this width; use --width >= 8")
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=5e-4)
     adv = AdversarialTraining(args.attack, eps=0.1, step_size=0.025, steps=args.attack_steps, num_samples=args.batch)
     state = TrainState(model, opt)

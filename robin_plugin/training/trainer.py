@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_json, remove_stale_temp_files
+from ..memory_format import to_channels_last
 from ..summary import summary
 from .attacks import AdversarialTraining, derive_seed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_state_dict
@@ -102,8 +103,8 @@ class Trainer:
 
             # BatchNorm statistics over the whole global batch, as in a one-process run
             self.model = convert_sync_batchnorm(self.model, self.device)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # the guard keeps the default layout where torch's CPU backward would crash
+        self.channels_last = bool(config.channels_last) and to_channels_last(self.model, self.device)
         self.train_set, self.val_set = train_set, val_set
         num_classes = getattr(model, "num_classes", None)
         for name, ds in (("train_set", train_set), ("val_set", val_set)):
