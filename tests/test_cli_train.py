@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import robin_plugin
 from robin_plugin.cli import main
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
@@ -56,3 +57,20 @@ def test_load_run_rebuilds_the_trained_model(tmp_path):
     assert config.keep_ratio == 0.05 and model.in_chans == 1 and not model.training
     with pytest.raises(CheckpointError, match="not a finished robin run"):
         load_run(tmp_path / "nothing")
+
+    # one route from a run to anything: robin export --run, and the hub folder timm loads
+    import timm
+
+    hub = tmp_path / "hub"
+    assert main(["export", "--run", str(tmp_path), "--which", "last", "--format", "hub", "--out", str(hub)]) == 0
+    loaded = timm.create_model(f"local-dir:{hub}", pretrained=True).eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    card = (hub / "README.md").read_text()
+    assert "Training recipe" in card and "`keep_ratio` | `0.05`" in card and "clean_acc" not in card  # test_n=0
+    compact = tmp_path / "m.safetensors"
+    assert main(["export", "--run", str(tmp_path), "--which", "last", "--out", str(compact)]) == 0
+    with torch.no_grad():
+        assert torch.equal(robin_plugin.load_compact(compact)(x), model(x))
+    assert main(["inspect", "--run", str(tmp_path), "--no-plots"]) == 0

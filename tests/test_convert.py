@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import timm
@@ -49,8 +50,27 @@ def test_only_scores_are_trainable_and_batchnorm_is_non_affine(timm_resnet18: nn
     assert norms and all(not m.affine and m.weight is None and m.bias is None for m in norms)
     assert all(m.running_mean is not None for m in norms)  # running statistics are kept
     assert timm_resnet18.fc.bias is None
-    for _, m in masked_layers(timm_resnet18):
+    for _, m in masked_layers(timm_resnet18):  # two values per layer: +-1 / sqrt(kept fan-in)
+        c = 1.0 / math.sqrt(max(1.0, m.keep_ratio * m.weight[0].numel()))
+        assert torch.equal(m.weight.abs(), torch.full_like(m.weight, c)) and set(m.weight.sign().unique().tolist()) == {-1.0, 1.0}
+
+
+def test_scale_weights_false_keeps_exact_signs() -> None:
+    model = robinify(timm.create_model("resnet18", num_classes=10), keep_ratio=0.05, scale_weights=False)
+    for _, m in masked_layers(model):
         assert set(m.weight.unique().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "convnext_atto"])
+def test_default_robinify_gives_logits_of_order_one(arch: str) -> None:
+    """Untrained, in eval mode (BatchNorm at its initial statistics): exact +-1 weights give ~1e10."""
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        std = robinify(timm.create_model(arch, num_classes=10), keep_ratio=0.01).eval()(x).std().item()
+        raw = robinify(timm.create_model(arch, num_classes=10), keep_ratio=0.01, scale_weights=False).eval()(x).std().item()
+    assert 0.05 < std < 20, std
+    if arch == "resnet18":
+        assert raw > 1e6  # what the scaling fixes
 
 
 def test_total_kept_matches_keep_ratio(timm_resnet18: nn.Module) -> None:

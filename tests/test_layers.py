@@ -192,7 +192,8 @@ def test_in_place_score_edits_and_load_state_dict_refresh_the_mask() -> None:
     with torch.no_grad():
         layer.scores.copy_(torch.arange(32.0).reshape(4, 8))
     assert torch.equal(layer.mask().reshape(-1), (torch.arange(32) >= 24).float())
-    layer.load_state_dict({"weight": layer.weight, "scores": -torch.arange(32.0).flip(0).reshape(4, 8)})
+    layer.load_state_dict({"weight": layer.weight, "scores": -torch.arange(32.0).flip(0).reshape(4, 8),
+                           "keep_ratio": torch.tensor(0.25, dtype=torch.float64)})
     assert torch.equal(layer.mask().reshape(-1), (torch.arange(32) < 8).float())
 
 

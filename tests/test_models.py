@@ -17,6 +17,7 @@ from robin_plugin import ConfigError, InputError, UnknownNameError, adaptive_kee
 from robin_plugin.layers.selection import topk_mask
 
 from robin_plugin.models.robustbench_names import robustbench_names
+from robin_plugin.models._common import check_images
 
 # the architectures (and their dense twins); the RobustBench-named aliases of the same
 # architectures have their own tests in test_robustbench_names.py
@@ -200,25 +201,32 @@ def test_seed_does_not_depend_on_global_rng() -> None:
         (torch.ones(2, 1, 16, 16, dtype=torch.int64), "floating-point.*int64"),
     ],
 )
-def test_bad_inputs_raise_input_error(tiny: nn.Module, x: torch.Tensor, match: str) -> None:
+def test_bad_inputs_raise_input_error_in_strict_mode(x: torch.Tensor, match: str) -> None:
+    strict = timm.create_model("robin_resnet18", in_chans=1, width=4, num_classes=10, keep_ratio=0.1, check_inputs=True)
     with pytest.raises(InputError, match=match):
-        tiny(x)
+        strict(x)
+    with pytest.raises(InputError, match=match):  # the same check the boundaries (evaluate, CLI) call
+        check_images(x, 1)
 
 
-def test_input_error_is_a_value_error(tiny: nn.Module) -> None:
+def test_input_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
-        tiny(torch.full((1, 1, 8, 8), 2.0))
+        check_images(torch.full((1, 1, 8, 8), 2.0), 1)
 
 
-def test_input_check_can_be_turned_off() -> None:
-    model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.1, check_inputs=False)
-    assert model(torch.full((2, 1, 16, 16), 3.0)).shape == (2, 10)
+def test_forward_does_no_data_dependent_check_by_default(tiny: nn.Module) -> None:
+    """timm's own tests feed torch.randn; a forward pass must not sync the host to check ranges."""
+    assert tiny.normalize.check_inputs is False
+    assert tiny(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+    assert tiny(torch.full((2, 1, 16, 16), 3.0)).shape == (2, 10)
 
 
-def test_boundary_values_are_valid_images(tiny: nn.Module) -> None:
+def test_boundary_values_are_valid_images() -> None:
     x = torch.zeros(2, 1, 16, 16)
     x[1] = 1.0
-    assert tiny(x).shape == (2, 10)
+    check_images(x, 1)
+    strict = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.1, check_inputs=True)
+    assert strict(x).shape == (2, 10)
 
 
 # --- configuration errors --------------------------------------------------------------------
@@ -285,6 +293,9 @@ def test_timm_model_api(name: str) -> None:
 @pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34", "robin_resnet50_dense"])
 def test_reset_classifier(name: str) -> None:
     model = build(name, in_chans=1)
+    if model.masked:  # as ProgressivePruning would: the current ratios are no longer the construction-time ones
+        robin_plugin.set_keep_ratio(model, 0.3, 0.5)
+        before = [m.keep_ratio for _, m in masked_layers(model)]
     model.reset_classifier(num_classes=5)
     assert model.num_classes == 5
     out = model(images(3, 1, 16))
@@ -293,11 +304,17 @@ def test_reset_classifier(name: str) -> None:
     if model.masked:
         layers = masked_layers(model)
         assert layers[-1][0] == "head.fc" and layers[-1][1].weight.shape == (5, model.num_features)
-        expected = adaptive_keep_ratios([m.weight.numel() for _, m in layers], 0.1, 0.1)
-        assert [m.keep_ratio for _, m in layers] == expected
+        # nothing changes behind the user's back: every layer keeps its ratio, the new classifier the old one's
+        assert [m.keep_ratio for _, m in layers] == before
         assert all(n.endswith(".scores") for n, _ in model.named_parameters())
     model.reset_classifier(0)
     assert model(images(2, 1, 16)).shape == (2, model.num_features)  # pooled features
+    if model.masked:  # from no classifier back to one: the adaptive ratio of its size, the body untouched
+        model.reset_classifier(7)
+        layers = masked_layers(model)
+        assert [m.keep_ratio for _, m in layers[:-1]] == before[:-1]
+        expected = adaptive_keep_ratios([m.weight.numel() for _, m in layers], 0.1, 0.1)[-1]
+        assert layers[-1][1].keep_ratio == expected
 
 
 def test_reset_classifier_keeps_train_mode_and_rejects_other_pools() -> None:

@@ -99,10 +99,9 @@ def _load_model(args: argparse.Namespace, info):
     if kwargs["in_chans"] == info.in_chans:  # the statistics robin train builds its models with
         kwargs.setdefault("mean", tuple(info.mean))
         kwargs.setdefault("std", tuple(info.std))
-    try:
-        model = timm.create_model(args.model, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"bad --model-kwargs for {args.model}: {e}") from None
+    from ..models.spec import ModelSpec, build_model
+
+    model = build_model(ModelSpec.parse(args.model, kwargs, source="--model-kwargs"))
     if args.checkpoint:
         _load_checkpoint(model, Path(args.checkpoint))
     return model.eval()

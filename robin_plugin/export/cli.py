@@ -32,7 +32,9 @@ from .compact import (
     export_compact,
     load_compact,
 )
+from ..models.spec import ModelSpec, build_model
 from .dense import dense_model, export_dense, pruned_channels
+from .hub import export_hub
 
 __all__ = ["add_export_parser", "add_inspect_parser", "load_model_for_cli"]
 
@@ -40,7 +42,10 @@ _TRAINING_FORMAT = "robin_plugin.checkpoint/1"
 
 
 def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> None:
-    src = p.add_argument_group("model source (a compact file, or a model name with a checkpoint)")
+    src = p.add_argument_group("model source (a run folder, a compact file, or a model name with a checkpoint)")
+    src.add_argument("--run", type=Path, help="a finished `robin train` folder: its config.json decides the architecture")
+    src.add_argument("--which", choices=("best", "last"), default="best",
+                     help="with --run: the best epoch (model_best.safetensors, default) or the last one")
     src.add_argument("--compact", type=Path, help="a compact export (.safetensors) to read")
     src.add_argument("--model", help="timm model name, e.g. robin_resnet34")
     src.add_argument("--model-kwargs", default="{}",
@@ -70,7 +75,13 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
-    """Build the model named by ``--compact`` or ``--model/--model-kwargs/--checkpoint``."""
+    """Build the model named by ``--run``, ``--compact`` or ``--model/--model-kwargs/--checkpoint``."""
+    if args.run is not None:
+        if args.compact is not None or args.model is not None or args.checkpoint is not None:
+            raise ConfigError("give one model source: --run, --compact, or --model with --checkpoint")
+        from ..training.run import load_run
+
+        return load_run(args.run, args.which)[0]
     if args.compact is not None:
         if args.model is not None or args.checkpoint is not None:
             raise ConfigError("give either --compact or --model with --checkpoint, not both")
@@ -79,13 +90,13 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
         if args.checkpoint is not None:
             raise ConfigError("--checkpoint needs --model (the architecture the state dict belongs to)")
         if args._source_required:
-            raise ConfigError("no model given: pass --compact FILE, or --model NAME --checkpoint FILE")
+            raise ConfigError("no model given: pass --run DIR, --compact FILE, or --model NAME --checkpoint FILE")
         return None
     check_model_name(args.model)
     kwargs = parse_model_kwargs(args.model_kwargs)
     if args.checkpoint is None:
-        raise ConfigError("--model needs --checkpoint (a freshly initialised model has nothing to export)")
-    model = timm.create_model(args.model, **kwargs)
+        raise ConfigError("--model needs --checkpoint (a freshly initialised model has nothing to export or inspect)")
+    model = build_model(ModelSpec.parse(args.model, kwargs, source="--model-kwargs"))
     try:
         model.load_state_dict(_read_checkpoint(args.checkpoint), strict=True)
     except RuntimeError as e:
@@ -93,9 +104,32 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
     return model.eval()
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read {path} as JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     model = load_model_for_cli(args)
     out: Path = args.out
+    if args.format == "hub":
+        run_files = {}
+        if args.run is not None:
+            for key, name in (("train_config", "config.json"), ("results", "results.json")):
+                path = args.run / name
+                run_files[key] = _read_json(path) if path.is_file() else None
+        info = _read_json(args.model_info) if args.model_info is not None else None
+        export_hub(model, out, overwrite=args.overwrite, model_info=info, **run_files)
+        print(f"wrote {out}/: config.json, model.safetensors ({(out / 'model.safetensors').stat().st_size:,} bytes), README.md")
+        print(f"  load it with: import robin_plugin; timm.create_model('local-dir:{out}', pretrained=True)")
+        return 0
+    if args.model_info is not None:
+        raise ConfigError("--model-info only goes into a hub folder's model card (--format hub)")
     if args.format == "compact":
         export_compact(model, out, overwrite=args.overwrite)
         r = compact_size_report(model)
@@ -119,16 +153,20 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = subparsers.add_parser(
         "export",
         help="export a trained masked model: compact (seed + coded masks), dense, or dense with dead channels removed",
-        description="Export a masked binary model. compact: a safetensors file with the seed recipe, the coded "
+        description="Export a model. hub: a timm hub folder (config.json, model.safetensors, README.md) that "
+                    "timm.create_model('local-dir:FOLDER', pretrained=True) loads after `import robin_plugin`. "
+                    "compact: a safetensors file with the seed recipe, the coded "
                     "masks and the BatchNorm statistics (load with robin_plugin.export.load_compact or timm "
                     "pretrained_cfg_overlay=dict(file=...)). dense: a plain state dict for the <model>_dense twin. "
                     "dense-shrunk: the same with provably dead channels removed (load with "
                     "robin_plugin.export.dense.load_dense).",
     )
     _add_source_args(p, required=True)
-    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk"), default="compact",
-                   help="what to write (default: compact)")
-    p.add_argument("--out", type=Path, required=True, help="output file (.safetensors)")
+    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub"), default="compact",
+                   help="what to write (default: compact); hub: a timm folder for timm.create_model('local-dir:OUT')")
+    p.add_argument("--out", type=Path, required=True, help="output file (.safetensors), or folder for --format hub")
+    p.add_argument("--model-info", type=Path, default=None,
+                   help="with --format hub: a `robin eval` result JSON whose RobustBench fields go into the model card")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_export)
     return p
@@ -139,7 +177,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     model = load_model_for_cli(args)
     if model is None and args.metrics is None:
-        raise ConfigError("nothing to inspect: pass a model (--compact, or --model with --checkpoint) and/or --metrics")
+        raise ConfigError("nothing to inspect: pass a model (--run, --compact, or --model with --checkpoint) and/or --metrics")
+    if args.run is not None and args.metrics is None and (args.run / "metrics.csv").is_file():
+        args.metrics = args.run / "metrics.csv"  # the run's training curves
     if model is not None:
         print(format_table(layer_table(model)))
         if args.compact is not None:

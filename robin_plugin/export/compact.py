@@ -53,10 +53,9 @@ import torch.nn as nn
 
 from ..errors import RobinError
 from ..io import atomic_write
-from ..layers.masked import MaskedLayer
+from ..layers.masked import KEEP_RATIO_KEY, MaskedLayer
 from ..layers.selection import kept_count
-from ..models import RobinResNet, RobinWideResNet
-from ..models._common import RobinNetBase
+from ..models.spec import ModelSpec, build_model, model_spec
 from ..pruning import masked_layers
 from ..summary import summary
 from .codec import CodecError, decode_mask, encode_mask, mask_entropy_bits, pack_bits, unpack_bits
@@ -107,32 +106,14 @@ class ExportFormatError(RobinError, ValueError):
 def infer_model_spec(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
     """The timm name and keyword arguments that rebuild ``model``, or None if unknown.
 
-    Works for robin models made with ``timm.create_model`` (their ``pretrained_cfg`` names the
-    architecture); the keyword arguments are read back from the model's attributes. The result
-    is only a candidate: :func:`export_compact` checks it by regenerating the model.
+    Works for masked robin models made with ``timm.create_model`` (see
+    :func:`robin_plugin.models.spec.model_spec`). The result is only a candidate:
+    :func:`export_compact` checks it by regenerating the model.
     """
-    if not isinstance(model, RobinNetBase) or not getattr(model, "masked", False):
+    if not getattr(model, "masked", False):
         return None
-    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
-    if not name or not timm.is_model(name):
-        return None
-    kwargs: dict[str, Any] = dict(
-        num_classes=model.num_classes,
-        in_chans=model.in_chans,
-        seed=model.seed,
-        last_bn=model.last_bn,
-        mean=[float(v) for v in model.normalize.mean.flatten().tolist()],
-        std=[float(v) for v in model.normalize.std.flatten().tolist()],
-        check_inputs=bool(model.normalize.check_inputs),
-        **model.masked_kwargs,
-    )
-    if isinstance(model, RobinResNet):
-        kwargs["width"] = model.width
-    elif isinstance(model, RobinWideResNet):
-        kwargs.update(depth=model.depth, widen_factor=model.widen_factor)
-    else:
-        return None
-    return name, kwargs
+    spec = model_spec(model)
+    return None if spec is None else (spec.name, spec.to_json()["kwargs"])
 
 
 def _flat_mask(layer: MaskedLayer) -> torch.Tensor:
@@ -248,7 +229,8 @@ def compact_tensors(
                 values_data.append(w[mask].clone())
         layer_info.append(info)
 
-    masked_keys = {f"{lname}.{suffix}" for lname, _ in layers for suffix in ("weight", "scores")}
+    # keep ratios are in the layer entries of the header; the decoder puts them back in the state dict
+    masked_keys = {f"{lname}.{suffix}" for lname, _ in layers for suffix in ("weight", "scores", KEEP_RATIO_KEY)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in masked_keys}
     state_index = [[k, str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in state.items()]
     state_blobs: dict[str, list[torch.Tensor]] = {}
@@ -463,9 +445,11 @@ def _layer_field(info: dict[str, Any], key: str, kind: type | tuple[type, ...]) 
 def compact_state_dict(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Turn a compact file's tensors into a state dict for ``model`` (same architecture).
 
-    Side effect: sets each masked layer's ``keep_ratio`` to the stored one, so that the scores
-    returned (1 where the stored mask keeps a weight, 0 elsewhere) select exactly the stored
-    mask. The original scores are not stored; only their selection is.
+    The state dict holds each masked layer's stored ``keep_ratio`` (the ``<layer>.keep_ratio``
+    entries), so loading it makes the scores returned (1 where the stored mask keeps a weight, 0
+    elsewhere) select exactly the stored mask; ``model`` itself is not changed. The original
+    scores are not stored; only their selection is. Files written before the input statistics
+    were state get them from the header's model arguments.
 
     Args:
         tensors: the file's tensors (from :func:`read_compact_file` or timm's loader).
@@ -545,11 +529,27 @@ def compact_state_dict(tensors: dict[str, torch.Tensor], model: nn.Module) -> di
             w = base[lname]
         sd[f"{lname}.weight"] = w.reshape(m.weight.shape).to(m.weight.dtype)
         sd[f"{lname}.scores"] = mask.to(m.scores.dtype).reshape(m.scores.shape)
-    for lname, m, mask, _, info in decoded:
-        m.keep_ratio = info["keep_ratio"]
+        sd[f"{lname}.{KEEP_RATIO_KEY}"] = torch.tensor(float(info["keep_ratio"]), dtype=torch.float64)
 
     sd.update(_unpack_state(header, tensors))
+    _legacy_input_stats(header, model, sd)
     return sd
+
+
+def _legacy_input_stats(header: dict[str, Any], model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Fill ``normalize.mean`` / ``normalize.std`` from the header of a file written before they were state."""
+    norm = getattr(model, "normalize", None)
+    kwargs = (header.get("model") or {}).get("kwargs") if isinstance(header.get("model"), dict) else None
+    if norm is None or not isinstance(kwargs, dict):
+        return
+    for key in ("mean", "std"):
+        value = kwargs.get(key)
+        if f"normalize.{key}" in sd or not isinstance(value, list):
+            continue
+        try:
+            sd[f"normalize.{key}"] = torch.tensor(value, dtype=torch.float32).view(1, -1, 1, 1)
+        except (TypeError, ValueError) as e:
+            raise ExportFormatError(f"compact header: invalid {key} {value!r:.80}") from e
 
 
 def _unpack_state(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -599,10 +599,7 @@ def _recipe_weights(
     spec = header.get("model")
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
         raise ExportFormatError("compact header uses the seed recipe but names no model to regenerate")
-    try:
-        ref = timm.create_model(spec["name"], **spec["kwargs"])
-    except Exception as e:
-        raise ExportFormatError(f"cannot regenerate {spec['name']!r} from the file's arguments: {e}") from e
+    ref = _build_from_header(spec, "regenerate")
     regen = {lname: m.weight.detach().reshape(-1) for lname, m in masked_layers(ref)}
     if list(regen) != list(own) or any(regen[k].shape != own[k].shape for k in own):
         raise ExportFormatError(f"the regenerated {spec['name']!r} does not match the target model's layers")
@@ -612,6 +609,15 @@ def _recipe_weights(
             f"torch {recipe.get('torch')!r}, running {torch.__version__}): the random generator changed?"
         )
     return regen
+
+
+def _build_from_header(spec: dict[str, Any], verb: str) -> nn.Module:
+    """Build the robin model a header names, after validating its spec (a file never passes
+    ``pretrained``, ``pretrained_cfg_overlay``, ``cache_dir`` or unknown arguments to timm)."""
+    try:
+        return build_model(ModelSpec.parse(spec.get("name"), spec.get("kwargs"), source="the compact header's model.kwargs"))
+    except RobinError as e:
+        raise ExportFormatError(f"cannot {verb} the model the compact header names: {e}") from e
 
 
 def load_compact(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
@@ -640,12 +646,7 @@ def load_compact(path: str | os.PathLike, model: nn.Module | None = None) -> nn.
                 f"{path} holds a model no timm name rebuilds (e.g. a robinified one); pass its skeleton: "
                 "load_compact(path, model=robinify(<same architecture>))"
             )
-        if not timm.is_model(spec["name"]):
-            raise ExportFormatError(f"{path} names the unknown model {spec['name']!r}; see timm.list_models('robin_*')")
-        try:
-            model = timm.create_model(spec["name"], **spec["kwargs"])
-        except Exception as e:
-            raise ExportFormatError(f"cannot build {spec['name']!r} from the file's arguments: {e}") from e
+        model = _build_from_header(spec, "build")
     sd = compact_state_dict(tensors, model)
     try:
         model.load_state_dict(sd, strict=True)

@@ -42,9 +42,11 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..errors import RobinError
 from ..io import FileExistsRobinError, atomic_write
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..models import RobinResNet, RobinWideResNet
+from ..models.spec import ModelSpec, build_model
 from ..models.robin_resnet import BasicBlock, Bottleneck
 from ..pruning import masked_layers
 from .compact import ExportError, ExportFormatError, infer_model_spec
@@ -428,12 +430,19 @@ def load_dense(path: str | os.PathLike) -> nn.Module:
             raise ExportFormatError(f"{path} is not a robin dense export (metadata format {metadata.get('format')!r})")
         if "model" not in metadata:
             raise ExportFormatError(f"{path} comes from a model without a timm name; load it into your own architecture")
-        model = timm.create_model(metadata["model"], **json.loads(metadata["kwargs"]))
+        spec = ModelSpec.parse(metadata["model"], json.loads(metadata.get("kwargs", "{}")),
+                               source=f"{path}'s metadata kwargs")
+        model = build_model(spec)
     except ExportFormatError:
         raise
+    except RobinError as e:
+        raise ExportFormatError(f"{path}: {e}") from e
     except Exception as e:
         raise ExportFormatError(f"{path} is not a readable dense export ({type(e).__name__}: {e})") from e
-    if json.loads(metadata.get("shrunk", "false")):
+    shrunk = metadata.get("shrunk", "false")
+    if shrunk not in ("true", "false"):
+        raise ExportFormatError(f"{path}: metadata 'shrunk' must be true or false, got {shrunk!r:.40}")
+    if shrunk == "true":
         _narrow_to(model, sd)
     try:
         model.load_state_dict(sd, strict=True)

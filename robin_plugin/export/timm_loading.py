@@ -35,8 +35,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
 
     - A compact export (it holds the tensor ``robin.header``): decoded by
       :func:`robin_plugin.export.compact.compact_state_dict` (checksum verified, masks
-      decoded, weights regenerated from the seed recipe or read from the stored signs).
-      Side effect: sets the model's per-layer keep ratios to the stored ones.
+      decoded, weights regenerated from the seed recipe or read from the stored signs); the
+      stored per-layer keep ratios are entries of the returned state dict.
     - A full robin training checkpoint (every key under ``model/``): the model entries, with
       the prefix removed.
     - Anything else (a plain state dict): returned unchanged.
@@ -56,7 +56,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
         return compact_state_dict(state_dict, model)
     if state_dict and all(k.startswith(_TRAINING_PREFIX) or k.startswith("state") for k in state_dict):
         model_keys = {k[len(_TRAINING_PREFIX):]: v for k, v in state_dict.items() if k.startswith(_TRAINING_PREFIX)}
-        if model_keys and set(model_keys) == set(model.state_dict()):
+        if model_keys and set(model_keys) <= set(model.state_dict()):  # older files lack keep ratios / mean / std
             return model_keys
     return state_dict
 

@@ -11,6 +11,7 @@ largest ``|score|``; the gradient reaches ``scores`` straight through the select
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -19,12 +20,25 @@ import torch.nn.functional as F
 from ..errors import ConfigError, UnknownNameError, closest
 from .selection import kept_count, straight_through, topk_mask
 
-__all__ = ["INITS", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
+__all__ = ["INITS", "KEEP_RATIO_KEY", "LegacyStateWarning", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
 
 INITS = ("binary", "signed_kaiming_constant", "kaiming_normal")
 """Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), and Kaiming normal."""
 
 _RELU_GAIN = math.sqrt(2.0)
+
+KEEP_RATIO_KEY = "keep_ratio"
+"""State-dict entry of a masked layer's keep ratio (``<layer>.keep_ratio``, float64 scalar)."""
+
+LEGACY_MESSAGE = (
+    "this state dict has no keep ratios (written by robin_plugin 0.1): the model keeps its own, so build it with "
+    "the keep_ratio and p it was trained with (robin_plugin.training.load_run and compact files do this for you); "
+    "save it again to store them"
+)
+
+
+class LegacyStateWarning(UserWarning):
+    """A state dict lacks entries that robin_plugin >= 0.2 stores (keep ratios, input statistics)."""
 
 
 def _fan_in(shape: torch.Size) -> int:
@@ -82,6 +96,11 @@ class MaskedLayer(nn.Module):
         scores: trainable scores, one per weight (parameter).
         keep_ratio: fraction of this layer's weights kept, in (0, 1]; set it directly or with
             :func:`robin_plugin.set_keep_ratio`.
+
+    The keep ratio decides the layer's function as much as its weights do, so it is part of the
+    state dict: ``<prefix>keep_ratio``, a float64 scalar tensor (exact for any Python float).
+    ``load_state_dict`` restores it; a state dict without it (written by robin_plugin 0.1) leaves
+    the layer's own ratio in place and warns once (:class:`LegacyStateWarning`).
     """
 
     weight: torch.Tensor
@@ -126,6 +145,8 @@ class MaskedLayer(nn.Module):
     def mask(self) -> torch.Tensor:
         """The current 0/1 mask (no gradient). Recomputed only when scores or ratio change."""
         s = self.scores
+        if torch.compiler.is_compiling():  # a compiled graph selects inside the graph, no Python cache
+            return topk_mask(s.detach().abs(), self.kept)
         # _version moves on every in-place update (optimizer step, load_state_dict, copy_), so a
         # PGD attack's many forward passes share one selection per training step.
         key = (s.data_ptr(), s._version, s.dtype, s.device, self.kept)
@@ -137,6 +158,26 @@ class MaskedLayer(nn.Module):
     def masked_weight(self) -> torch.Tensor:
         """``weight * mask`` with a straight-through gradient to ``scores``."""
         return self.weight * straight_through(self.scores, self.mask())
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + KEEP_RATIO_KEY] = torch.tensor(self._keep_ratio, dtype=torch.float64)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        key = prefix + KEEP_RATIO_KEY
+        value = state_dict.pop(key, None)  # load_state_dict hands each module its own copy of the dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if value is None:
+            warnings.warn(LEGACY_MESSAGE, LegacyStateWarning, stacklevel=2)
+            return
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+            error_msgs.append(f"{key}: expected one floating-point number, got {getattr(value, 'shape', value)!r}")
+            return
+        ratio = float(value.reshape(()).item())
+        if not 0.0 < ratio <= 1.0:  # also refuses NaN
+            error_msgs.append(f"{key}: a keep ratio must be in (0, 1], got {ratio!r}")
+            return
+        self.keep_ratio = ratio
 
     def _apply(self, fn, recurse=True):  # .to()/.cuda()/.half() invalidate the cached mask
         self._mask_cache = None

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -11,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, InputError
-from ..layers.masked import MaskedConv2d, MaskedLinear, check_init, check_score_scale
-from ..pruning import check_keep_ratio, check_p, set_keep_ratio
+from ..layers.masked import LegacyStateWarning, MaskedConv2d, MaskedLayer, MaskedLinear, check_init, check_score_scale
+from ..pruning import adaptive_keep_ratios, check_keep_ratio, check_p, masked_layers, set_keep_ratio
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -26,11 +28,17 @@ MASKED_DEFAULTS = dict(
 
 
 def default_cfg(pool_size: tuple[int, int], **kwargs) -> dict:
-    """timm ``default_cfgs`` entry of a robin model: CIFAR-10 input (3x32x32, 10 classes, its
-    mean / std), so timm never falls back to ImageNet defaults; no hosted weights."""
+    """timm ``default_cfgs`` entry of a robin model: CIFAR-10 size (3x32x32, 10 classes), no hosted weights.
+
+    Robin models normalise inside, so the cfg's ``mean`` / ``std`` (what timm's transforms
+    apply) are 0 / 1: ``timm.data.create_transform(**resolve_data_config({}, model=m))`` yields
+    [0, 1] images, exactly what the model takes. Each instance's ``pretrained_cfg`` adds
+    ``dataset_mean`` / ``dataset_std``, the statistics it applies inside (see
+    :attr:`RobinNetBase.pretrained_cfg`; timm's ``PretrainedCfg`` has no field for them).
+    """
     return {
         "url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": pool_size,
-        "crop_pct": 1.0, "interpolation": "bilinear", "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
+        "crop_pct": 1.0, "interpolation": "bilinear", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
         "first_conv": "conv1", "classifier": "head.fc", "license": "mit", **kwargs,
     }
 
@@ -114,37 +122,68 @@ def resolve_masked_kwargs(masked: bool, kwargs: dict) -> dict:
 
 
 class InputNormalize(nn.Module):
-    """Check that inputs are images in [0, 1] and normalise them with fixed mean and std.
+    """Normalise images in [0, 1] with the model's own mean and std.
 
     Models take inputs in [0, 1] (the RobustBench convention) so attacks work in pixel units.
+    ``mean`` and ``std`` are persistent buffers: they travel in the state dict, so a model
+    loaded from a file normalises as the saved model did, whatever statistics it was built with.
+    A state dict without them (written by robin_plugin 0.1) keeps the model's own and warns.
+
+    Inputs are validated at the package's boundaries (CLI, :func:`robin_plugin.evaluate`, the
+    trainer's data), not here: ``forward`` does no data-dependent check, so it costs no host
+    synchronisation and compiles into one graph.
 
     Args:
         in_chans: expected channel count C.
-        mean, std: per-channel statistics (length C).
-        check_inputs: raise :class:`InputError` on a wrong shape, dtype, channel count,
-            NaN/Inf or values outside [0, 1]. One min/max reduction per forward pass.
+        mean, std: per-channel statistics (length C; std > 0, all finite).
+        check_inputs: debugging aid: validate every batch with :func:`check_images` (shape,
+            dtype, channels, NaN/Inf, values in [0, 1]); one min/max reduction and a host sync
+            per forward pass. Default False.
 
     Shapes: (N, C, H, W) -> (N, C, H, W).
     """
 
-    def __init__(self, in_chans: int, mean: tuple[float, ...], std: tuple[float, ...], check_inputs: bool = True):
+    def __init__(self, in_chans: int, mean: tuple[float, ...], std: tuple[float, ...], check_inputs: bool = False):
         super().__init__()
-        if len(mean) != in_chans or len(std) != in_chans:
-            raise ConfigError(f"mean and std need {in_chans} values (one per channel), got {mean} and {std}")
-        if any(s <= 0 for s in std):
-            raise ConfigError(f"std values must be > 0, got {std}")
+        check_stats(in_chans, mean, std)
         self.in_chans = in_chans
-        self.check_inputs = check_inputs
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.check_inputs = bool(check_inputs)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.check_inputs:
             check_images(x, self.in_chans)
         return (x - self.mean) / self.std
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        absent = [k for k in ("mean", "std") if prefix + k not in state_dict]
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if absent:  # robin_plugin 0.1 files: the statistics were not state
+            for k in absent:
+                if prefix + k in missing_keys:
+                    missing_keys.remove(prefix + k)
+            warnings.warn(LEGACY_STATS_MESSAGE, LegacyStateWarning, stacklevel=2)
+            return
+        mean, std = state_dict[prefix + "mean"], state_dict[prefix + "std"]
+        if mean.shape == self.mean.shape and std.shape == self.std.shape:
+            try:
+                check_stats(self.in_chans, mean.flatten().tolist(), std.flatten().tolist())
+            except ConfigError as e:
+                error_msgs.append(f"{prefix}mean/std: {e}")
+
     def extra_repr(self) -> str:
         return f"in_chans={self.in_chans}, check_inputs={self.check_inputs}"
+
+
+def check_stats(in_chans: int, mean, std) -> None:
+    """Raise :class:`ConfigError` unless mean and std have ``in_chans`` finite values and std > 0."""
+    if len(mean) != in_chans or len(std) != in_chans:
+        raise ConfigError(f"mean and std need {in_chans} values (one per channel), got {list(mean)} and {list(std)}")
+    if not all(math.isfinite(m) for m in mean):
+        raise ConfigError(f"mean values must be finite, got {list(mean)}")
+    if not all(math.isfinite(s) and s > 0 for s in std):
+        raise ConfigError(f"std values must be finite and > 0, got {list(std)}")
 
 
 def check_images(x: torch.Tensor, in_chans: int) -> None:
@@ -168,6 +207,12 @@ def check_images(x: torch.Tensor, in_chans: int) -> None:
             raise InputError(
                 f"images must lie in [0, 1] (models normalise inside), got values in [{lo.item():.4g}, {hi.item():.4g}]"
             )
+
+
+LEGACY_STATS_MESSAGE = (
+    "this state dict has no input mean/std (written by robin_plugin 0.1): the model keeps its own, so build it with "
+    "the statistics it was trained with (robin_plugin.training.load_run does); save it again to store them"
+)
 
 
 def default_stats(in_chans: int, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -254,14 +299,121 @@ class RobinNetBase(nn.Module):
         """Replace the classifier (and last BatchNorm) for ``num_classes`` classes.
 
         The new classifier's weights come from the stream ``(seed, "head/<num_classes>")``.
-        A masked model then re-applies its adaptive keep ratios.
+        Every other layer keeps its keep ratio; a masked classifier keeps the old classifier's
+        ratio (or, if there was none, the adaptive ratio the construction-time ``keep_ratio`` and
+        ``p`` give a layer of its size).
         """
         if global_pool not in (None, "avg"):
             raise ConfigError(f"robin models only support global_pool='avg', got {global_pool!r}")
         device = next(self.parameters()).device
+        old_fc = self.head.fc
         self.num_classes = num_classes
         layers = make_layers(self.masked, stream_generator(self.seed, f"head/{num_classes}"), **self.masked_kwargs)
         self.head = ClassifierHead(self.num_features, num_classes, layers, self.last_bn).to(device)
         self.head.train(self.training)
-        if self.masked:
-            set_keep_ratio(self, self.masked_kwargs["keep_ratio"], self.masked_kwargs["p"])
+        if isinstance(self.head.fc, MaskedLayer):
+            if isinstance(old_fc, MaskedLayer):
+                self.head.fc.keep_ratio = old_fc.keep_ratio
+            else:
+                sizes = [m.weight.numel() for _, m in masked_layers(self)]  # the classifier is last
+                mk = self.masked_kwargs
+                self.head.fc.keep_ratio = adaptive_keep_ratios(sizes, mk["keep_ratio"], mk["p"])[-1]
+
+    # --- timm's pretrained_cfg, kept true to the instance ---------------------------------------
+    @property
+    def pretrained_cfg(self) -> dict:
+        """timm's ``pretrained_cfg`` of this instance, true to what the model expects.
+
+        The model normalises inside, so timm's data config must not: ``mean`` is 0 and ``std``
+        is 1 per channel, and ``input_size`` has this model's ``in_chans``. The statistics the
+        model applies inside are ``dataset_mean`` / ``dataset_std`` (read from its buffers, so
+        they follow a loaded state dict); ``num_classes`` is the current one.
+        """
+        try:
+            base = self.__dict__["_pretrained_cfg"]
+        except KeyError:
+            raise AttributeError("pretrained_cfg") from None
+        c = self.in_chans
+        input_size = tuple(base.get("input_size") or (3, 32, 32))
+        return {
+            **base,
+            "num_classes": self.num_classes,
+            "input_size": (c, *input_size[1:]),
+            "mean": (0.0,) * c,
+            "std": (1.0,) * c,
+            "dataset_mean": tuple(float(v) for v in self.normalize.mean.flatten().tolist()),
+            "dataset_std": tuple(float(v) for v in self.normalize.std.flatten().tolist()),
+        }
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict) -> None:
+        self.__dict__["_pretrained_cfg"] = dict(cfg)
+
+    @property
+    def default_cfg(self) -> dict:  # timm's older name for pretrained_cfg
+        return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict) -> None:
+        self.pretrained_cfg = cfg
+
+
+_HOSTED = ("url", "hf_hub_id", "hf_hub_filename")
+
+
+def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
+    """Refuse what would make timm download, and ``pretrained=True`` with nothing to load.
+
+    Robin models have no hosted weights. ``pretrained=True`` needs a local source: a file or
+    state dict in ``pretrained_cfg_overlay`` (``pretrained_cfg``) or timm's own
+    ``checkpoint_path=`` argument (which timm applies after the entry point returns; it is read
+    from :func:`timm.create_model`'s call). A ``url`` or Hugging Face id in either cfg is refused
+    whatever ``pretrained`` says: a file or caller never makes a robin model download anything.
+
+    Returns:
+        Whether timm's builder should load weights now (a file or state dict is in a cfg);
+        False when there is nothing to load or ``checkpoint_path=`` loads them afterwards. When
+        True, ``kwargs["pretrained_cfg_overlay"]`` gets this model's ``num_classes`` and
+        ``input_size`` (unless given), so timm loads the file strictly and whole.
+
+    Raises:
+        ConfigError: naming the refused key, or saying how to give weights.
+    """
+    given: dict = {}
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
+        cfg = kwargs.get(key)
+        if cfg is None or isinstance(cfg, str):
+            continue
+        cfg = cfg if isinstance(cfg, dict) else getattr(cfg, "__dict__", {})
+        for k in _HOSTED:
+            v = cfg.get(k)
+            if v:
+                raise ConfigError(f"{name}: robin models have no hosted weights and never download; "
+                                  f"{key}[{k!r}]={v!r} is refused (give a local file instead)")
+        given.update({k: cfg.get(k) for k in ("file", "state_dict") if cfg.get(k) is not None})
+    if pretrained and not given and not _timm_checkpoint_path():
+        raise ConfigError(
+            f"{name} has no hosted weights: pretrained=True needs a local file, e.g. "
+            f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')), "
+            f"checkpoint_path='model.safetensors', or a hub folder: timm.create_model('local-dir:FOLDER', pretrained=True)"
+        )
+    if pretrained and given:
+        # timm drops the classifier from the file (and loads non-strictly) when num_classes differs
+        # from the cfg's, and warns when in_chans does: a robin file holds the whole model, so
+        # describe the model being built and let a head of another size fail loudly instead.
+        overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+        overlay.setdefault("num_classes", kwargs.get("num_classes", 10))
+        overlay.setdefault("input_size", (kwargs.get("in_chans", 3), 32, 32))
+        kwargs["pretrained_cfg_overlay"] = overlay
+    return bool(pretrained and given)
+
+
+def _timm_checkpoint_path() -> str | None:
+    """The ``checkpoint_path`` of the :func:`timm.create_model` call building this model, if any."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "create_model" and frame.f_globals.get("__name__", "").startswith("timm."):
+            return frame.f_locals.get("checkpoint_path") or None
+        frame = frame.f_back
+    return None

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear, check_init, check_score_scale
-from ..pruning import check_keep_ratio, check_p, set_keep_ratio
+from ..pruning import check_keep_ratio, check_p, masked_layers, set_keep_ratio
 from ._common import stream_generator
 
 __all__ = ["robinify"]
@@ -24,6 +25,7 @@ def robinify(
     init: str = "binary",
     score_init_scale: float = 0.01,
     score_scale_by_fan_in: bool = False,
+    scale_weights: bool = True,
     seed: int = 0,
 ) -> nn.Module:
     """Make ``model`` a robust-binary-subnetwork candidate, in place, and return it.
@@ -40,6 +42,13 @@ def robinify(
         keep_ratio: fraction of all masked weights kept, in (0, 1]. Default 0.01.
         p: adaptive keep-ratio exponent in [0, 1]. Default 0.1.
         init, score_init_scale, score_scale_by_fan_in: as :class:`MaskedConv2d`.
+        scale_weights: with ``init="binary"``, multiply each layer's +-1 weights by
+            ``1 / sqrt(keep_ratio_i * fan_in)`` (its kept fan-in at the target ratio), so the
+            untrained model's logits are of order 1 in eval mode, where BatchNorm still has its
+            initial statistics (with exact +-1 weights a ResNet-18's are ~1e10). The weights stay
+            two-valued per layer (one bit each, one scale per layer) and, behind a BatchNorm, the
+            scale does not change the function. False keeps exactly +-1 (the registered robin
+            models' choice, which add a final BatchNorm on the logits instead). Default True.
         seed: seed of the new weights and scores (drawn in module order).
 
     Example:
@@ -71,6 +80,11 @@ def robinify(
     if skipped:
         _log.warning("robinify left these layers dense (unsupported subclasses): %s", ", ".join(skipped))
     set_keep_ratio(model, keep_ratio, p)
+    if scale_weights and init == "binary":
+        with torch.no_grad():
+            for _, layer in masked_layers(model):
+                fan_in = layer.weight[0].numel()
+                layer.weight.mul_(1.0 / math.sqrt(max(1.0, layer.keep_ratio * fan_in)))
     return model
 
 

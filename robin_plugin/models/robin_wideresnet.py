@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..errors import ConfigError
-from ._common import Layers, RobinNetBase, default_cfg
+from ._common import Layers, RobinNetBase, check_weight_source, default_cfg
 
 __all__ = ["RobinWideResNet", "PreActBlock"]
 
@@ -65,7 +65,7 @@ class RobinWideResNet(RobinNetBase):
         seed: int = 0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
-        check_inputs: bool = True,
+        check_inputs: bool = False,
     ):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
@@ -102,6 +102,7 @@ class RobinWideResNet(RobinNetBase):
 
 
 def _create_robin_wrn(variant: str, pretrained: bool = False, **kwargs) -> RobinWideResNet:
+    pretrained = check_weight_source(variant, pretrained, kwargs)  # no downloads; checkpoint_path= loads later
     from ..export.timm_loading import checkpoint_filter_fn  # lazy: export imports the models
 
     return build_model_with_cfg(RobinWideResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)

@@ -12,28 +12,26 @@ Registering ``robin_wrn34_cifar10_linf``, ``robin_resnet34_cifar100_linf`` ... t
 ``load_model("robin_wrn34", dataset="cifar10", threat_model="Linf", custom_checkpoint="w.safetensors")``
 return a robin model. timm loads ``checkpoint_path`` itself, after the entry point has built the
 model (``weights_only=True``; ``.safetensors`` files are read with safetensors). Robin models
-have no hosted weights: with ``pretrained=True`` and no ``checkpoint_path`` (robustbench's
-default ``custom_checkpoint=""``) the model keeps its random scores, and a warning says so.
+have no hosted weights: ``pretrained=True`` with no ``checkpoint_path`` (robustbench's default
+``custom_checkpoint=""``) raises :class:`~robin_plugin.errors.ConfigError`, as for every robin name.
 
-The keep ratio, p and seed are not stored in a state dict: pass the ones the checkpoint was
-trained with as keyword arguments (defaults: keep_ratio 0.01, p 0.1, seed 0, the paper's).
-Input statistics default to the dataset's (CIFAR-10's or CIFAR-100's), as ``robin train`` uses.
+Keep ratios and input statistics are part of a robin state dict, so the checkpoint decides
+them; the architecture arguments (``width`` ...) must match it. Without a checkpoint, input
+statistics default to the dataset's (CIFAR-10's or CIFAR-100's), as ``robin train`` uses.
 """
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
-from ._common import CIFAR100_MEAN, CIFAR100_STD
+from ._common import CIFAR100_MEAN, CIFAR100_STD, check_weight_source
 from .robin_resnet import BasicBlock, Bottleneck, RobinResNet, _cfg as _resnet_cfg, _create_robin_resnet
 from .robin_wideresnet import RobinWideResNet, _cfg as _wrn_cfg, _create_robin_wrn
 
 __all__ = ["ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREATS", "robustbench_name", "robustbench_names"]
 
-_log = logging.getLogger(__name__)
 
 #: RobustBench dataset name -> class count (robustbench.model_zoo.enums.DATASET_CLASSES).
 ROBUSTBENCH_DATASETS: dict[str, int] = {"cifar10": 10, "cifar100": 100}
@@ -65,7 +63,7 @@ def robustbench_names() -> list[str]:
 
 
 default_cfgs = generate_default_cfgs({
-    robustbench_name(m, d, t): _BASES[m][2](num_classes=c, **_STATS.get(d, {}))
+    robustbench_name(m, d, t): _BASES[m][2](num_classes=c)
     for m in _BASES for d, c in ROBUSTBENCH_DATASETS.items() for t in ROBUSTBENCH_THREATS
 })
 
@@ -74,16 +72,10 @@ def _make_entry(alias: str, base: str, num_classes: int) -> Callable[..., nn.Mod
     create, fixed, _ = _BASES[base]
 
     def entry(pretrained: bool = False, **kwargs) -> RobinResNet | RobinWideResNet:
-        overlay = kwargs.get("pretrained_cfg_overlay") or {}
-        has_file = bool(overlay.get("file") or overlay.get("state_dict"))
-        if pretrained and not has_file:
-            # timm applies checkpoint_path= after this function returns; without one the model stays random.
-            _log.warning("%s has no hosted weights: pretrained=True loads only what checkpoint_path= (or "
-                         "pretrained_cfg_overlay=dict(file=...)) gives; without it the scores stay random", alias)
         kwargs.setdefault("num_classes", num_classes)
         for key, value in _STATS.get(alias.split("_")[-2], {}).items():
             kwargs.setdefault(key, value)
-        return create(alias, pretrained and has_file, **dict(fixed, **kwargs))
+        return create(alias, pretrained, **dict(fixed, **kwargs))
 
     entry.__name__ = alias
     entry.__qualname__ = alias

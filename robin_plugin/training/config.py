@@ -95,6 +95,9 @@ class TrainConfig:
         if not timm.is_model(self.model):
             names = timm.list_models("robin_*")
             raise UnknownNameError(f"unknown model {self.model!r}{closest(self.model, names)}; robin models: {', '.join(names)}")
+        from ..models.spec import check_model_args
+
+        check_model_args(self.model, self.model_kwargs, source="model_kwargs")
         from .attacks import ATTACKS
 
         if self.attack not in ATTACKS:

@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from ..io import atomic_write_json
+from ..layers.masked import LegacyStateWarning
 from ..summary import summary
 from .config import TrainConfig
 from .hooks import Hook
@@ -152,7 +154,9 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from e
     try:
-        model.load_state_dict(state)
+        with warnings.catch_warnings():  # files of robin_plugin 0.1: the config gave the ratios and statistics
+            warnings.simplefilter("ignore", LegacyStateWarning)
+            model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{weights} does not fit the model of {cfg_path}: {str(e)[:300]}") from e
     return model.eval(), config

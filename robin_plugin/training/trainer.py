@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import timm
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_json, remove_stale_temp_files
 from ..memory_format import to_channels_last
+from ..models.spec import ModelSpec, build_model as build_from_spec
 from ..summary import summary
 from .attacks import AdversarialTraining, derive_seed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_state_dict
@@ -54,10 +54,8 @@ def build_model(config: TrainConfig, num_classes: int, in_chans: int, mean, std)
     if not config.model.endswith("_dense"):
         kwargs.update(keep_ratio=config.keep_ratio, p=config.p)
     kwargs.update(config.model_kwargs)
-    try:
-        return timm.create_model(config.model, **kwargs)
-    except RuntimeError as e:  # timm: "Unknown model"
-        raise ConfigError(f"{e}; robin models: {', '.join(timm.list_models('robin_*'))}") from e
+    # the config may come from a file: only validated architecture arguments reach timm
+    return build_from_spec(ModelSpec.parse(config.model, kwargs, source="the run's model arguments"))
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
