@@ -6,7 +6,6 @@ exact timm branch of its ``load_model`` (copied below from robustbench/utils.py,
 """
 from __future__ import annotations
 
-import logging
 from enum import Enum
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import robin_plugin  # noqa: F401
+from robin_plugin import ConfigError
 from robin_plugin.models import robustbench_names as rbn
 
 
@@ -106,10 +106,10 @@ def test_timm_checkpoint_path_with_model_kwargs(tmp_path):
     assert torch.equal(small(x), trained(x))
 
 
-def test_missing_checkpoint_warns(caplog):
-    with caplog.at_level(logging.WARNING, logger="robin_plugin.models.robustbench_names"):
+def test_missing_checkpoint_is_a_clear_error():
+    """robustbench's default custom_checkpoint="": the same error as every robin name, not random scores."""
+    with pytest.raises(ConfigError, match="no hosted weights"):
         timm.create_model("robin_resnet18_cifar10_linf", pretrained=True, checkpoint_path="", width=4)
-    assert "no hosted weights" in caplog.text
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path):

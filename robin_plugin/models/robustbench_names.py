@@ -73,8 +73,9 @@ def _make_entry(alias: str, base: str, num_classes: int) -> Callable[..., nn.Mod
 
     def entry(pretrained: bool = False, **kwargs) -> RobinResNet | RobinWideResNet:
         kwargs.setdefault("num_classes", num_classes)
-        for key, value in _STATS.get(alias.split("_")[-2], {}).items():
-            kwargs.setdefault(key, value)
+        if kwargs.get("in_chans", 3) == 3:  # the dataset's statistics are RGB
+            for key, value in _STATS.get(alias.split("_")[-2], {}).items():
+                kwargs.setdefault(key, value)
         return create(alias, pretrained, **dict(fixed, **kwargs))
 
     entry.__name__ = alias

@@ -10,11 +10,15 @@ anything is built:
 - only the architecture arguments in :data:`ARCH_ARGS` pass, each with its type and bounds;
   ``pretrained``, ``pretrained_cfg*``, ``checkpoint_path``, ``cache_dir`` and anything unknown are
   refused with a typed error that names the key (and the closest valid one);
+- the model's size is estimated from the spec (:func:`count_weights`) and checked against a
+  limit (:data:`DEFAULT_MAX_MODEL_BYTES`, raised with ``ROBIN_MAX_MODEL_BYTES``) before anything
+  is allocated;
 - :func:`build_model` always builds with ``pretrained=False``.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,7 +27,10 @@ import torch.nn as nn
 from ..errors import ConfigError, UnknownNameError, closest
 from ..layers.masked import INITS
 
-__all__ = ["ARCH_ARGS", "ModelSpec", "build_model", "check_model_args", "check_model_name", "model_spec"]
+__all__ = [
+    "ARCH_ARGS", "DEFAULT_MAX_MODEL_BYTES", "ModelSpec", "build_model", "check_model_args", "check_model_name",
+    "check_model_size", "count_weights", "estimate_model_bytes", "max_model_bytes", "model_spec",
+]
 
 # keys timm or robin would act on that no file may set
 _REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir",
@@ -171,10 +178,116 @@ class ModelSpec:
         return {"name": self.name, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self.kwargs.items())}}
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """``timm.create_model(spec.name, pretrained=False, **spec.kwargs)``; errors become :class:`ConfigError`."""
+DEFAULT_MAX_MODEL_BYTES = 4 * 2**30
+"""Largest model (bytes of weights and scores, see :func:`estimate_model_bytes`) built from a file:
+4 GiB, about 500M masked weights (WRN-34-10 has 46M). Raise it with the environment variable
+``ROBIN_MAX_MODEL_BYTES`` or ``build_model(spec, max_bytes=...)``."""
+
+# family -> (block kind, blocks per stage); names of RobustBench aliases start with the base name
+_ARCH_TABLE = {
+    "robin_resnet18": ("basic", (2, 2, 2, 2)),
+    "robin_resnet34": ("basic", (3, 4, 6, 3)),
+    "robin_resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "robin_wrn28_10": ("wrn", (28, 10)),
+    "robin_wrn34": ("wrn", (34, 10)),
+}
+
+
+def _default_classes(name: str) -> int:
     import timm
 
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.num_classes if cfg is not None else 10
+
+
+def count_weights(spec: ModelSpec) -> int:
+    """Number of convolution and classifier weights of the model ``spec`` builds, without building it.
+
+    Exact for the registered families (a test compares it with built models); the arithmetic
+    follows the constructors in :mod:`.robin_resnet` and :mod:`.robin_wideresnet`.
+    """
+    base = max((b for b in _ARCH_TABLE if spec.name.startswith(b)), key=len)
+    kind, cfg = _ARCH_TABLE[base]
+    kw = spec.kwargs
+    cin, classes = kw.get("in_chans", 3), kw.get("num_classes", _default_classes(spec.name))
+    if kind == "wrn":
+        depth, k = kw.get("depth", cfg[0]), kw.get("widen_factor", cfg[1])
+        if (depth - 4) % 6:
+            raise ConfigError(f"WideResNet depth must be 6n + 4, got {depth}")
+        n, widths = (depth - 4) // 6, [16, 16 * k, 32 * k, 64 * k]
+        total, inplanes = cin * 16 * 9, 16
+        for i, planes in enumerate(widths[1:]):
+            for j in range(n):
+                inp, stride = (inplanes if j == 0 else planes), (1 if i == 0 else 2) if j == 0 else 1
+                total += inp * planes * 9 + planes * planes * 9 + (inp * planes if stride != 1 or inp != planes else 0)
+            inplanes = planes
+        return total + inplanes * classes
+    width = kw.get("width", 64)
+    expansion = 4 if kind == "bottleneck" else 1
+    total, inplanes = cin * width * 9, width
+    for i, blocks in enumerate(cfg):
+        planes = width * 2**i
+        for j in range(blocks):
+            stride = (1 if i == 0 else 2) if j == 0 else 1
+            if kind == "basic":
+                total += inplanes * planes * 9 + planes * planes * 9
+            else:
+                total += inplanes * planes + planes * planes * 9 + planes * planes * expansion
+            out = planes * expansion
+            total += inplanes * out if stride != 1 or inplanes != out else 0
+            inplanes = out
+    return total + inplanes * classes
+
+
+def estimate_model_bytes(spec: ModelSpec) -> int:
+    """Bytes a built model holds: 8 per weight for a masked model (fixed weight + score, float32), 4 for a dense one."""
+    return count_weights(spec) * (4 if spec.name.endswith("_dense") else 8)
+
+
+def max_model_bytes() -> int:
+    """The limit :func:`build_model` applies: ``ROBIN_MAX_MODEL_BYTES`` if set, else :data:`DEFAULT_MAX_MODEL_BYTES`."""
+    raw = os.environ.get("ROBIN_MAX_MODEL_BYTES")
+    if raw is None:
+        return DEFAULT_MAX_MODEL_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"ROBIN_MAX_MODEL_BYTES must be an integer number of bytes, got {raw!r:.40}") from None
+    if value < 1:
+        raise ConfigError(f"ROBIN_MAX_MODEL_BYTES must be >= 1, got {value}")
+    return value
+
+
+def check_model_size(spec: ModelSpec, max_bytes: int | None = None) -> int:
+    """Raise :class:`ConfigError` if ``spec`` would build a model above the limit; return its estimated bytes.
+
+    Runs before anything is allocated, so a tiny file naming ``width: 2048`` fails in
+    microseconds instead of allocating gigabytes.
+    """
+    limit = max_model_bytes() if max_bytes is None else max_bytes
+    size = estimate_model_bytes(spec)
+    if size > limit:
+        raise ConfigError(
+            f"{spec.name} with {spec.to_json()['kwargs']} would take about {size / 2**30:.1f} GiB "
+            f"({count_weights(spec):,} weights), above the limit of {limit / 2**30:.1f} GiB for models built "
+            "from files; raise it with ROBIN_MAX_MODEL_BYTES=<bytes> if you trust the file"
+        )
+    return size
+
+
+def build_model(spec: ModelSpec, *, max_bytes: int | None = None) -> nn.Module:
+    """``timm.create_model(spec.name, pretrained=False, **spec.kwargs)`` after the size check.
+
+    Args:
+        spec: a validated spec.
+        max_bytes: size limit (default :func:`max_model_bytes`).
+
+    Raises:
+        ConfigError: the model would be too large, or timm / the constructor refused the arguments.
+    """
+    import timm
+
+    check_model_size(spec, max_bytes)
     try:
         return timm.create_model(spec.name, pretrained=False, **spec.kwargs)
     except (ConfigError, UnknownNameError):
