@@ -1,14 +1,20 @@
-"""Atomic file writes shared by checkpoints, exports and result files.
+"""Atomic file writes shared by checkpoints, exports and result files, and bounded reads.
 
-A write goes to a temporary file in the destination folder, is flushed and fsynced, then
-renamed over the destination, so a crash or a full disk never leaves a half-written file and
-never destroys the previous version.
+A write goes to a temporary file in the destination folder, is flushed and fsynced, given the
+permissions the umask allows (as ``open`` would), then renamed over the destination, so a crash
+or a full disk never leaves a half-written file and never destroys the previous version.
+
+Safetensors files are written through :func:`save_safetensors`, whose header has sorted keys:
+the same tensors and metadata always give the same bytes (safetensors itself writes its header
+in random order).
 """
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -16,9 +22,13 @@ from typing import Any, Callable
 from .errors import RobinError
 
 __all__ = [
-    "FileExistsRobinError", "WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_json",
-    "remove_stale_temp_files",
+    "FileExistsRobinError", "FolderLock", "FolderLockedError", "LOCK_NAME", "WriteError", "atomic_write",
+    "atomic_write_bytes", "atomic_write_json", "canonicalize_safetensors_header", "read_limited",
+    "remove_stale_temp_files", "save_safetensors",
 ]
+
+LOCK_NAME = ".robin.lock"
+"""The lock file :class:`FolderLock` keeps in a folder while a process writes it."""
 
 
 class WriteError(RobinError, OSError):
@@ -27,6 +37,10 @@ class WriteError(RobinError, OSError):
 
 class FileExistsRobinError(RobinError, FileExistsError):
     """The destination exists and overwriting was not asked for."""
+
+
+class FolderLockedError(RobinError, OSError):
+    """Another process is writing the folder (it holds the folder's lock); nothing was changed."""
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = True) -> Path:
@@ -54,6 +68,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it what open() would have
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:
@@ -61,9 +76,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
             os.unlink(tmp)
         except OSError:
             pass
+        state = "the previous file is intact" if path.exists() else "no file was written"
         if isinstance(e, OSError):
-            state = "the previous file is intact" if path.exists() else "no file was written"
             raise WriteError(f"cannot write {path}: {e.strerror or e}; {state}") from e
+        if _is_safetensors_error(e):  # safetensors reports I/O failures (a full disk) as its own type
+            raise WriteError(f"cannot write {path}: {_safetensors_reason(e)}; {state} (nothing was changed)") from e
         raise
     return path
 
@@ -81,6 +98,79 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = True) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), overwrite=overwrite)
+
+
+def save_safetensors(tensors: dict[str, Any], path: str | os.PathLike, metadata: dict[str, str] | None = None, *,
+                     overwrite: bool = True) -> Path:
+    """Write ``tensors`` (name -> contiguous CPU tensor) as safetensors, atomically and reproducibly.
+
+    The same tensors and metadata give byte-identical files: the header is re-serialised with
+    sorted keys (see :func:`canonicalize_safetensors_header`). Every safetensors file the
+    package writes goes through here.
+
+    Args:
+        tensors: the tensors to store.
+        path: destination file.
+        metadata: string -> string metadata (safetensors' ``__metadata__``), or None.
+        overwrite: if False and ``path`` exists, raise :class:`FileExistsRobinError`.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        WriteError: the file could not be written (full disk, permissions); nothing was changed.
+    """
+    from safetensors.torch import save_file
+
+    def write(tmp: str) -> None:
+        save_file(tensors, tmp, metadata=metadata)
+        canonicalize_safetensors_header(tmp)
+
+    return atomic_write(path, write, overwrite=overwrite)
+
+
+def canonicalize_safetensors_header(path: str | os.PathLike) -> None:
+    """Rewrite the JSON header of the safetensors file ``path`` in place with sorted keys.
+
+    safetensors serialises its header from a hash map, so tensors and metadata entries come out
+    in a different order on every write. The header is an 8-byte little-endian length followed
+    by that many bytes of JSON, padded with spaces; data offsets are relative to the end of the
+    header, so re-serialising the same JSON with sorted keys and compact separators (as
+    safetensors writes it) and padding back to the same length leaves the data untouched.
+    """
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        canon = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canon) <= n:
+            f.seek(8)
+            f.write(canon + b" " * (n - len(canon)))
+            return
+        # never seen (safetensors writes the same compact JSON); stay correct anyway: new header, same data
+        f.seek(8 + n)
+        data = f.read()
+        canon += b" " * (-len(canon) % 8)
+        f.seek(0)
+        f.write(len(canon).to_bytes(8, "little") + canon + data)
+        f.truncate()
+
+
+def read_limited(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """Read the file ``path`` if it holds at most ``max_bytes`` bytes.
+
+    Readers of small files made elsewhere (config files, run folders) use this, so that a huge
+    or endless file (``/dev/zero``) is refused before it is read into memory.
+
+    Raises:
+        OSError: the file cannot be read (missing, a folder, no permission).
+        ValueError: the file is larger than ``max_bytes`` (the message says so); callers turn
+            both into their own typed errors.
+    """
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than the limit of {max_bytes} bytes")
+    return data
 
 
 def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
@@ -103,6 +193,130 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
             continue
         removed.append(tmp)
     return removed
+
+
+class FolderLock:
+    """An exclusive lock on a folder, so that one process at a time writes into it.
+
+    The lock is ``fcntl.flock`` on ``folder/.robin.lock``, which holds the owner's pid. The
+    kernel drops a flock when its process ends, however it ends, so a run killed with SIGKILL
+    leaves a stale file that the next run simply takes over. The file is removed on release.
+    Two locks on one folder conflict even within one process. Where ``fcntl`` does not exist
+    (Windows), nothing is locked.
+
+    Use as a context manager::
+
+        with FolderLock(out_dir):
+            ...  # write checkpoints into out_dir
+
+    Args:
+        folder: the folder to lock (created if missing).
+
+    Raises:
+        FolderLockedError: another process holds the lock (the message names its pid).
+        WriteError: the folder or its lock file cannot be created.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock or raise :class:`FolderLockedError` at once (never waits)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return self
+        if self._fd is not None:
+            raise FolderLockedError(f"{self.folder} is already locked by this FolderLock")
+        for _ in range(100):
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+            except OSError as e:
+                raise WriteError(f"cannot lock {self.folder}: {e.strerror or e}; nothing was changed") from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = _read_pid(fd)
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise WriteError(f"cannot lock {self.folder}: {e.strerror or e}; nothing was changed") from e
+                who = f"pid {holder}" if holder is not None else "a process whose pid is not written yet"
+                raise FolderLockedError(
+                    f"{self.folder} is being written by another run ({who}; lock file {self.path}); "
+                    "wait for it to finish or stop it, or use another out_dir; nothing was changed"
+                ) from None
+            try:  # the holder may have released (and removed) the file between our open and flock
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except OSError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:  # pragma: no cover - needs 100 lost races in a row
+            raise FolderLockedError(f"cannot lock {self.folder}: its lock file {self.path} keeps changing")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (no-op when not held)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.unlink(self.path)  # before unlocking: a waiting opener then sees another inode and retries
+        except OSError:
+            pass
+        os.close(fd)
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (briefly visible to other threads)
+    os.umask(mask)
+    return mask
+
+
+def _is_safetensors_error(e: BaseException) -> bool:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return False
+    return isinstance(e, SafetensorError)
+
+
+def _safetensors_reason(e: BaseException) -> str:
+    text = str(e)
+    # safetensors wraps Rust's io::Error: "... IoError(Os { code: 28, kind: StorageFull, ... })"
+    code = re.search(r"Os \{ code: (\d+)", text)
+    if code:
+        return f"{os.strerror(int(code.group(1)))} ({text[:200]})"
+    return text[:300]
 
 
 def _fsync_dir(folder: Path) -> None:

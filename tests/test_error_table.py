@@ -26,8 +26,10 @@ import robin_plugin
 import robin_plugin.eval
 import robin_plugin.export
 from robin_plugin.data import ImageDataset, get_dataset, load_fashion_mnist
-from robin_plugin.io import atomic_write
-from robin_plugin.training import AdversarialTraining, TrainConfig, Trainer, apply_overrides, get_preset, load_checkpoint
+from robin_plugin.io import FolderLock, atomic_write, save_safetensors
+from robin_plugin.training import (
+    AdversarialTraining, TrainConfig, Trainer, apply_overrides, get_preset, load_checkpoint, load_run, save_checkpoint,
+)
 from robin_plugin.training.config import load_config_file
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
@@ -57,6 +59,11 @@ def _phrase(cell: str) -> str:
 
 
 # --- tiny fixtures ---------------------------------------------------------------------------
+def _strict_model():
+    """A model with check_inputs=True: the check the boundaries (evaluate, CLI) run, as a debugging aid in forward."""
+    return timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.1, check_inputs=True)
+
+
 def _model(**kw):
     return timm.create_model("robin_resnet18", **{**dict(num_classes=2, in_chans=1, width=4, keep_ratio=0.2,
                                                          mean=(0.5,), std=(0.25,)), **kw})
@@ -115,6 +122,51 @@ def _fail_write(tmp: Path) -> None:
     atomic_write(tmp / "c.safetensors", write)
 
 
+def _resume_edited(tmp: Path, edit: Callable[[dict, dict], None]) -> None:
+    """Resume a finished run from its checkpoint after ``edit(model_state, state)`` changed it."""
+    run = _trained_run(tmp)
+    model_state, state = load_checkpoint(run / "checkpoint.safetensors")
+    edit(model_state, state)
+    save_checkpoint(run / "checkpoint.safetensors", model_state, state)
+    Trainer(_model(), _cfg(epochs=2), _toy(), None, out_dir=run).fit(resume=True)
+
+
+def _scale_weights(model_state: dict, state: dict) -> None:
+    model_state["layer1.0.conv1.weight"] = model_state["layer1.0.conv1.weight"] * 1000
+
+
+def _fake_run(tmp: Path, config: bytes) -> Path:
+    (tmp / "run").mkdir()
+    _write(tmp, "run/config.json", config)
+    _write(tmp, "run/model.safetensors", b"")
+    return tmp / "run"
+
+
+def _safetensors_disk_full(tmp: Path) -> None:
+    from unittest import mock
+
+    from safetensors import SafetensorError
+
+    def save_file(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    with mock.patch.object(safetensors.torch, "save_file", save_file):
+        save_safetensors({"w": torch.zeros(2)}, tmp / "m.safetensors")
+
+
+def _locked(tmp: Path) -> None:
+    with FolderLock(tmp / "run"):
+        Trainer(_model(), _cfg(), _toy(), None, out_dir=tmp / "run").fit()
+
+
+class _IntImages:
+    images, labels = torch.zeros(16, 1, 8, 8, dtype=torch.int32), torch.zeros(16, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return 16
+
+
 def _fmnist_folder(tmp: Path, images: bytes | None, labels: bytes | None) -> Path:
     folder = tmp / "fmnist"
     folder.mkdir()
@@ -143,11 +195,11 @@ TRIGGERS: dict[str, Callable[[Path], object]] = {
     "dataset-name": lambda t: get_dataset("cifar11", t),
     "attack-name-training": lambda t: apply_overrides({}, {"attack": "pgdd"}),
     "attack-name-eval": lambda t: _eval(X, torch.zeros(2, dtype=torch.long), attacks=("apgd-cee",)),
-    "image-shape": lambda t: _model()(torch.rand(2, 8, 8)),
-    "image-channels": lambda t: _model()(torch.rand(2, 3, 8, 8)),
-    "image-dtype": lambda t: _model()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)),
-    "image-nan": lambda t: _model()(torch.full((2, 1, 8, 8), float("nan"))),
-    "image-range": lambda t: _model()(torch.rand(2, 1, 8, 8) * 3),
+    "image-shape": lambda t: _strict_model()(torch.rand(2, 8, 8)),
+    "image-channels": lambda t: _strict_model()(torch.rand(2, 3, 8, 8)),
+    "image-dtype": lambda t: _strict_model()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)),
+    "image-nan": lambda t: _strict_model()(torch.full((2, 1, 8, 8), float("nan"))),
+    "image-range": lambda t: _strict_model()(torch.rand(2, 1, 8, 8) * 3),
     "labels-dataset": lambda t: ImageDataset(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 5]),
                                              ["a", "b"], "toy"),
     "labels-eval": lambda t: _eval(X, torch.tensor([0, 7])),
@@ -176,6 +228,20 @@ TRIGGERS: dict[str, Callable[[Path], object]] = {
     "output-exists": lambda t: robin_plugin.export.export_compact(_model(), _compact(t)),
     "write-failure": _fail_write,
     "result-file": lambda t: robin_plugin.eval.load_result(_write(t, "r.json", json.dumps({"name": "x"}))),
+    "config-alias": lambda t: load_config_file(_write(t, "c.yaml", "a: &x [1, 2]\nb: *x\n")),
+    "config-file-size": lambda t: load_config_file(_write(t, "c.yaml", "#" * (2**20 + 1))),
+    "seed": lambda t: apply_overrides({}, {"seed": 10**23}),
+    "run-config": lambda t: load_run(_fake_run(t, b'{"epochs": 3, "model": "robin\xff"}'), "last"),
+    "checkpoint-field": lambda t: _resume_edited(t, lambda m, s: s.update(step=-100)),
+    "checkpoint-nan": lambda t: _resume_edited(t, lambda m, s: m["conv1.scores"].fill_(float("nan"))),
+    "checkpoint-fixed-weights": lambda t: _resume_edited(t, _scale_weights),
+    "checkpoint-hook-state": lambda t: _resume_edited(t, lambda m, s: s["hooks"][-1]["state"].update(history="x")),
+    "eval-state": lambda t: _eval(X, torch.zeros(2, dtype=torch.long), state_path=_write(t, "s.json", "[" * 100000)),
+    "eval-attacks-empty": lambda t: _eval(X, torch.zeros(2, dtype=torch.long), attacks=()),
+    "num-classes": lambda t: Trainer(_model(num_classes=0), _cfg(), _toy(), None),
+    "image-dtype-training": lambda t: Trainer(_model(), _cfg(), _IntImages(), None),
+    "write-failure-safetensors": _safetensors_disk_full,
+    "out-dir-locked": _locked,
 }
 
 

@@ -35,7 +35,7 @@ import torch
 import robin_plugin  # noqa: F401
 from robin_plugin.data import ImageDataset
 from robin_plugin.errors import RobinError
-from robin_plugin.io import WriteError, remove_stale_temp_files
+from robin_plugin.io import LOCK_NAME, WriteError, remove_stale_temp_files
 from robin_plugin.layers.masked import MaskedLayer
 from robin_plugin.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
 
@@ -120,7 +120,8 @@ class _Server:
 
 def _check_after_kill(out_dir: Path) -> tuple[int, int]:
     """Everything on disk is whole; returns (last checkpointed epoch or -1, temp files seen)."""
-    names = {p.name for p in out_dir.iterdir()}
+    # a killed run leaves its lock file (.robin.lock, holding its pid); the next run takes it over
+    names = {p.name for p in out_dir.iterdir()} - {LOCK_NAME}
     temps = {n for n in names if TEMP_NAME.match(n) or SAFETENSORS_TEMP.match(n)}
     assert names - temps <= KNOWN_FILES, f"unexpected files {names - temps - KNOWN_FILES}"
     assert not any(n.endswith(".safetensors") for n in temps)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import robin_plugin
+from robin_plugin import masked_layers
 from robin_plugin.data import ImageDataset, sample_crop_flip, apply_crop_flip
 from robin_plugin.errors import ConfigError, UnknownNameError
 from robin_plugin.training import (
@@ -203,7 +205,7 @@ def test_plain_loop_with_hooks_equals_trainer():
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     adv = AdversarialTraining("pgd", eps=0.1, step_size=0.05, steps=2, seed=0)
-    hooks = [ProgressivePruning(keep_ratio=0.2, p=0.1), adv]
+    hooks = [ProgressivePruning(keep_ratio=0.2, p=0.1, steps=1), adv]
     steps_per_epoch = len(ds) // 32
     state = TrainState(model, opt, epochs=2, steps_per_epoch=steps_per_epoch)
     fire(hooks, Event.FIT_START, state)
@@ -362,3 +364,39 @@ def test_train_and_eval_use_one_pgd_step_rule(dataset, eps):
     cfg = resolve_attack_sizes(TrainConfig(dataset=dataset, eps=eps, progress=False))
     attack = pgd_attack(torch.nn.Linear(2, 2), cfg.eps, 20)
     assert cfg.eval_step_size == attack.alpha == default_pgd_step(cfg.eps) == pytest.approx(cfg.eps / 4)
+
+
+# --- ProgressivePruning: one source of truth for the target ---------------------------------
+def test_progressive_pruning_defaults_to_the_models_own_target_in_three_stages():
+    model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.05, p=0.3)
+    hook = ProgressivePruning()
+    state = TrainState(model, None, epochs=3, steps_per_epoch=1)
+    hook.on_fit_start(state)
+    assert (hook.keep_ratio, hook.p, hook.steps) == (0.05, 0.3, 3)
+    assert state.metrics["prune/keep_ratio"] == pytest.approx(0.05 ** (1 / 3))  # progressive from the start
+    state.epoch = 2
+    hook.on_epoch_start(state)
+    assert state.metrics["prune/keep_ratio"] == pytest.approx(0.05)
+    assert [m.keep_ratio for _, m in masked_layers(model)] == robin_plugin.adaptive_keep_ratios(
+        [m.weight.numel() for _, m in masked_layers(model)], 0.05, 0.3)
+
+
+def test_progressive_pruning_says_when_it_overrides_the_model(caplog):
+    model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.05)
+    with caplog.at_level(logging.WARNING, logger="robin_plugin.training.hooks"):
+        ProgressivePruning(keep_ratio=0.1, steps=1).on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
+    assert "keep_ratio=0.1 given, the model was built with 0.05" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="robin_plugin.training.hooks"):
+        ProgressivePruning(keep_ratio=0.05, p=0.1, steps=1).on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
+    assert caplog.text == ""
+
+
+def test_progressive_pruning_on_a_robinified_model_keeps_what_its_layers_keep():
+    import torch.nn as nn
+
+    model = robin_plugin.robinify(nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 2)), keep_ratio=0.2)
+    kept = sum(m.kept for _, m in masked_layers(model)) / sum(m.weight.numel() for _, m in masked_layers(model))
+    hook = ProgressivePruning(steps=1)
+    hook.on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
+    assert hook.keep_ratio == pytest.approx(kept) and hook.p == 0.1

@@ -48,10 +48,11 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder holding the dataset files (Fashion-MNIST has a default)")
     p.add_argument("--n", type=int, default=1000, help="evaluate the first N test points (RobustBench: 10000; default 1000)")
     p.add_argument("--eps", type=_eps_arg, default=None, help="Linf radius, '8/255' or 0.1 (default: 8/255 CIFAR, 0.1 Fashion-MNIST)")
-    p.add_argument("--attacks", default="apgd-ce,apgd-t,fab-t,square", help="comma-separated AutoAttack components (default: standard)")
+    p.add_argument("--attacks", default="apgd-ce,apgd-t,fab-t,square",
+                   help="comma-separated AutoAttack components, at least one (default: standard)")
     p.add_argument("--pgd-steps", type=int, default=20, help="iterations of the PGD baseline (default 20)")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every attack, in [0, 2**63 - 1] (default 0)")
     p.add_argument("--reference", action="store_true", help="also run the original AutoAttack (pip install pyautoattack) and compare")
     p.add_argument("--no-checks", dest="checks", action="store_false", help="skip the gradient-masking checks")
     p.add_argument("--state", default=None, help="resume file: an interrupted run with the same settings continues from it")
@@ -145,6 +146,16 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    # checked before the model and the data are loaded (evaluate checks them again)
+    if not 0 <= args.seed <= 2**63 - 1:
+        raise ConfigError(f"--seed must be an integer >= 0 and <= 2**63 - 1 ({2**63 - 1}), got {args.seed}")
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    if not attacks:  # else autoattack_acc would be the clean accuracy
+        raise ConfigError(f"--attacks must name at least one AutoAttack component, got {args.attacks!r}; "
+                          f"valid: {', '.join(STANDARD_ATTACKS)} (comma-separated)")
+    for a in attacks:
+        if a not in STANDARD_ATTACKS:
+            raise UnknownNameError(f"unknown attack {a!r}{closest(a, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
     run_model = None
     if args.run:
         from ..training import load_run
@@ -159,10 +170,6 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError("robin eval needs --run DIR, or --model and --dataset (with --checkpoint for trained weights)")
     info = dataset_info(args.dataset)
     eps = args.eps if args.eps is not None else info.default_eps
-    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
-    for a in attacks:
-        if a not in STANDARD_ATTACKS:
-            raise UnknownNameError(f"unknown attack {a!r}{closest(a, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
     out = Path(args.out) if args.out else Path(f"{args.model}_{args.dataset}_eval.json")
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")

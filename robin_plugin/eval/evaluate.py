@@ -48,6 +48,8 @@ __all__ = ["EvalResult", "evaluate", "reference_autoattack", "accuracy", "zero_g
 logger = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
+_MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the checks use seed + 1
+_MAX_STATE_BYTES = 256 * 2**20  # a state file holds one flag per point: ~10 bytes each
 
 
 @dataclass
@@ -122,7 +124,8 @@ def check_eval_inputs(images: torch.Tensor, labels: torch.Tensor, n: int | None)
     """Validate test images and labels and return the first ``n`` of them.
 
     Args:
-        images: (N, C, H, W) floats in [0, 1], or uint8 in [0, 255] (divided by 255).
+        images: (N, C, H, W) floats in [0, 1] (float16, bfloat16, float32 or float64: converted
+            to float32), or uint8 in [0, 255] (divided by 255); other dtypes are refused.
         labels: (N,) integer class indices.
         n: points to keep (1 <= n <= N); None keeps all.
 
@@ -232,19 +235,46 @@ def _state_key(x: torch.Tensor, y: torch.Tensor, settings: Mapping[str, Any]) ->
     return h.hexdigest()
 
 
-def _load_state(path: Path, key: str, n: int) -> dict[str, Any] | None:
+def _load_state(path: Path, key: str, n: int, attacks: Sequence[str]) -> dict[str, Any] | None:
+    """Read and check a resume file: the same evaluation, and every field of the right type."""
+    from ..io import read_limited
+
     if not path.exists():
         return None
     try:
-        state = json.loads(path.read_text())
+        state = json.loads(read_limited(path, _MAX_STATE_BYTES).decode("utf-8"))
         ok = state.get("version") == _STATE_VERSION and state.get("key") == key and len(state["robust"]) == n
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except RecursionError:
+        raise RobinError(f"cannot resume from {path}: not a valid evaluation state file (nested too deeply); "
+                         "delete it to start over") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # UnicodeDecodeError, size limit
         raise RobinError(f"cannot resume from {path}: not a valid evaluation state file ({e}); delete it to start over") from e
     if not ok:
         raise RobinError(
             f"{path} holds the state of a different evaluation (other model inputs, points or settings); "
             f"delete it or pass another state path"
         )
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
+
+    problems = []
+    if not all(isinstance(r, bool) for r in state["robust"]):
+        problems.append("'robust' must be a list of true/false")
+    after = state.get("robust_acc_after")
+    if not isinstance(after, dict) or not all(k in attacks and number(v) and v <= 1 for k, v in after.items()):
+        problems.append(f"'robust_acc_after' must map attacks among {list(attacks)} to fractions in [0, 1]")
+    done = state.get("done")
+    if not isinstance(done, list) or not all(isinstance(a, str) and a in attacks for a in done) or len(set(done)) != len(done):
+        problems.append(f"'done' must list attacks among {list(attacks)}, each once")
+    elif isinstance(after, dict) and set(after) != set(done):
+        problems.append("'done' and 'robust_acc_after' must name the same attacks")
+    seconds = state.get("seconds", {})
+    if not isinstance(seconds, dict) or not all(isinstance(k, str) and number(v) for k, v in seconds.items()):
+        problems.append("'seconds' must map stages to times >= 0")
+    if problems:
+        raise RobinError(f"cannot resume from {path}: not a valid evaluation state file ({'; '.join(problems)}); "
+                         "delete it to start over")
     return state
 
 
@@ -278,12 +308,12 @@ def evaluate(
         labels: (N,) class indices in [0, K).
         eps: Linf radius in [0, 1] pixel units (8/255 for CIFAR; 0.1 for Fashion-MNIST).
         n: evaluate the first n points (default: all).
-        attacks: AutoAttack components in run order (default: the standard four).
+        attacks: AutoAttack components in run order (default: the standard four); at least one.
         pgd_steps: iterations of the PGD baseline (default 20).
         reference: also run the original AutoAttack (``pyautoattack``) on the same points.
         reference_tolerance: largest |difference| in robust accuracy counted as agreement.
         batch_size: points per attack batch.
-        seed: seed of every attack (results are reproducible on the CPU).
+        seed: seed of every attack, in [0, 2**63 - 1] (results are reproducible on the CPU).
         config: attack strengths (default: the original AutoAttack "standard").
         run_checks: run the gradient-masking checks.
         check_n: points used by the eps sweep and the PGD-4k check (the first ``check_n``).
@@ -296,7 +326,11 @@ def evaluate(
     """
     eps = check_eps(eps)
     large_eps = check_eps(large_eps)
+    if isinstance(attacks, str):  # "apgd-ce" would otherwise be read letter by letter
+        attacks = [attacks]
     attacks = list(attacks)
+    if not attacks:  # else autoattack_acc would silently be the clean accuracy
+        raise ConfigError(f"attacks must name at least one AutoAttack component, got none; valid: {', '.join(STANDARD_ATTACKS)}")
     for name in attacks:
         if name not in STANDARD_ATTACKS:
             raise UnknownNameError(f"unknown attack {name!r}{closest(name, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
@@ -305,10 +339,14 @@ def evaluate(
     for nm, v in (("batch_size", batch_size), ("pgd_steps", pgd_steps), ("check_n", check_n)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{nm} must be an integer >= 1, got {v!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+        raise ConfigError(f"seed must be an integer >= 0 and <= 2**63 - 1 ({_MAX_SEED}), got {seed!r}")
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ConfigError(f"the model has num_classes={num_classes!r}; evaluation needs a classifier with num_classes >= 1 "
+                          "(num_classes=0 makes a timm model return features, not logits)")
     x, y = check_eval_inputs(images, labels, n)
     n = x.shape[0]
     try:
@@ -341,7 +379,14 @@ def _evaluate(model, x, y, eps, attacks, pgd_steps, reference, reference_toleran
     n = x.shape[0]
     seconds: dict[str, float] = {}
     with torch.no_grad():
-        num_classes = int(model(x[:1]).shape[1])
+        out = model(x[:1])
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 1:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"the model must return logits of shape (N, num_classes) with num_classes >= 1, got {got}")
+    num_classes = int(out.shape[1])
+    declared = getattr(model, "num_classes", None)
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != num_classes:
+        raise ConfigError(f"the model declares num_classes={declared} but returns {num_classes} outputs per point")
     if int(y.max()) >= num_classes:
         raise InputError(f"labels must be < {num_classes} (the model's class count), got {int(y.max())}")
     settings = {
@@ -366,7 +411,7 @@ def _evaluate(model, x, y, eps, attacks, pgd_steps, reference, reference_toleran
     after: dict[str, float] = {}
     done: list[str] = []
     if state_file is not None:
-        state = _load_state(state_file, key, n)
+        state = _load_state(state_file, key, n, attacks)
         if state is not None:
             robust = torch.tensor(state["robust"], dtype=torch.bool, device=x.device)
             after = {k: float(v) for k, v in state["robust_acc_after"].items()}

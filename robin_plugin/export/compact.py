@@ -52,10 +52,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import RobinError
-from ..io import atomic_write
+from ..io import save_safetensors
 from ..layers.masked import KEEP_RATIO_KEY, MaskedLayer
 from ..layers.selection import kept_count
-from ..models.spec import ModelSpec, build_model, model_spec
+from ..models.spec import ModelSpec, build_model, check_model_size, count_weights, model_spec
 from ..pruning import masked_layers
 from ..summary import summary
 from .codec import CodecError, decode_mask, encode_mask, mask_entropy_bits, pack_bits, unpack_bits
@@ -295,7 +295,7 @@ def export_compact(
         _log.warning("%s does not end in .safetensors: timm's loaders will not recognise it", path)
     tensors, header = compact_tensors(model, model_name=model_name, model_kwargs=model_kwargs)
     _verify_roundtrip(model, tensors)
-    atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=_METADATA), overwrite=overwrite)
+    save_safetensors(tensors, path, _METADATA, overwrite=overwrite)  # sorted header: same model -> same bytes
     _log.info("wrote %s (%d bytes, weights %s)", path, path.stat().st_size, header["weights"])
     return path
 
@@ -611,11 +611,25 @@ def _recipe_weights(
     return regen
 
 
-def _build_from_header(spec: dict[str, Any], verb: str) -> nn.Module:
+def _build_from_header(spec: dict[str, Any], verb: str, layers: list[Any] | None = None) -> nn.Module:
     """Build the robin model a header names, after validating its spec (a file never passes
-    ``pretrained``, ``pretrained_cfg_overlay``, ``cache_dir`` or unknown arguments to timm)."""
+    ``pretrained``, ``pretrained_cfg_overlay``, ``cache_dir`` or unknown arguments to timm), checking
+    its size against the limit and the header's layer shapes against the spec, before building."""
     try:
-        return build_model(ModelSpec.parse(spec.get("name"), spec.get("kwargs"), source="the compact header's model.kwargs"))
+        parsed = ModelSpec.parse(spec.get("name"), spec.get("kwargs"), source="the compact header's model.kwargs")
+        check_model_size(parsed)
+    except RobinError as e:
+        raise ExportFormatError(f"cannot {verb} the model the compact header names: {e}") from e
+    if layers is not None:
+        stored = sum(math.prod(_layer_field(info, "shape", list)) for info in layers)
+        expected = count_weights(parsed)
+        if stored != expected:
+            raise ExportFormatError(
+                f"the compact header's layers hold {stored:,} weights but {parsed.name} with its arguments has "
+                f"{expected:,}: the header does not describe the model it names"
+            )
+    try:
+        return build_model(parsed)
     except RobinError as e:
         raise ExportFormatError(f"cannot {verb} the model the compact header names: {e}") from e
 
@@ -646,7 +660,7 @@ def load_compact(path: str | os.PathLike, model: nn.Module | None = None) -> nn.
                 f"{path} holds a model no timm name rebuilds (e.g. a robinified one); pass its skeleton: "
                 "load_compact(path, model=robinify(<same architecture>))"
             )
-        model = _build_from_header(spec, "build")
+        model = _build_from_header(spec, "build", header["layers"])
     sd = compact_state_dict(tensors, model)
     try:
         model.load_state_dict(sd, strict=True)

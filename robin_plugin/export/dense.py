@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import RobinError
-from ..io import FileExistsRobinError, atomic_write
+from ..io import FileExistsRobinError, save_safetensors
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..models import RobinResNet, RobinWideResNet
 from ..models.spec import ModelSpec, build_model
@@ -407,7 +407,7 @@ def export_dense(
         if spec is not None:
             metadata.update(model=spec[0], kwargs=json.dumps(spec[1]))
         tensors = {k: v.contiguous() for k, v in sd.items()}
-        atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata), overwrite=overwrite)
+        save_safetensors(tensors, path, metadata, overwrite=overwrite)  # sorted header: same model -> same bytes
     return sd
 
 

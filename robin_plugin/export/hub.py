@@ -29,11 +29,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-import safetensors.torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..io import FileExistsRobinError, WriteError
+from ..io import FileExistsRobinError, WriteError, _umask, save_safetensors
 from ..models.spec import model_spec
 from ..summary import summary
 from .compact import _METADATA, ExportError, compact_tensors
@@ -114,7 +113,7 @@ def export_hub(
     except OSError as e:
         raise WriteError(f"cannot write {folder}: {e.strerror or e}; nothing was changed") from e
     try:
-        safetensors.torch.save_file(tensors, str(tmp / "model.safetensors"), metadata=metadata)
+        save_safetensors(tensors, tmp / "model.safetensors", metadata)  # sorted header: same model -> same bytes
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for f in tmp.iterdir():
@@ -133,12 +132,6 @@ def export_hub(
             raise WriteError(f"cannot write {folder}: {e.strerror or e}; nothing was changed") from e
         raise
     return folder
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _short(values: list[float]) -> str:

@@ -14,7 +14,14 @@ import yaml
 
 from ..errors import ConfigError, UnknownNameError, closest
 
-__all__ = ["TrainConfig", "PRESETS", "get_preset", "apply_overrides", "load_config_file", "parse_override"]
+__all__ = ["TrainConfig", "PRESETS", "MAX_CONFIG_BYTES", "MAX_SEED", "get_preset", "apply_overrides", "load_config_file",
+           "parse_override"]
+
+MAX_CONFIG_BYTES = 2**20
+"""Largest config file :func:`load_config_file` reads (1 MiB); real configs are a few hundred bytes."""
+
+MAX_SEED = 2**63 - 1
+"""Largest seed: torch's generators take 64-bit seeds, and derived seeds are 63-bit."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,8 @@ class TrainConfig:
             raise ConfigError(f"test_n must be >= 0, got {self.test_n}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer >= 0 and <= 2**63 - 1 ({MAX_SEED}), got {self.seed}")
         if not all(_finite(m) and 0.0 <= m <= 1.0 for m in self.lr_milestones):
             raise ConfigError(f"lr_milestones must be fractions of training in [0, 1], got {list(self.lr_milestones)}")
         for name in ("lr", "momentum", "weight_decay", "trades_beta"):
@@ -213,14 +220,49 @@ def get_preset(name: str) -> dict[str, Any]:
     return json.loads(json.dumps(PRESETS[name]))
 
 
+class _NoAliasError(Exception):
+    def __init__(self, mark: Any):
+        super().__init__(f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+
+
+class _SafeLoaderNoAliases(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors (``&a``) and aliases (``*a``).
+
+    A config never needs them, and nested aliases let a few hundred bytes expand into a value
+    of billions of elements (the "billion laughs" attack), which then hangs every consumer.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _NoAliasError(event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _safe_load(text: str) -> Any:
+    loader = _SafeLoaderNoAliases(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_NO_ALIAS = "YAML anchors and aliases (&name, *name, <<: *name) are not allowed; write the values out"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"key=value"`` -> ``(key, value)`` with value parsed as YAML (numbers, true/false, null, lists, dicts)."""
+    """``"key=value"`` -> ``(key, value)`` with value parsed as YAML (numbers, true/false, null, lists, dicts).
+
+    The value is parsed with the safe loader, without anchors and aliases (:class:`ConfigError`).
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
     key = key.strip().replace("-", "_")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _safe_load(raw) if raw.strip() else None
+    except _NoAliasError as e:
+        raise ConfigError(f"cannot parse the value of {key!r}: {_NO_ALIAS} ({e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse the value of {key!r}: {raw!r:.200} ({e})") from e
     except RecursionError as e:
@@ -253,14 +295,27 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> TrainCon
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict of overrides (safe loader only)."""
+    """Read a YAML or JSON config file into a dict of overrides.
+
+    Files are data: the YAML safe loader (no Python tags), no anchors or aliases, at most
+    :data:`MAX_CONFIG_BYTES` (1 MiB), UTF-8 text. Anything else is a :class:`ConfigError`.
+    """
+    from ..io import read_limited
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_limited(path, MAX_CONFIG_BYTES).decode("utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except ValueError as e:  # read_limited: larger than the limit
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes (1 MiB); "
+                          "a config is a short mapping of keys to values") from e
+    try:
+        data = _safe_load(text)
+    except _NoAliasError as e:
+        raise ConfigError(f"config file {path}: {_NO_ALIAS} ({e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML/JSON: {e}") from e
     except RecursionError as e:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..io import atomic_write_bytes
 from ..pruning import check_p, masked_layers, set_keep_ratio
 from .events import Event
@@ -55,18 +56,25 @@ class ProgressivePruning(Hook):
     """Set every masked layer's adaptive keep ratio from the progressive schedule.
 
     At each epoch start the model keeps ``progressive_keep_ratio(epoch / epochs, keep_ratio,
-    steps)`` of its weights, spread over layers with exponent ``p``; ``steps = 1`` keeps the
-    target from the start. Logs ``prune/keep_ratio``.
+    steps)`` of its weights, spread over layers with exponent ``p``: ``steps`` geometric stages
+    from 1 down to ``keep_ratio`` (``steps = 1`` keeps the target from the start). Logs
+    ``prune/keep_ratio``. This hook is the one writer of keep ratios during training.
+
+    One source of truth: by default the target ``keep_ratio`` and ``p`` are the model's own (the
+    ones a robin model was built with; for other masked models, the fraction its layers keep now
+    and the paper's p = 0.1). Values given here override them, and a warning says so when they
+    differ from the model's.
 
     Args:
-        keep_ratio: final fraction of weights kept, in (0, 1].
-        p: adaptive exponent in [0, 1] (see :func:`robin_plugin.adaptive_keep_ratios`).
-        steps: number of geometric stages from 1 down to ``keep_ratio``.
+        keep_ratio: final fraction of weights kept, in (0, 1]; None (default): the model's.
+        p: adaptive exponent in [0, 1] (see :func:`robin_plugin.adaptive_keep_ratios`);
+            None (default): the model's.
+        steps: number of geometric stages from 1 down to ``keep_ratio``. Default 3.
     """
 
-    def __init__(self, keep_ratio: float, p: float, steps: int = 1):
-        progressive_keep_ratio(0.0, keep_ratio, steps)  # validates both
-        self.keep_ratio, self.p, self.steps = keep_ratio, check_p(p), steps
+    def __init__(self, keep_ratio: float | None = None, p: float | None = None, steps: int = 3):
+        progressive_keep_ratio(0.0, keep_ratio if keep_ratio is not None else 1.0, steps)  # validates both
+        self.keep_ratio, self.p, self.steps = keep_ratio, (check_p(p) if p is not None else None), steps
         self.current: float | None = None
 
     def _apply(self, state: TrainState) -> None:
@@ -77,9 +85,25 @@ class ProgressivePruning(Hook):
         self.current = k
         state.metrics["prune/keep_ratio"] = k
 
+    def _resolve_targets(self, model) -> None:
+        """Fill ``keep_ratio`` / ``p`` from the model; warn when given values differ from its own."""
+        layers = masked_layers(model)
+        own = dict(getattr(model, "masked_kwargs", None) or {})
+        if "keep_ratio" not in own:  # a robinified model: what its layers keep now, the paper's p
+            total = sum(m.weight.numel() for _, m in layers)
+            own = {"keep_ratio": sum(m.kept for _, m in layers) / total, "p": 0.1}
+        for name in ("keep_ratio", "p"):
+            given = getattr(self, name)
+            if given is None:
+                setattr(self, name, float(own[name]))
+            elif abs(given - own[name]) > 1e-12:
+                _log.warning("ProgressivePruning: %s=%g given, the model was built with %g; the hook's value is used",
+                             name, given, own[name])
+
     def on_fit_start(self, state: TrainState) -> None:
         if not masked_layers(state.model):
-            raise ValueError("ProgressivePruning needs a model with masked layers")
+            raise ConfigError("ProgressivePruning needs a model with masked layers (a robin model or robinify(model))")
+        self._resolve_targets(state.model)
         self._apply(state)
 
     def on_epoch_start(self, state: TrainState) -> None:

@@ -143,12 +143,28 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     cfg_path, weights = run_dir / "config.json", run_dir / files[which]
     if not cfg_path.is_file() or not weights.is_file():
         raise CheckpointError(f"{run_dir} is not a finished robin run: expected config.json and {files[which]} in it")
+    from ..errors import RobinError
+    from ..io import read_limited
+    from .config import MAX_CONFIG_BYTES
+
+    try:  # a run folder may come from elsewhere: its config.json is data, refused with CheckpointError
+        raw = read_limited(cfg_path, MAX_CONFIG_BYTES)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {cfg_path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise CheckpointError(f"{cfg_path} is not a valid run config: larger than {MAX_CONFIG_BYTES} bytes (1 MiB)") from e
     try:
-        config = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
+        config = TrainConfig.from_dict(json.loads(raw.decode("utf-8")))
+        info = dataset_info(config.dataset)
+        model = build_model(dataclasses.replace(config, device="cpu"), info.num_classes, info.in_chans, info.mean, info.std)
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not a valid run config: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except RecursionError as e:
+        raise CheckpointError(f"{cfg_path} is not a valid run config: nested too deeply") from e
+    except RobinError as e:  # ConfigError / UnknownNameError naming the bad key, from the config or the model spec
+        raise CheckpointError(f"{cfg_path} is not a valid run config: {e}") from e
+    except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{cfg_path} is not a valid run config ({e})") from e
-    info = dataset_info(config.dataset)
-    model = build_model(dataclasses.replace(config, device="cpu"), info.num_classes, info.in_chans, info.mean, info.std)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:

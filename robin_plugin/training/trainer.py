@@ -15,12 +15,13 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, InputError
-from ..io import atomic_write_json, remove_stale_temp_files
+from ..io import FolderLock, atomic_write_json, remove_stale_temp_files
+from ..layers.masked import MaskedLayer
 from ..memory_format import to_channels_last
 from ..models.spec import ModelSpec, build_model as build_from_spec
 from ..summary import summary
 from .attacks import AdversarialTraining, derive_seed
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_state_dict
+from .checkpoint import CheckpointError, check_train_state, load_checkpoint, save_checkpoint, save_state_dict
 from .config import TrainConfig
 from .events import Event
 from .hooks import Hook, MetricLogger, ProgressivePruning, fire
@@ -77,10 +78,16 @@ class Trainer:
         model: the model (inputs in [0, 1]).
         config: the run's :class:`TrainConfig`.
         train_set: training data with ``images`` (N, C, H, W) uint8 and ``labels`` (N,) int64
-            (e.g. :class:`robin_plugin.data.ImageDataset`).
+            (e.g. :class:`robin_plugin.data.ImageDataset`). Floating-point images (float16 /
+            32 / 64, values in [0, 1]) are accepted and converted to float32 per batch; other
+            dtypes are refused with :class:`InputError`.
         val_set: held-out data of the same kind, or None.
         hooks: extra hooks, fired after the built-in ones.
         out_dir: folder for checkpoints, ``config.json`` and ``metrics.csv`` (None: no files).
+            :meth:`fit` locks it (``out_dir/.robin.lock``): a second run on the same folder is
+            refused with :class:`robin_plugin.io.FolderLockedError` naming the holder's pid.
+
+    The model must be a classifier: ``model.num_classes`` (when it has one) must be >= 1.
 
     Under ``torchrun`` (``torch.distributed`` initialised) each rank trains on its share of every
     global batch of ``config.batch_size`` with DistributedDataParallel; rank 0 writes the files.
@@ -105,8 +112,16 @@ class Trainer:
         self.channels_last = bool(config.channels_last) and to_channels_last(self.model, self.device)
         self.train_set, self.val_set = train_set, val_set
         num_classes = getattr(model, "num_classes", None)
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            # timm's num_classes=0 drops the classifier: the loss would treat pooled features as logits
+            raise ConfigError(f"the model has num_classes={num_classes!r}; training needs a classifier with "
+                              "num_classes >= 1 (num_classes=0 makes a timm model return features, not logits)")
         for name, ds in (("train_set", train_set), ("val_set", val_set)):
+            _check_images(name, getattr(ds, "images", None))
             labels = getattr(ds, "labels", None)
+            if isinstance(labels, torch.Tensor) and (labels.dtype.is_floating_point or labels.dtype == torch.bool
+                                                     or labels.is_complex()):
+                raise InputError(f"{name} labels must be integer class indices, got dtype {labels.dtype}")
             if num_classes and isinstance(labels, torch.Tensor) and labels.numel():
                 lo, hi = int(labels.min()), int(labels.max())
                 if lo < 0 or hi >= num_classes:
@@ -174,13 +189,26 @@ class Trainer:
     def fit(self, resume: bool | str | Path = False) -> TrainResult:
         """Train for ``config.epochs`` epochs (continuing from a checkpoint if ``resume``).
 
+        Holds the lock of ``out_dir`` (rank 0) from start to end, so two runs never mix their
+        files in one folder; the lock goes with the process, even when it is killed.
+
         Args:
             resume: False; True to continue from ``out_dir/checkpoint.safetensors`` if it exists;
                 or the path of a checkpoint.
 
         Returns:
             Final metrics: the last epoch's ``train/*``, ``val/*`` and ``prune/keep_ratio``.
+
+        Raises:
+            FolderLockedError: another run is writing ``out_dir``.
+            CheckpointError: the checkpoint to resume from is missing, corrupt or not this run's.
         """
+        if self.out_dir is None or self.rank != 0:
+            return self._fit(resume)
+        with FolderLock(self.out_dir):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool | str | Path) -> TrainResult:
         cfg, state = self.config, self.state
         if self.out_dir is not None and self.rank == 0:
             atomic_write_json(self.out_dir / "config.json", cfg.to_dict())
@@ -286,8 +314,12 @@ class Trainer:
         save_state_dict(self.out_dir / "model.safetensors", self.model.state_dict(), metadata={"epoch": str(epoch)})
 
     def _load(self, path: Path) -> None:
+        """Restore the model, optimizer, hooks and progress; every field is checked first."""
         model_state, state = load_checkpoint(path)
         saved = state.get("config", {})
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: checkpoint field 'config' must be the run's config as a mapping, "
+                                  f"got {type(saved).__name__}")
         mine = self.config.to_dict()
         ignore = {"out_dir", "progress", "device", "epochs"}
         diff = sorted(k for k in set(saved) | set(mine) if k not in ignore and saved.get(k) != mine.get(k))
@@ -296,19 +328,104 @@ class Trainer:
                 f"{path} was written by a run with a different config ({', '.join(f'{k}: {saved.get(k)!r} != {mine.get(k)!r}' for k in diff[:5])}); "
                 "resume with the same config or start a new out_dir"
             )
+        check_train_state(path, state, self.steps_per_epoch)
+        self._check_model_state(path, model_state)
         try:
             self.model.load_state_dict(model_state)
         except RuntimeError as e:
             raise CheckpointError(f"{path} does not fit this model: {str(e)[:300]}") from e
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer(path, state["optimizer"])
         saved_hooks = state.get("hooks", [])
         for i, h in enumerate(self.hooks):
             if i < len(saved_hooks) and saved_hooks[i]["type"] == type(h).__name__:
-                h.load_state_dict(saved_hooks[i]["state"])
+                hook_state = saved_hooks[i]["state"]
+                self._check_hook_state(path, h, hook_state, state["epoch"])
+                try:
+                    h.load_state_dict(hook_state)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+                    raise CheckpointError(f"{path}: the state of hook {type(h).__name__} cannot be restored "
+                                          f"({type(e).__name__}: {str(e)[:200]})") from e
         self.best = state["best"]
         self.start_epoch = state["epoch"] + 1
         self.state.step = state["step"]
         _log.info("resumed from %s after epoch %d", path, state["epoch"])
+
+    def _check_model_state(self, path: Path, model_state: dict[str, torch.Tensor]) -> None:
+        """Finite values everywhere, and the fixed weights the seed regenerates (never trained)."""
+        for key, t in model_state.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise CheckpointError(f"{path}: model tensor {key!r} holds NaN or Inf; a checkpoint to resume from "
+                                      "must hold finite scores, weights and statistics")
+        current = self.model.state_dict()
+        for name, module in self.model.named_modules():
+            if not isinstance(module, MaskedLayer):
+                continue
+            key = f"{name}.weight" if name else "weight"
+            saved, fresh = model_state.get(key), current.get(key)
+            if saved is None or fresh is None or saved.shape != fresh.shape:
+                continue  # load_state_dict names missing keys and shape mismatches
+            fresh = fresh.detach().cpu()
+            if saved.dtype != fresh.dtype or not torch.equal(saved, fresh):
+                raise CheckpointError(
+                    f"{path}: the fixed weights {key!r} differ from the ones seed {self.config.seed} regenerates for "
+                    "this model; fixed weights are never trained, so the checkpoint was altered or made for another "
+                    "model or seed"
+                )
+
+    def _load_optimizer(self, path: Path, saved: dict[str, Any]) -> None:
+        """Load the optimizer state; its settings and buffers must fit this run."""
+        fixed = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+        want = [{k: g.get(k) for k in fixed} for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: the optimizer state does not fit this run's optimizer "
+                                  f"({type(e).__name__}: {str(e)[:200]})") from e
+        for g, w in zip(self.optimizer.param_groups, want):
+            for k, v in w.items():
+                if g.get(k) != v:
+                    raise CheckpointError(f"{path}: optimizer setting {k!r} is {g.get(k)!r}, but the run's config gives {v!r}")
+            lr = g.get("lr")
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
+                raise CheckpointError(f"{path}: optimizer setting 'lr' must be a finite number >= 0, got {lr!r}")
+            for prm in g["params"]:
+                for k, v in self.optimizer.state.get(prm, {}).items():
+                    if v is None:
+                        continue
+                    if not isinstance(v, torch.Tensor) or v.shape != prm.shape:
+                        got = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+                        raise CheckpointError(f"{path}: optimizer buffer {k!r} must be a tensor of the parameter's "
+                                              f"shape {tuple(prm.shape)}, got {got}")
+                    if v.is_floating_point() and not torch.isfinite(v).all():
+                        raise CheckpointError(f"{path}: optimizer buffer {k!r} holds NaN or Inf")
+
+    def _check_hook_state(self, path: Path, hook: Hook, hook_state: dict[str, Any], epoch: int) -> None:
+        """The built-in hooks' states: the metric history and the fast attack's perturbation bank."""
+        where = f"{path}: hook {type(hook).__name__}"
+        if isinstance(hook, MetricLogger):
+            history = hook_state.get("history", [])
+            ok = isinstance(history, list) and all(
+                isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            for k, v in r.items()) for r in history)
+            if not ok:
+                raise CheckpointError(f"{where}: 'history' must be a list of {{metric: number}} rows, got {str(history)[:80]}")
+            epochs = [r.get("epoch") for r in history]
+            if epochs != list(range(epoch + 1)):
+                raise CheckpointError(f"{where}: 'history' must hold one row per finished epoch (epochs 0..{epoch}), "
+                                      f"got epochs {str(epochs)[:80]}")
+        elif isinstance(hook, AdversarialTraining) and "bank" in hook_state:
+            bank = hook_state["bank"]
+            if hook.name != "fast":
+                raise CheckpointError(f"{where}: a perturbation 'bank' belongs to attack 'fast', this run's attack is {hook.name!r}")
+            shape = (hook.num_samples, *_image_shape(self.train_set))
+            if not isinstance(bank, torch.Tensor) or not bank.is_floating_point() or bank.dim() != 4 \
+                    or tuple(bank.shape[:len(shape)]) != shape:
+                got = f"{bank.dtype} tensor of shape {tuple(bank.shape)}" if isinstance(bank, torch.Tensor) else type(bank).__name__
+                raise CheckpointError(f"{where}: 'bank' must be a float tensor of shape (num_samples, C, H, W) = "
+                                      f"{shape}{'' if len(shape) == 4 else ' + (C, H, W)'}, got {got}")
+            if not torch.isfinite(bank).all() or bank.abs().max() > hook.eps + 1e-5:
+                raise CheckpointError(f"{where}: 'bank' perturbations must be finite and within eps = {hook.eps} "
+                                      f"(Linf), got max |delta| {bank.abs().max().item():.4g}")
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -319,15 +436,42 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "shuffle", epoch)))
 
 
+def _check_images(name: str, images: Any) -> None:
+    """In-memory images: uint8 (0..255) or floats in [0, 1] (checked once, before training)."""
+    if not isinstance(images, torch.Tensor):
+        return  # lazily decoded datasets: each batch is checked by _gather and the model
+    if images.dtype == torch.uint8:
+        return
+    if not images.is_floating_point():
+        raise InputError(f"{name} images must be uint8 (0..255) or floats in [0, 1], got dtype {images.dtype}")
+    if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
+        raise InputError(f"{name} images are floats ({images.dtype}), so they must be finite and lie in [0, 1]; "
+                         f"got values in [{images.min().item():.4g}, {images.max().item():.4g}]")
+
+
+def _image_shape(dataset: Any) -> tuple[int, ...]:
+    images = getattr(dataset, "images", None)
+    return tuple(images.shape[1:]) if isinstance(images, torch.Tensor) else ()
+
+
 def _gather(dataset: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as floats in [0, 1] and labels for the given indices."""
+    """Images as float32 in [0, 1] and labels for the given indices.
+
+    uint8 images are divided by 255; floating-point images (float16 / 32 / 64) are converted
+    to float32 as they are; any other dtype is refused with :class:`InputError`.
+    """
     if hasattr(dataset, "images") and hasattr(dataset, "labels"):
         x, y = dataset.images[idx], dataset.labels[idx]
     else:  # lazily decoded datasets (ImageNet-100)
         items = [dataset[int(i)] for i in idx]
         x = torch.stack([it[0] for it in items])
         y = torch.as_tensor([int(it[1]) for it in items])
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    elif x.is_floating_point():
+        x = x.float()
+    else:
+        raise InputError(f"images must be uint8 (0..255) or floats in [0, 1], got dtype {x.dtype}")
     return x, y.long()
 
 
