@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import timm
@@ -59,8 +60,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StdHandler(logging.StreamHandler):
+    """A stream handler that writes to the current ``sys.stdout`` / ``sys.stderr`` (looked up per record)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return getattr(sys, self._name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the lookup above wins
+        pass
+
+
+def _setup_logging() -> None:
+    """The package's log lines (progress, metrics) on stdout with the command's report, warnings on stderr.
+
+    So ``robin eval ... > log.txt`` keeps the progress lines in the file. Only the
+    ``robin_plugin`` logger is touched; calling it again changes nothing.
+    """
+    logger = logging.getLogger("robin_plugin")
+    if any(getattr(h, "_robin_cli", False) for h in logger.handlers):
+        return
+    out, err = _StdHandler("stdout"), _StdHandler("stderr")
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err.setLevel(logging.WARNING)
+    for h in (out, err):
+        h.setFormatter(logging.Formatter("%(message)s"))
+        h._robin_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging()
     try:
         return args.func(args)
     except RobinError as e:

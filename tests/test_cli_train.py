@@ -74,3 +74,19 @@ def test_load_run_rebuilds_the_trained_model(tmp_path):
     with torch.no_grad():
         assert torch.equal(robin_plugin.load_compact(compact)(x), model(x))
     assert main(["inspect", "--run", str(tmp_path), "--no-plots"]) == 0
+
+
+def test_resume_needs_a_checkpoint_unless_resume_or_start(tmp_path, capsys):
+    args = ["train", "train_subset=64", "epochs=1", "batch_size=32", "test_n=0", "model_kwargs={width: 4}",
+            "val_pgd_steps=1", "progress=false", f"out_dir={tmp_path / 'empty'}"]
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "--resume-or-start" in err
+    assert not (tmp_path / "empty").exists()
+    assert main(args + ["--resume-or-start"]) == 0  # nothing to resume: starts
+    assert (tmp_path / "empty" / "results.json").is_file()
+
+
+def test_missing_cifar_folder_names_the_option_to_use(capsys):
+    assert main(["train", "--preset", "cifar10-resnet18-fast", "epochs=1"]) == 2
+    assert "data_root=<folder>" in capsys.readouterr().err

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 
+import re
+from pathlib import Path
 import pytest
 import torch
 
@@ -198,6 +200,30 @@ def test_cli_eval_writes_model_info(tmp_path, fake_data, capsys):
     assert "AutoAttack" in text and "wrote" in text
     with pytest.raises(ConfigError, match="--overwrite"):
         _run_cli(argv)
+    assert info["name"].startswith("robin_resnet18: robust binary subnetwork, keep ratio 0.1")
+    assert (info["link"], info["authors"], info["venue"]) == ("", "", "")
+
+    # the RobustBench fields can be filled, and the file has the shape of RobustBench's own model_info files
+    argv += ["--overwrite", "--name", "Robust Binary Models", "--link", "https://arxiv.org/abs/2210.xxxxx",
+             "--authors", "A, B", "--venue", "NeurIPS 2022", "--footnote", "first 8 points"]
+    assert _run_cli(argv) == 0
+    info = load_result(out)
+    assert (info["name"], info["link"], info["authors"], info["venue"], info["footnote"]) == (
+        "Robust Binary Models", "https://arxiv.org/abs/2210.xxxxx", "A, B", "NeurIPS 2022", "first 8 points")
+    for key, kind in ROBUSTBENCH_FIELDS.items():
+        assert isinstance(info[key], kind), (key, info[key])
+    for key in ("clean_acc", "autoattack_acc"):
+        assert re.fullmatch(r"\d{1,3}\.\d{2}", info[key]), info[key]
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "robustbench-model-info" / "cifar10" / "Linf"
+    for f in sorted(shared.glob("*.json"))[:20]:  # the shipped snapshot's files have exactly these types
+        real = json.loads(f.read_text())
+        assert all(isinstance(real[k], kind) for k, kind in ROBUSTBENCH_FIELDS.items() if k in real), f
+
+
+#: The fields of RobustBench's model_info files and their JSON types (percents and eps are strings).
+ROBUSTBENCH_FIELDS = {"link": str, "name": str, "authors": str, "additional_data": bool, "number_forward_passes": int,
+                      "dataset": str, "venue": str, "architecture": str, "eps": str, "clean_acc": str, "reported": str,
+                      "autoattack_acc": str}
 
 
 def test_cli_eval_errors(tmp_path, fake_data):
@@ -238,3 +264,21 @@ def test_cli_eval_with_the_real_data_module(tmp_path):
     code = _run_cli(["eval", "--model", "robin_resnet18", "--model-kwargs", '{"width": 4}', "--dataset", "fashion_mnist",
                      "--n", "6", "--attacks", "apgd-ce", "--pgd-steps", "2", "--no-checks", "--no-progress", "--out", str(out)])
     assert code == 0 and json.loads(out.read_text())["n_points"] == 6
+
+
+def test_cli_eval_reports_progress_in_its_output_without_a_terminal(tmp_path, fake_data, capsys):
+    """`robin eval ... > log.txt`: one line per attack stage (and every 30 s) lands in stdout."""
+    import timm
+    from safetensors.torch import save_file
+
+    from robin_plugin.cli import main
+
+    model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.1)
+    ckpt = tmp_path / "m.safetensors"
+    save_file(model.state_dict(), str(ckpt))
+    argv = ["eval", "--model", "robin_resnet18", "--model-kwargs", '{"width": 4, "keep_ratio": 0.1}', "--checkpoint", str(ckpt),
+            "--dataset", "fashion_mnist", "--n", "4", "--attacks", "apgd-ce", "--pgd-steps", "1", "--no-checks",
+            "--out", str(tmp_path / "r.json")]
+    assert main(argv) in (0, 1)
+    out = capsys.readouterr().out
+    assert "apgd-ce: started" in out and "(done)" in out

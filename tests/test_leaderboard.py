@@ -15,6 +15,10 @@ from robin_plugin.eval.checks import check_black_box, check_zero_gradients
 from robin_plugin.eval.cli import add_leaderboard_parser
 from robin_plugin.eval.evaluate import EvalResult
 from robin_plugin.eval.leaderboard import (
+    ARCH_PARAMS,
+    comparability,
+    model_bytes,
+    result_threat,
     LEADERBOARDS,
     arch_params,
     build_snapshot,
@@ -125,7 +129,65 @@ def test_cli_leaderboard_table_and_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "would rank" in out and str(plot) in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
-    assert _run(["leaderboard", str(path), "--board", "cifar100_linf", "--no-plot"]) == 0
+    with pytest.raises(InputError, match="use --board cifar10_linf"):  # a CIFAR-10 result on the CIFAR-100 board
+        _run(["leaderboard", str(path), "--board", "cifar100_linf", "--no-plot"])
+
+
+def _shared_files(dataset: str, threat: str) -> list[Path]:
+    folder = SHARED / dataset / threat
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the RobustBench model_info snapshot (../shared/data) is not beside the repo")
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "imagenet"])
+def test_every_real_robustbench_file_of_a_board_ranks(dataset, capsys):
+    files = _shared_files(dataset, "Linf")
+    assert files
+    for f in files:
+        assert _run(["leaderboard", str(f), "--no-plot"]) == 0, f
+    assert "would rank" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the RobustBench model_info snapshot (../shared/data) is not beside the repo")
+def test_real_robustbench_file_without_storage_plots_at_its_architecture_size(tmp_path):
+    f = SHARED / "cifar10" / "Linf" / "Addepalli2022Efficient_RN18.json"
+    plot = tmp_path / "p.png"
+    assert _run(["leaderboard", str(f), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 10_000
+    assert model_bytes(load_result(f)) == 4 * ARCH_PARAMS["ResNet-18"][10]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the RobustBench model_info snapshot (../shared/data) is not beside the repo")
+def test_l2_files_are_refused_on_the_linf_board():
+    files = _shared_files("cifar10", "L2")
+    assert files
+    for f in files[:5]:
+        with pytest.raises(InputError, match="L2 result \\(from its folder\\)"):
+            _run(["leaderboard", str(f), "--no-plot"])
+
+
+def test_threat_model_is_read_from_the_field_the_folder_or_the_eps(tmp_path):
+    assert result_threat({"threat_model": "L2", "eps": "8/255"}) == ("L2", "field")
+    assert result_threat({"eps": "0.5"}, tmp_path / "Linf" / "x.json") == ("Linf", "folder")
+    assert result_threat({"eps": "0.5"}) == ("L2", "eps")
+    assert result_threat({"eps": "8/255"}) == ("Linf", "eps")
+    l2 = json.loads(_info(tmp_path).read_text())
+    l2.update(eps="0.5", threat_model="L2")
+    (tmp_path / "l2.json").write_text(json.dumps(l2))
+    with pytest.raises(InputError, match="L2 result"):
+        _run(["leaderboard", str(tmp_path / "l2.json"), "--no-plot"])
+
+
+def test_a_result_of_another_dataset_is_marked_not_comparable(tmp_path, capsys):
+    fm = json.loads(_info(tmp_path).read_text())
+    fm.update(dataset="fashion_mnist", eps="0.1")
+    path = tmp_path / "fm.json"
+    path.write_text(json.dumps(fm))
+    board = load_leaderboard("cifar10_linf")
+    notes = comparability(load_result(path), board)
+    assert any("evaluated on fashion_mnist" in n for n in notes) and any("eps 0.1" in n for n in notes)
+    assert _run(["leaderboard", str(path), "--board", "cifar10_linf", "--plot", str(tmp_path / "p.png")]) == 0
+    assert "NOT COMPARABLE: evaluated on fashion_mnist" in capsys.readouterr().out
 
 
 def test_cli_leaderboard_bad_results(tmp_path):

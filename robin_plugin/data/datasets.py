@@ -322,7 +322,8 @@ def _check_split(split: str, valid: Sequence[str], dataset: str) -> str:
 
 def _check_root(root: str | os.PathLike | None, dataset: str, expected: str) -> Path:
     if root is None:
-        raise DatasetError(f"{dataset} has no default location: pass root=<folder> holding {expected}")
+        raise DatasetError(f"{dataset} has no default location: give the folder holding {expected} "
+                           f"(robin train: data_root=<folder>; robin eval: --data-root <folder>; Python: root=<folder>)")
     try:
         return Path(root).expanduser()
     except TypeError as e:

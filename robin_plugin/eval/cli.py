@@ -58,8 +58,16 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--state", default=None, help="resume file: an interrupted run with the same settings continues from it")
     p.add_argument("--out", default=None, help="result JSON (default: <model>_<dataset>_eval.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result file")
-    p.add_argument("--name", default=None, help="model name in the result (default: the timm name)")
-    p.add_argument("--architecture", default=None, help="architecture string in the result")
+    card = p.add_argument_group("RobustBench model_info fields of the result")
+    card.add_argument("--name", default=None,
+                      help="the entry's name, RobustBench's paper-title field (default: '<model>: robust binary subnetwork, "
+                           "keep ratio K' or '<model>: dense baseline')")
+    card.add_argument("--architecture", default=None, help="architecture string (default: the timm name)")
+    card.add_argument("--link", default="", help="URL of the paper or code")
+    card.add_argument("--authors", default="", help="authors, comma-separated")
+    card.add_argument("--venue", default="", help="e.g. 'NeurIPS 2022'")
+    card.add_argument("--footnote", default=None, help="footnote (default: 'robin eval, first N test points')")
+    card.add_argument("--additional-data", action="store_true", help="trained with data beyond the training set")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_eval)
@@ -134,6 +142,17 @@ def _load_checkpoint(model, path: Path) -> None:
         )
 
 
+def default_entry_name(timm_name: str, model: Any) -> str:
+    """A RobustBench-style entry name for a robin model: what it is, not only its timm name."""
+    from ..pruning import masked_layers
+
+    layers = masked_layers(model)
+    if not layers:
+        return f"{timm_name}: dense baseline"
+    kept = sum(m.kept for _, m in layers) / sum(m.weight.numel() for _, m in layers)
+    return f"{timm_name}: robust binary subnetwork, keep ratio {kept:.3g}"
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``robin eval``; returns the exit code (see the module docstring)."""
     import torch
@@ -181,9 +200,10 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate(model, ds.images, ds.labels, eps, n=args.n, attacks=attacks, pgd_steps=args.pgd_steps,
                       reference=args.reference, batch_size=args.batch_size, seed=args.seed, run_checks=args.checks,
                       state_path=args.state, progress=args.progress)
-    info = make_model_info(result, name=args.name or args.model, architecture=args.architecture or args.model,
-                           dataset=args.dataset, model=model,
-                           footnote=f"robin eval, first {result.n} test points")
+    info = make_model_info(result, name=args.name or default_entry_name(args.model, model),
+                           architecture=args.architecture or args.model, dataset=args.dataset, model=model,
+                           link=args.link, authors=args.authors, venue=args.venue, additional_data=args.additional_data,
+                           footnote=args.footnote if args.footnote is not None else f"robin eval, first {result.n} test points")
     info["model"] = {"timm_name": args.model, "kwargs": json.loads(args.model_kwargs),
                      "checkpoint": str(args.checkpoint) if args.checkpoint else None, "run": args.run}
     write_result(out, info)
@@ -198,7 +218,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_leaderboard(args: argparse.Namespace) -> int:
     """Run ``robin leaderboard``; returns the exit code."""
-    from .leaderboard import format_ranking, leaderboard_for, load_leaderboard, plot_size_vs_accuracy, rank
+    from .leaderboard import comparability, format_ranking, leaderboard_for, load_leaderboard, plot_size_vs_accuracy, rank
     from .report import load_result
 
     result = load_result(args.result)
@@ -206,11 +226,12 @@ def run_leaderboard(args: argparse.Namespace) -> int:
         raise ConfigError(f"--neighbours must be >= 0, got {args.neighbours}")
     board_name = args.board or leaderboard_for(str(result.get("dataset", "")))
     board = load_leaderboard(board_name)
+    notes = comparability(result, board, args.result)  # refuses another threat model or another board's dataset
     r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key)
-    print(format_ranking(result, r, board, size_key=args.size_key))
+    print(format_ranking(result, r, board, size_key=args.size_key, notes=notes))
     if args.make_plot:
         plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")
-        plot_size_vs_accuracy(result, board, plot, size_key=args.size_key)
+        plot_size_vs_accuracy(result, board, plot, size_key=args.size_key, notes=notes)
         print(f"wrote {plot}")
     return 0
 

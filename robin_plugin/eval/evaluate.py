@@ -222,9 +222,9 @@ def _project(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, desc=desc, unit="pt", disable=not (enabled and sys.stderr.isatty()), leave=False)
+    return progress(total=total, desc=desc, unit="pt", enabled=enabled)  # a bar on a terminal, log lines otherwise
 
 
 def _state_key(x: torch.Tensor, y: torch.Tensor, settings: Mapping[str, Any]) -> str:

@@ -39,8 +39,8 @@ from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..io import atomic_write, atomic_write_json
 
 __all__ = [
-    "ARCH_PARAMS", "LEADERBOARDS", "CITATION", "Ranking", "arch_params", "build_snapshot", "load_leaderboard",
-    "plot_size_vs_accuracy", "rank", "format_ranking",
+    "ARCH_PARAMS", "LEADERBOARDS", "CITATION", "Ranking", "arch_params", "build_snapshot", "comparability",
+    "load_leaderboard", "plot_size_vs_accuracy", "rank", "format_ranking", "result_threat",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,61 @@ def leaderboard_for(dataset: str) -> str:
     return board
 
 
+_THREATS = {"linf": "Linf", "l2": "L2", "corruptions": "corruptions"}
+
+
+def result_threat(result: Mapping[str, Any], path: str | os.PathLike | None = None) -> tuple[str, str]:
+    """The threat model of a result and how it was found: ``("Linf", "field" | "folder" | "eps")``.
+
+    robin results say it (``threat_model``); RobustBench's own model_info files do not, but sit in
+    a ``<threat>/`` folder (``model_info/cifar10/L2/X.json``); failing both, an eps written as a
+    fraction of 255 (``8/255``) is Linf and a plain number of at least 0.25 is L2 (RobustBench's L2
+    radii are 0.5 on CIFAR and 3.0 on ImageNet).
+    """
+    given = result.get("threat_model")
+    if isinstance(given, str) and given.lower() in _THREATS:
+        return _THREATS[given.lower()], "field"
+    if path is not None and Path(path).parent.name.lower() in _THREATS:
+        return _THREATS[Path(path).parent.name.lower()], "folder"
+    eps = str(result.get("eps", ""))
+    if "/255" in eps:
+        return "Linf", "eps"
+    try:
+        if float(eps) >= 0.25:
+            return "L2", "eps"
+    except ValueError:
+        pass
+    return "Linf", "eps"
+
+
+def comparability(result: Mapping[str, Any], board: Mapping[str, Any], path: str | os.PathLike | None = None) -> list[str]:
+    """Check that ``result`` may be placed on ``board``; return the reasons it is not like-for-like.
+
+    Raises:
+        InputError: the result's threat model is not the board's (an L2 result on a Linf board),
+            or its dataset has a leaderboard of its own that is not this one (CIFAR-100 on
+            CIFAR-10). A dataset without a leaderboard (Fashion-MNIST) may be placed on one when
+            asked, but is marked as not comparable, as is another eps or a subset of the test set.
+    """
+    threat, how = result_threat(result, path)
+    if threat != board["threat_model"]:
+        raise InputError(f"the result is a {threat} result (from its {how}), the {board['leaderboard']} board ranks "
+                         f"{board['threat_model']} robustness: refusing to rank it there")
+    notes = []
+    dataset = str(result.get("dataset") or "")
+    if dataset and dataset != board["dataset"]:
+        own = f"{dataset}_{board['threat_model'].lower()}"
+        if own in LEADERBOARDS:
+            raise InputError(f"the result is on {dataset}, the board ranks {board['dataset']}: use --board {own}")
+        notes.append(f"NOT COMPARABLE: evaluated on {dataset}, the leaderboard is {board['dataset']}")
+    if str(result.get("eps")) != str(board["eps"]):
+        notes.append(f"NOT COMPARABLE: eps {result.get('eps')}, the leaderboard uses {board['eps']}")
+    n = result.get("n_points")
+    if n is not None and int(n) < 10000 and board["dataset"] != "imagenet":
+        notes.append(f"NOTE: evaluated on {n} points; RobustBench uses the full 10,000-point test set")
+    return notes
+
+
 @dataclass(frozen=True)
 class Ranking:
     """Where a result would rank: 1-based ``rank`` among ``total`` entries (ours included)."""
@@ -238,22 +293,35 @@ def rank(result: Mapping[str, Any], board: Mapping[str, Any], *, neighbours: int
 
 
 def model_bytes(result: Mapping[str, Any], size_key: str = "sign_mask_bytes") -> int | None:
-    """Our model's storage in bytes: ``storage_bytes[size_key]``, else its fp32 size, else None."""
+    """A result's storage in bytes: ``storage_bytes[size_key]``, else its fp32 size, else the fp32
+    size of its architecture (a RobustBench file: ``"ResNet-18"`` -> 4 bytes x parameters), else None."""
     sb = result.get("storage_bytes") or {}
-    return sb.get(size_key) or sb.get("fp32_bytes")
+    found = sb.get(size_key) or sb.get("fp32_bytes")
+    if found:
+        return found
+    classes = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(str(result.get("dataset")), 10)
+    params, _ = arch_params(str(result.get("architecture", "")), classes)
+    return 4 * params if params else None
 
 
-def format_ranking(result: Mapping[str, Any], r: Ranking, board: Mapping[str, Any], size_key: str = "sign_mask_bytes") -> str:
-    """A readable table: rank, neighbours with their accuracies and fp32 sizes, and ours."""
+def _size_label(result: Mapping[str, Any], size_key: str) -> str:
+    sb = result.get("storage_bytes") or {}
+    if sb.get(size_key):
+        return size_key.replace("_bytes", "")
+    return "fp32" if sb.get("fp32_bytes") or model_bytes(result, size_key) else "size unknown"
+
+
+def format_ranking(result: Mapping[str, Any], r: Ranking, board: Mapping[str, Any], size_key: str = "sign_mask_bytes",
+                   notes: Sequence[str] | None = None) -> str:
+    """A readable table: rank, neighbours with their accuracies and fp32 sizes, and ours.
+
+    ``notes``: what :func:`comparability` found (computed here when not given).
+    """
     ours_b = model_bytes(result, size_key)
     lines = [f"RobustBench {board['dataset']} {board['threat_model']} eps {board['eps']} (snapshot {board['snapshot_date']})",
              f"{result['name']} would rank {r.rank} of {r.total} with AutoAttack {float(result['autoattack_acc']):.2f}% "
              f"(clean {float(result['clean_acc']):.2f}%)"]
-    if str(result.get("eps")) != str(board["eps"]):
-        lines.append(f"NOTE: the result was evaluated at eps {result.get('eps')}, the leaderboard uses {board['eps']}: "
-                     f"not a like-for-like comparison")
-    if result.get("n_points") is not None and int(result["n_points"]) < 10000 and board["dataset"] != "imagenet":
-        lines.append(f"NOTE: evaluated on {result['n_points']} points; RobustBench uses the full 10,000-point test set")
+    lines += list(notes if notes is not None else comparability(result, board))
     lines.append(f"{'rank':>4}  {'AA %':>6}  {'clean %':>7}  {'size MB':>9}  {'architecture':<28} model")
 
     def row(rk: int | str, e: Mapping[str, Any], mb: str) -> str:
@@ -278,21 +346,25 @@ def _mb(e: Mapping[str, Any]) -> str:
 
 
 def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], path: str | os.PathLike, *,
-                          size_key: str = "sign_mask_bytes") -> Path:
+                          size_key: str = "sign_mask_bytes", notes: Sequence[str] | None = None) -> Path:
     """PNG: AutoAttack accuracy against model storage (MB, log scale).
 
-    Leaderboard entries sit at their architecture's parameter count x 4 bytes (fp32); the
-    result at its real size, ``storage_bytes[size_key]``. Written atomically.
+    Leaderboard entries sit at their architecture's parameter count x 4 bytes (fp32); entries of
+    unknown size are counted in the legend. The result sits at its real size,
+    ``storage_bytes[size_key]``, else at its architecture's fp32 size, else it is drawn as a
+    dashed line at its accuracy ("size unknown"). A result that is not comparable (other dataset
+    or eps, see :func:`comparability`) is drawn hollow and the plot says why. Written atomically.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
+    notes = list(notes if notes is not None else comparability(result, board))
+    blockers = [n for n in notes if n.startswith("NOT COMPARABLE")]
     ours_b = model_bytes(result, size_key)
-    if not ours_b:
-        raise InputError("the result has no storage_bytes: evaluate with robin eval (which records them) to plot it")
     pts = [(4 * e["params"] / 1e6, e["autoattack_acc"], e) for e in board["entries"] if e.get("params")]
+    unknown = len(board["entries"]) - len(pts)
     fig = Figure(figsize=(7.5, 5.0), dpi=120)
     ax = fig.subplots()
     extra = [p for p in pts if p[2]["additional_data"]]
@@ -303,13 +375,23 @@ def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], p
     for mb, acc, e in pts:
         if "compress" in (e.get("footnote") or "").lower():
             ax.annotate(e["id"], (mb, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.scatter([ours_b / 1e6], [float(result["autoattack_acc"])], s=90, c="tab:red", marker="*", zorder=5,
-               label=f"{result['name']} ({size_key.replace('_bytes', '')})")
+    if unknown:
+        ax.scatter([], [], s=0, label=f"{unknown} entries of unknown size (not drawn)")
+    label = f"{str(result['name'])[:40]} ({_size_label(result, size_key)})" + (" - NOT COMPARABLE" if blockers else "")
+    acc = float(result["autoattack_acc"])
+    if ours_b:
+        ax.scatter([ours_b / 1e6], [acc], s=110, marker="*", zorder=5, label=label,
+                   facecolors="none" if blockers else "tab:red", edgecolors="tab:red", linewidths=1.5)
+    else:
+        ax.axhline(acc, color="tab:red", linestyle="--", linewidth=1, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("model storage (MB, log scale)")
     ax.set_ylabel("AutoAttack robust accuracy (%)")
     ax.set_title(f"RobustBench {board['dataset']} {board['threat_model']} eps {board['eps']} (snapshot {board['snapshot_date']})",
                  fontsize=10)
+    if blockers:
+        ax.text(0.01, 0.98, "\n".join(blockers), transform=ax.transAxes, fontsize=8, color="tab:red", va="top",
+                bbox=dict(facecolor="white", edgecolor="tab:red", alpha=0.9))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.text(0.01, 0.01, "Data: RobustBench (Croce et al., NeurIPS 2021 D&B)", fontsize=6, alpha=0.7)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -21,7 +20,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key (values parsed as YAML)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help=f"preset name (default {DEFAULT_PRESET}); see --list-presets")
     p.add_argument("--config", help="YAML or JSON file of config keys (applied after the preset)")
-    p.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.safetensors")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from out_dir/checkpoint.safetensors (an error if there is none)")
+    p.add_argument("--resume-or-start", action="store_true",
+                   help="continue from out_dir/checkpoint.safetensors if it exists, else start a new run there")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     p.set_defaults(func=_cmd_train)
 
@@ -36,7 +38,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.update(load_config_file(args.config))
     overrides.update(dict(parse_override(o) for o in args.overrides))
     config = apply_overrides(get_preset(args.preset), overrides)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         import torch
@@ -48,10 +49,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             config = config.__class__.from_dict({**config.to_dict(), "device": f"cuda:{local}"})
-    from .run import train
+    from pathlib import Path
 
+    from ..errors import ConfigError
+    from .run import train
+    from .trainer import CHECKPOINT
+
+    if args.resume and args.resume_or_start:
+        raise ConfigError("give --resume or --resume-or-start, not both")
+    if args.resume and not (Path(config.out_dir) / CHECKPOINT).is_file():
+        raise ConfigError(f"nothing to resume: {Path(config.out_dir) / CHECKPOINT} does not exist (out_dir={config.out_dir}); "
+                          "drop --resume to start a new run, or pass --resume-or-start")
     try:
-        result = train(config, resume=args.resume)
+        result = train(config, resume=args.resume or args.resume_or_start)
     finally:
         if distributed:
             import torch.distributed as dist

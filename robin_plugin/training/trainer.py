@@ -12,12 +12,12 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError, InputError
 from ..io import FolderLock, atomic_write_json, remove_stale_temp_files
 from ..layers.masked import MaskedLayer
 from ..memory_format import to_channels_last
+from ..progress import progress
 from ..models.spec import ModelSpec, build_model as build_from_spec
 from ..summary import summary
 from .attacks import AdversarialTraining, derive_seed
@@ -231,8 +231,8 @@ class Trainer:
             sums: dict[str, float] = {}
             t0 = time.perf_counter()
             self._net.train()
-            bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress or self.rank != 0, leave=False, dynamic_ncols=True)
+            bar = progress(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           unit="step", enabled=cfg.progress and self.rank == 0)  # log lines without a terminal
             for b, (x, y, idx, crop_flip) in enumerate(bar):
                 state.batch_idx = b
                 lr = lr_at(cfg.lr_schedule, state.progress, cfg.lr, cfg.lr_milestones)
