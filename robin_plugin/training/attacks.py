@@ -2,6 +2,9 @@
 
 - ``pgd``: PGD-k with a random start (Madry et al., ICLR 2018), ``torchattacks.PGD``.
 - ``ffgsm``: FGSM with a random start ("fast" AT, Wong et al., ICLR 2020), ``torchattacks.FFGSM``.
+- ``fgsm``: plain FGSM, one step of ``eps`` from the clean input (Goodfellow et al., ICLR 2015),
+  ``torchattacks.FGSM``; the single-step attack most prone to catastrophic overfitting (an
+  ablation, and how the guard's test provokes a collapse).
 - ``fast``: the paper's fast variant: a per-sample perturbation kept across epochs, moved with
   the sample's crop and flip, one signed step from it (in the spirit of ATTA, Zheng et al.,
   CVPR 2020); :class:`PersistentFGSM`, built on ``torchattacks.Attack``.
@@ -30,7 +33,7 @@ from .state import TrainState
 
 __all__ = ["ATTACKS", "PersistentFGSM", "AdversarialTraining", "trades_loss", "isolated_rng", "check_eps"]
 
-ATTACKS = ("pgd", "ffgsm", "fast", "trades", "none")
+ATTACKS = ("pgd", "ffgsm", "fgsm", "fast", "trades", "none")
 
 
 def check_eps(name: str, value: float, upper: float = 1.0) -> float:
@@ -171,6 +174,8 @@ class AdversarialTraining(Hook):
             self.attack = torchattacks.PGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps, random_start=True)
         elif self.name == "ffgsm":
             self.attack = torchattacks.FFGSM(model, eps=self.eps, alpha=self.step_size)
+        elif self.name == "fgsm":
+            self.attack = torchattacks.FGSM(model, eps=self.eps)
         elif self.name == "fast":
             self.attack = PersistentFGSM(model, self.num_samples, eps=self.eps, alpha=self.step_size)
             if self._pending_bank is not None:

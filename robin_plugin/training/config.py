@@ -65,6 +65,10 @@ class TrainConfig:
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     amp: bool = False                      # bfloat16 mixed precision on CUDA (ignored on the CPU)
     channels_last: bool = False            # NHWC layout: faster convolutions on CPU (oneDNN) and CUDA
+    # catastrophic-overfitting guard for single-step attacks (ffgsm, fast); see robin_plugin.training.guard
+    co_guard: str = "warn"                 # off | warn | stop | rollback
+    co_guard_every: int = 50               # optimizer steps between its PGD-5 checks
+    co_guard_n: int = 64                   # held-out images in its fixed check batch
     progress: bool = True                  # tqdm progress bars
     out_dir: str = "runs/robin"
 
@@ -74,7 +78,11 @@ class TrainConfig:
 
         check_keep_ratio(self.keep_ratio)
         check_p(self.p)
-        _positive_int(self, "prune_steps", "epochs", "batch_size", "attack_steps", "val_pgd_steps", "test_pgd_steps", "checkpoint_every")
+        _positive_int(self, "prune_steps", "epochs", "batch_size", "attack_steps", "val_pgd_steps", "test_pgd_steps", "checkpoint_every",
+                      "co_guard_every", "co_guard_n")
+        if self.co_guard not in ("off", "warn", "stop", "rollback"):
+            raise UnknownNameError(f"unknown co_guard {self.co_guard!r}{closest(str(self.co_guard), ('off', 'warn', 'stop', 'rollback'))}; "
+                                   "valid: off, warn, stop, rollback")
         if self.train_subset is not None and self.train_subset < 2:
             raise ConfigError(f"train_subset must be >= 2 or null, got {self.train_subset}")
         if self.test_n < 0:

@@ -24,6 +24,7 @@ from .attacks import AdversarialTraining, derive_seed
 from .checkpoint import CheckpointError, check_train_state, load_checkpoint, save_checkpoint, save_state_dict
 from .config import TrainConfig
 from .events import Event
+from .guard import SINGLE_STEP_ATTACKS, CatastrophicOverfittingGuard
 from .hooks import Hook, MetricLogger, ProgressivePruning, fire
 from .metrics import clean_and_pgd_accuracy
 from .schedules import lr_at
@@ -145,7 +146,9 @@ class Trainer:
         builtin: list[Hook] = []
         if getattr(model, "masked", False) or any(hasattr(m, "scores") for m in model.modules()):
             builtin.append(ProgressivePruning(config.keep_ratio, config.p, config.prune_steps))
-        self.hooks: list[Hook] = [*builtin, self.adversarial, self.logger, *hooks]
+        self.guard = self._make_guard(config, train_set, val_set)
+        extra = [self.guard] if self.guard is not None else []
+        self.hooks: list[Hook] = [*builtin, self.adversarial, self.logger, *extra, *hooks]
         self.state = TrainState(self.model, self.optimizer, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch)
         self.best: dict[str, float] = {"val/robust_acc": -1.0, "epoch": -1}
         self.start_epoch = 0
@@ -156,6 +159,16 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,
             )
+
+    def _make_guard(self, config: TrainConfig, train_set: Any, val_set: Any) -> CatastrophicOverfittingGuard | None:
+        """The catastrophic-overfitting guard of single-step attacks, checking on held-out images."""
+        if config.co_guard == "off" or config.attack not in SINGLE_STEP_ATTACKS:
+            return None
+        source = val_set if val_set is not None and len(val_set) else train_set
+        idx = torch.arange(min(config.co_guard_n, len(source)))
+        x, y = _gather(source, idx)
+        return CatastrophicOverfittingGuard(self.adversarial, x, y, eps=config.eps, every=config.co_guard_every,
+                                            action=config.co_guard, seed=config.seed)
 
     # --- data ------------------------------------------------------------------------------
     def _augment(self) -> bool:
@@ -322,7 +335,9 @@ class Trainer:
                                   f"got {type(saved).__name__}")
         mine = self.config.to_dict()
         ignore = {"out_dir", "progress", "device", "epochs"}
-        diff = sorted(k for k in set(saved) | set(mine) if k not in ignore and saved.get(k) != mine.get(k))
+        defaults = TrainConfig().to_dict()  # keys added since the checkpoint was written count as their default
+        diff = sorted(k for k in set(saved) | set(mine)
+                      if k not in ignore and saved.get(k, defaults.get(k)) != mine.get(k))
         if diff:
             raise CheckpointError(
                 f"{path} was written by a run with a different config ({', '.join(f'{k}: {saved.get(k)!r} != {mine.get(k)!r}' for k in diff[:5])}); "
