@@ -18,6 +18,10 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps torchattacks==3.5.1
   # the original AutoAttack (reference cross-check); it imports only torch and numpy
   .venv/bin/pip install -q --disable-pip-version-check --no-deps pyautoattack==0.2.0
+  # RobustBench 1.1.1 (robin_plugin.eval.robustbench_compat): --no-deps, as its timm==1.0.9 pin would
+  # downgrade timm; its import-time needs are in requirements.txt. After torchattacks, and forced, so
+  # its files replace the old robustbench copy that torchattacks' wheel ships.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall robustbench==1.1.1
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
   touch "$stamp"
 fi

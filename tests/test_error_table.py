@@ -235,7 +235,8 @@ TRIGGERS: dict[str, Callable[[Path], object]] = {
     "checkpoint-field": lambda t: _resume_edited(t, lambda m, s: s.update(step=-100)),
     "checkpoint-nan": lambda t: _resume_edited(t, lambda m, s: m["conv1.scores"].fill_(float("nan"))),
     "checkpoint-fixed-weights": lambda t: _resume_edited(t, _scale_weights),
-    "checkpoint-hook-state": lambda t: _resume_edited(t, lambda m, s: s["hooks"][-1]["state"].update(history="x")),
+    "checkpoint-hook-state": lambda t: _resume_edited(
+        t, lambda m, s: next(h for h in s["hooks"] if h["type"] == "MetricLogger")["state"].update(history="x")),
     "eval-state": lambda t: _eval(X, torch.zeros(2, dtype=torch.long), state_path=_write(t, "s.json", "[" * 100000)),
     "eval-attacks-empty": lambda t: _eval(X, torch.zeros(2, dtype=torch.long), attacks=()),
     "num-classes": lambda t: Trainer(_model(num_classes=0), _cfg(), _toy(), None),

@@ -1,8 +1,9 @@
 """RobustBench timm naming: robin models load through robustbench.utils.load_model's timm branch.
 
-robustbench 1.1.1 cannot be imported as published (see docs/evaluation.md), so the test runs the
-exact timm branch of its ``load_model`` (copied below from robustbench/utils.py, v1.1.1, lines
-126-144) with its enums replaced by plain stand-ins, plus timm directly.
+This file runs the exact timm branch of robustbench 1.1.1's ``load_model`` (copied below from
+robustbench/utils.py, v1.1.1, lines 126-144) with its enums replaced by plain stand-ins, plus
+timm directly, so it needs no robustbench install; ``test_robustbench_compat.py`` runs the real
+robustbench through ``robin_plugin.eval.robustbench_compat``.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@
 - :mod:`.checks`: the gradient-masking checks as pure functions.
 - :mod:`.report`: RobustBench model_info JSON and the terminal table.
 - :mod:`.leaderboard`: the RobustBench leaderboard snapshot, ranking and the size plot.
+- :mod:`.robustbench_compat`: ``enable()`` makes RobustBench 1.1.1's own ``load_model`` and
+  ``eval.benchmark`` run offline on robin models (optional; not imported here).
 """
 from __future__ import annotations
 
