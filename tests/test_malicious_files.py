@@ -189,6 +189,17 @@ def test_hub_folder_cannot_make_timm_download(tmp_path, watch):
         timm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
+def test_hub_folder_naming_a_huge_model_fails_before_allocating(tmp_path, watch):
+    folder = export_hub(_tiny(), tmp_path / "hub")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"]["width"] = 1024
+    (folder / "config.json").write_text(json.dumps(config))
+    before = _peak_rss_mb()
+    with pytest.raises(robin_plugin.ConfigError, match="GiB.*ROBIN_MAX_MODEL_BYTES"):
+        timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert _peak_rss_mb() - before < 100
+
+
 def test_direct_url_overlay_is_refused(watch):
     with pytest.raises(robin_plugin.ConfigError, match="never download"):
         timm.create_model("robin_resnet18", pretrained=True, pretrained_cfg_overlay={"url": "http://127.0.0.1:9/x.pth"})

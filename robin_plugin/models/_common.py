@@ -1,16 +1,19 @@
 """Pieces shared by the robin model families: layer factories, input normalisation, the head."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import sys
 import warnings
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
+from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
 
 from ..errors import ConfigError, InputError
 from ..layers.masked import LegacyStateWarning, MaskedConv2d, MaskedLayer, MaskedLinear, check_init, check_score_scale
@@ -152,7 +155,7 @@ class InputNormalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.check_inputs:
+        if self.check_inputs and not torch.jit.is_scripting():  # a Python-only debugging check
             check_images(x, self.in_chans)
         return (x - self.mean) / self.std
 
@@ -225,48 +228,109 @@ def default_stats(in_chans: int, mean, std) -> tuple[tuple[float, ...], tuple[fl
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool, classifier, and (optionally) a final BatchNorm on the logits.
+    """Global pooling, dropout, classifier, and (optionally) a final BatchNorm on the logits.
 
-    Shapes: (N, C, H, W) -> (N, num_classes), or (N, C) with ``pre_logits=True``.
+    Args:
+        num_features: channels C of the features it takes.
+        num_classes: number of classes; 0 gives no classifier (the head returns pooled features).
+        layers: the model's layer constructors (masked or dense classifier).
+        last_bn: non-affine BatchNorm on the logits (only with a classifier).
+        global_pool: ``"avg"`` (global average pool) or ``""`` (no pooling: without a
+            classifier the head returns the features unchanged; with one, the classifier acts
+            on each position like a 1x1 convolution and gives logit maps).
+        drop_rate: dropout probability on the pooled features, before the classifier.
+
+    Shapes: ``"avg"``: (N, C, H, W) -> (N, num_classes), or (N, C) with ``pre_logits=True`` or
+    ``num_classes=0``. ``""``: (N, C, H, W) -> (N, num_classes, H, W), or (N, C, H, W) with
+    ``pre_logits=True`` or ``num_classes=0``.
     """
 
-    def __init__(self, num_features: int, num_classes: int, layers: Layers, last_bn: bool):
+    POOL_TYPES = ("avg", "")
+
+    def __init__(
+        self, num_features: int, num_classes: int, layers: Layers, last_bn: bool,
+        global_pool: str = "avg", drop_rate: float = 0.0,
+    ):
         super().__init__()
+        self.check_pool(global_pool)
+        self.pool_type = global_pool
+        self.per_position = not global_pool and num_classes > 0  # logit maps, see forward
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = layers.linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.last_bn = layers.norm1d(num_classes) if (last_bn and num_classes > 0) else nn.Identity()
 
+    @staticmethod
+    def check_pool(global_pool: str) -> None:
+        """Raise :class:`ConfigError` unless ``global_pool`` is one of :attr:`POOL_TYPES`."""
+        if global_pool not in ClassifierHead.POOL_TYPES:
+            raise ConfigError(
+                f"robin models support global_pool='avg' (global average pool) or '' (no pooling), got {global_pool!r}"
+            )
+
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))  # (N, C)
+        if self.pool_type == "avg":
+            x = x.mean(dim=(2, 3))  # (N, C)
+        x = self.drop(x)
         if pre_logits:
             return x
-        return self.last_bn(self.fc(x))
+        if not self.per_position:
+            return self.last_bn(self.fc(x))  # (N, num_classes), or x itself without a classifier
+        logits = self.fc(x.flatten(2).transpose(1, 2))  # (N, H*W, num_classes)
+        logits = self.last_bn(logits.transpose(1, 2))  # (N, num_classes, H*W): BatchNorm1d over classes
+        return logits.reshape(x.shape[0], -1, x.shape[2], x.shape[3])  # (N, num_classes, H, W)
+
+    def extra_repr(self) -> str:
+        return f"pool_type={self.pool_type!r}"
 
 
 class RobinNetBase(nn.Module):
     """timm model API and robin bookkeeping shared by every robin model family.
 
-    Subclasses build ``self.stem_norm`` (an :class:`InputNormalize`), their body, and
-    ``self.head`` (a :class:`ClassifierHead`) and implement ``forward_features``.
+    Subclasses build their body between :meth:`_setup` and :meth:`_finish` inside
+    ``with self._building(device, dtype)``, and define:
+
+    - ``feature_info``: one timm dict (``num_chs``, ``reduction``, ``module``) per feature
+      level, the stem first, then one per stage;
+    - ``stage_names``: the attributes holding the stages (``nn.Sequential`` of blocks), in order;
+    - ``norm_names``: the modules after the last stage (final norm / activation), if any;
+    - ``_forward_stem`` (input normalisation and stem) and, with a final norm, ``_forward_norm``;
+    - ``forward_features``, spelled out per family so that TorchScript can compile it.
+
+    On top of those, this class gives timm's model API: ``forward_intermediates``,
+    ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``get_classifier``,
+    ``reset_classifier``, ``no_weight_decay`` and ``head_hidden_size``.
     """
 
-    num_classes: int
-    num_features: int
-    head: ClassifierHead
+    # No class-level annotations: TorchScript reads them as attribute types and cannot resolve
+    # PEP 563 strings. num_classes (int) and num_features (int) are set by _setup / subclasses.
+    stage_names = ()  # tuple[str, ...]
+    norm_names = ()  # tuple[str, ...]
+    # TorchScript compiles properties unless told not to; these hold Python-only values
+    __jit_unused_properties__ = ["pretrained_cfg", "default_cfg", "head_hidden_size"]
 
     def _setup(
         self, *, masked: bool, num_classes: int, in_chans: int, seed: int, last_bn: bool | None,
         mean, std, check_inputs: bool, masked_kwargs: dict,
+        drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg",
     ) -> Layers:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
             raise ConfigError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+        for key, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+                raise ConfigError(f"{key} must be a probability in [0, 1), got {rate!r}")
+        ClassifierHead.check_pool(global_pool)
         self.masked_kwargs = resolve_masked_kwargs(masked, masked_kwargs)
         self.masked = masked
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.seed = seed
         self.last_bn = masked if last_bn is None else bool(last_bn)
+        self.drop_rate = float(drop_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.global_pool = global_pool
+        self.grad_checkpointing = False
         self.generator = stream_generator(seed, "body")
         mean, std = default_stats(in_chans, mean, std)
         self.normalize = InputNormalize(in_chans, mean, std, check_inputs)
@@ -274,7 +338,9 @@ class RobinNetBase(nn.Module):
 
     def _finish(self, layers: Layers) -> None:
         """Build the head, apply the adaptive keep ratios and drop the construction generator."""
-        self.head = ClassifierHead(self.num_features, self.num_classes, layers, self.last_bn)
+        self.head = ClassifierHead(
+            self.num_features, self.num_classes, layers, self.last_bn, self.global_pool, self.drop_rate
+        )
         if self.masked:
             set_keep_ratio(self, self.masked_kwargs["keep_ratio"], self.masked_kwargs["p"])
             from ..export.timm_loading import compact_load_pre_hook  # timm's checkpoint_path= route
@@ -282,7 +348,49 @@ class RobinNetBase(nn.Module):
             self.register_load_state_dict_pre_hook(compact_load_pre_hook)
         del self.generator  # not part of the model's state: every draw has been made
 
+    @contextlib.contextmanager
+    def _building(self, device=None, dtype: torch.dtype | None = None) -> Iterator[None]:
+        """Context for a constructor's body: build on the CPU, then move to ``device`` / ``dtype``.
+
+        The seeded generators draw on the CPU, so the fixed weights do not depend on where the
+        model goes. ``device`` None means the current default device (e.g. a ``with
+        torch.device(...)`` block around :func:`timm.create_model`); a ``meta`` model is built on
+        ``meta`` directly (nothing is drawn or allocated).
+        """
+        target = torch.device(device) if device is not None else torch.get_default_device()
+        with torch.device(self._build_device(target)):
+            yield
+        if target != torch.device("cpu") or dtype is not None:
+            self.to(device=target, dtype=dtype)
+
+    @staticmethod
+    def _build_device(target: torch.device) -> torch.device:
+        """Where modules for ``target`` are built: ``meta`` for meta, else the CPU (seeded draws)."""
+        return torch.device("meta") if target.type == "meta" else torch.device("cpu")
+
+    @staticmethod
+    def drop_path_rates(num_blocks: int, drop_path_rate: float) -> list[float]:
+        """Stochastic-depth rate of each of ``num_blocks`` residual blocks, in network order.
+
+        As timm: linear from 0 (first block) to ``drop_path_rate`` (last block); a single block
+        gets ``drop_path_rate``.
+        """
+        if num_blocks <= 1:
+            return [float(drop_path_rate)] * num_blocks
+        return [drop_path_rate * i / (num_blocks - 1) for i in range(num_blocks)]
+
     # --- timm model API -------------------------------------------------------------------
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> stem features
+        raise NotImplementedError
+
+    def _forward_norm(self, x: torch.Tensor) -> torch.Tensor:  # last stage -> final features
+        return x
+
+    def _forward_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(stage, x)  # one checkpoint per block
+        return stage(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> unpooled
         raise NotImplementedError
 
@@ -292,24 +400,135 @@ class RobinNetBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    # torch.fx copies the root forward's annotations into the code it generates; PEP 563 strings
+    # there ("torch.Tensor") make TorchScript reject an fx-traced robin model
+    forward.__annotations__ = {"x": torch.Tensor, "return": torch.Tensor}
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward pass that also returns the features of the levels in ``feature_info``.
+
+        Args:
+            x: images (N, in_chans, H, W) in [0, 1].
+            indices: levels to return: None for all, an int n for the last n, or a sequence
+                of indices (negative ones count from the end). Level 0 is the stem.
+            norm: apply the final norm (WideResNets: BN + ReLU) to the last level's feature.
+            stop_early: stop after the deepest level asked for; the returned final features
+                are then that level's (without the final norm).
+            output_fmt: only ``"NCHW"``.
+            intermediates_only: return only the list of features.
+
+        Returns:
+            ``(final, [features])``, where ``final`` equals ``forward_features(x)`` unless
+            ``stop_early`` stopped before the last stage; or ``[features]`` alone. Level i has
+            ``feature_info[i]["num_chs"]`` channels at 1 / ``feature_info[i]["reduction"]`` of
+            the input size.
+        """
+        if output_fmt != "NCHW":
+            raise ConfigError(f"robin models only give output_fmt='NCHW' features, got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        last = len(self.stage_names)
+        intermediates = []
+        x = self._forward_stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        feat_idx = 0
+        for feat_idx, name in enumerate(self.stage_names[:max_index] if stop_early else self.stage_names, start=1):
+            x = self._forward_stage(getattr(self, name), x)
+            if feat_idx in take_indices:
+                intermediates.append(self._forward_norm(x) if (norm and feat_idx == last) else x)
+        if intermediates_only:
+            return intermediates
+        if feat_idx == last:
+            x = self._forward_norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Remove what ``forward_intermediates(indices=...)`` does not need (as timm does).
+
+        Stages after the deepest level asked for become empty; the final norm goes with
+        ``prune_norm`` or when the last stage goes (then ``num_features`` becomes that level's
+        width); the classifier and pooling go with ``prune_head`` or when the last stage goes.
+        State-dict keys of the removed modules disappear.
+
+        Returns:
+            The absolute indices to pass to :meth:`forward_intermediates`.
+        """
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        prune_end = max_index < len(self.stage_names)
+        for name in self.stage_names[max_index:]:
+            setattr(self, name, nn.Sequential())  # empty, so checkpoint_seq and forward_features still run
+        if prune_norm or prune_end:
+            for name in self.norm_names:
+                setattr(self, name, nn.Identity())
+        if prune_end:
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual block in the backward pass instead of storing its activations.
+
+        Outputs and gradients are unchanged; BatchNorm running statistics are updated twice per
+        training step (the recomputation runs the block again).
+        """
+        self.grad_checkpointing = bool(enable)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exclude from weight decay: none.
+
+        A masked model's only parameters are its scores, and robin trains them with weight decay
+        (as the paper does). A dense twin's 1-D parameters (BatchNorm affine, classifier bias) are
+        already left undecayed by timm's optimizer factory (``filter_bias_and_bn``). The input
+        statistics ``normalize.mean`` / ``normalize.std`` are buffers, never optimised.
+        """
+        return set()
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of ``forward_head(x, pre_logits=True)``: ``num_features`` (no pre-logits layer)."""
+        return self.num_features
+
+    @torch.jit.ignore
     def get_classifier(self, name_only: bool = False):
         return "head.fc" if name_only else self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (and last BatchNorm) for ``num_classes`` classes.
 
+        ``global_pool`` (``"avg"`` or ``""``; None keeps the current one) sets the pooling (see
+        :class:`ClassifierHead`). The new head keeps the model's device, dtype, dropout
+        and train/eval mode.
+
         The new classifier's weights come from the stream ``(seed, "head/<num_classes>")``.
         Every other layer keeps its keep ratio; a masked classifier keeps the old classifier's
         ratio (or, if there was none, the adaptive ratio the construction-time ``keep_ratio`` and
         ``p`` give a layer of its size).
         """
-        if global_pool not in (None, "avg"):
-            raise ConfigError(f"robin models only support global_pool='avg', got {global_pool!r}")
-        device = next(self.parameters()).device
+        if global_pool is None:
+            global_pool = self.head.pool_type
+        ClassifierHead.check_pool(global_pool)
+        ref = next(self.parameters())
+        device, dtype = ref.device, ref.dtype
         old_fc = self.head.fc
         self.num_classes = num_classes
-        layers = make_layers(self.masked, stream_generator(self.seed, f"head/{num_classes}"), **self.masked_kwargs)
-        self.head = ClassifierHead(self.num_features, num_classes, layers, self.last_bn).to(device)
+        self.global_pool = global_pool
+        with torch.device(self._build_device(device)):  # seeded draws on the CPU, then moved
+            layers = make_layers(self.masked, stream_generator(self.seed, f"head/{num_classes}"), **self.masked_kwargs)
+            head = ClassifierHead(self.num_features, num_classes, layers, self.last_bn, global_pool, self.drop_rate)
+        self.head = head.to(device=device, dtype=dtype)
         self.head.train(self.training)
         if isinstance(self.head.fc, MaskedLayer):
             if isinstance(old_fc, MaskedLayer):
@@ -335,15 +554,12 @@ class RobinNetBase(nn.Module):
             raise AttributeError("pretrained_cfg") from None
         c = self.in_chans
         input_size = tuple(base.get("input_size") or (3, 32, 32))
-        return {
-            **base,
-            "num_classes": self.num_classes,
-            "input_size": (c, *input_size[1:]),
-            "mean": (0.0,) * c,
-            "std": (1.0,) * c,
-            "dataset_mean": tuple(float(v) for v in self.normalize.mean.flatten().tolist()),
-            "dataset_std": tuple(float(v) for v in self.normalize.std.flatten().tolist()),
-        }
+        cfg = {**base, "num_classes": self.num_classes, "input_size": (c, *input_size[1:]), "mean": (0.0,) * c,
+               "std": (1.0,) * c}
+        if not self.normalize.mean.is_meta:  # a model on the meta device has no values to report
+            cfg["dataset_mean"] = tuple(float(v) for v in self.normalize.mean.flatten().tolist())
+            cfg["dataset_std"] = tuple(float(v) for v in self.normalize.std.flatten().tolist())
+        return cfg
 
     @pretrained_cfg.setter
     def pretrained_cfg(self, cfg: dict) -> None:
@@ -362,13 +578,15 @@ _HOSTED = ("url", "hf_hub_id", "hf_hub_filename")
 
 
 def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
-    """Refuse what would make timm download, and ``pretrained=True`` with nothing to load.
+    """Refuse what would make timm download, ``pretrained=True`` with nothing to load, and models too large.
 
     Robin models have no hosted weights. ``pretrained=True`` needs a local source: a file or
     state dict in ``pretrained_cfg_overlay`` (``pretrained_cfg``) or timm's own
     ``checkpoint_path=`` argument (which timm applies after the entry point returns; it is read
     from :func:`timm.create_model`'s call). A ``url`` or Hugging Face id in either cfg is refused
     whatever ``pretrained`` says: a file or caller never makes a robin model download anything.
+    The model's size is checked against the limit of :mod:`robin_plugin.models.spec` before
+    anything is allocated.
 
     Returns:
         Whether timm's builder should load weights now (a file or state dict is in a cfg);
@@ -397,6 +615,7 @@ def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
             f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')), "
             f"checkpoint_path='model.safetensors', or a hub folder: timm.create_model('local-dir:FOLDER', pretrained=True)"
         )
+    _check_size(name, kwargs)
     if pretrained and given:
         # timm drops the classifier from the file (and loads non-strictly) when num_classes differs
         # from the cfg's, and warns when in_chans does: a robin file holds the whole model, so
@@ -406,6 +625,24 @@ def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
         overlay.setdefault("input_size", (kwargs.get("in_chans", 3), 32, 32))
         kwargs["pretrained_cfg_overlay"] = overlay
     return bool(pretrained and given)
+
+
+def _check_size(name: str, kwargs: dict) -> None:
+    """The model-size limit of :mod:`robin_plugin.models.spec`, before anything is allocated.
+
+    Every entry point runs it, so a hub folder's ``config.json`` (which timm parses before a robin
+    entry point sees it) cannot make a tiny file allocate gigabytes either.
+    """
+    from .spec import ARCH_ARGS, ModelSpec, check_model_size
+
+    arch = {k: v for k, v in kwargs.items() if k in ARCH_ARGS and k != "global_pool"}
+    try:
+        spec = ModelSpec(name, arch)
+        check_model_size(spec)
+    except (TypeError, KeyError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        return  # malformed arguments: the constructor names them
 
 
 def _timm_checkpoint_path() -> str | None:

@@ -16,39 +16,50 @@ from typing import Type
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, register_notrace_module
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
 from ..errors import ConfigError
+from ..layers.masked import MaskedConv2d, MaskedLinear
 from ._common import Layers, RobinNetBase, check_weight_source, default_cfg
 
 __all__ = ["RobinResNet", "BasicBlock", "Bottleneck"]
 
+# timm's FX feature extraction traces through modules; a masked layer's top-k selection is data
+# dependent, so it must stay a leaf (called as a whole) in the traced graph
+register_notrace_module(MaskedConv2d)
+register_notrace_module(MaskedLinear)
+
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a residual connection. Shapes: (N, C, H, W) -> (N, planes, H/s, W/s)."""
+    """Two 3x3 convolutions with a residual connection. Shapes: (N, C, H, W) -> (N, planes, H/s, W/s).
+
+    ``drop_path`` is the stochastic-depth probability of the residual branch (training only).
+    """
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers):
+    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers, drop_path: float = 0.0):
         super().__init__()
         self.conv1 = layers.conv(inplanes, planes, 3, stride, 1)
         self.bn1 = layers.norm2d(planes)
         self.conv2 = layers.conv(planes, planes, 3, 1, 1)
         self.bn2 = layers.norm2d(planes)
         self.downsample = _shortcut(inplanes, planes * self.expansion, stride, layers)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.downsample(x))
+        return F.relu(self.drop_path(out) + self.downsample(x))
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4), with a residual connection."""
+    """1x1 reduce, 3x3, 1x1 expand (x4), with a residual connection and optional stochastic depth."""
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers):
+    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers, drop_path: float = 0.0):
         super().__init__()
         self.conv1 = layers.conv(inplanes, planes, 1, 1, 0)
         self.bn1 = layers.norm2d(planes)
@@ -57,12 +68,13 @@ class Bottleneck(nn.Module):
         self.conv3 = layers.conv(planes, planes * self.expansion, 1, 1, 0)
         self.bn3 = layers.norm2d(planes * self.expansion)
         self.downsample = _shortcut(inplanes, planes * self.expansion, stride, layers)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.downsample(x))
+        return F.relu(self.drop_path(out) + self.downsample(x))
 
 
 def _shortcut(inplanes: int, outplanes: int, stride: int, layers: Layers) -> nn.Module:
@@ -76,7 +88,7 @@ class RobinResNet(RobinNetBase):
 
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`.
-        layers: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+        layers: blocks per stage (four stages), e.g. ``(2, 2, 2, 2)`` for ResNet-18.
         num_classes: number of classes (0: no classifier). Default 10.
         in_chans: input channels. Default 3.
         width: channels of the first stage (64 in the paper; 16 makes a fast CPU model).
@@ -91,9 +103,21 @@ class RobinResNet(RobinNetBase):
         mean, std: input statistics used inside the model. Default CIFAR-10 for 3 channels.
         check_inputs: validate every batch (shape, dtype, NaN, values in [0, 1]); a debugging aid
             with a host sync per forward pass. Default False: inputs are checked at the boundaries.
+        drop_rate: dropout probability before the classifier, in [0, 1). Default 0.
+        drop_path_rate: stochastic depth of the last residual block, in [0, 1); block i of B
+            drops its residual branch with probability ``drop_path_rate * i / (B - 1)``. Default 0.
+        global_pool: ``"avg"`` (default) or ``""`` (no pooling: unpooled features with
+            ``num_classes=0``, per-position logit maps (N, num_classes, H/8, W/8) otherwise).
+        device, dtype: where and in which floating-point type the model lives (timm's factory
+            arguments). Fixed weights are always drawn on the CPU, so they do not depend on it.
+
+    Feature levels (``feature_info``, ``features_only=True``, ``forward_intermediates``):
+    0 the stem (``act1``, stride 1), 1-4 the stages ``layer1``-``layer4`` (strides 1, 2, 4, 8).
 
     Shapes: (N, in_chans, H, W) in [0, 1] -> (N, num_classes) logits; any H, W >= 8.
     """
+
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
 
     def __init__(
         self,
@@ -113,46 +137,73 @@ class RobinResNet(RobinNetBase):
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         check_inputs: bool = False,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise ConfigError(f"width must be an integer >= 1, got {width!r}")
-        mk = self._setup(
-            masked=masked, num_classes=num_classes, in_chans=in_chans, seed=seed, last_bn=last_bn,
-            mean=mean, std=std, check_inputs=check_inputs,
-            masked_kwargs=dict(keep_ratio=keep_ratio, p=p, init=init, score_init_scale=score_init_scale,
-                               score_scale_by_fan_in=score_scale_by_fan_in),
-        )
-        self.width = width
-        self.conv1 = mk.conv(in_chans, width, 3, 1, 1)
-        self.bn1 = mk.norm2d(width)
-        inplanes = width
-        stages = []
-        for i, blocks in enumerate(layers):
-            planes = width * 2**i
-            stage = []
-            for j in range(blocks):
-                stage.append(block(inplanes, planes, (1 if i == 0 else 2) if j == 0 else 1, mk))
-                inplanes = planes * block.expansion
-            stages.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.num_features = inplanes
-        self._finish(mk)
+        if len(layers) != len(self.stage_names) or not all(isinstance(n, int) and n >= 1 for n in layers):
+            raise ConfigError(f"layers must give four stage depths >= 1, got {layers!r}")
+        with self._building(device, dtype):
+            mk = self._setup(
+                masked=masked, num_classes=num_classes, in_chans=in_chans, seed=seed, last_bn=last_bn,
+                mean=mean, std=std, check_inputs=check_inputs,
+                masked_kwargs=dict(keep_ratio=keep_ratio, p=p, init=init, score_init_scale=score_init_scale,
+                                   score_scale_by_fan_in=score_scale_by_fan_in),
+                drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool,
+            )
+            self.width = width
+            self.conv1 = mk.conv(in_chans, width, 3, 1, 1)
+            self.bn1 = mk.norm2d(width)
+            self.act1 = nn.ReLU()
+            self.feature_info = [dict(num_chs=width, reduction=1, module="act1")]
+            dpr = iter(self.drop_path_rates(sum(layers), self.drop_path_rate))
+            inplanes = width
+            for i, (name, blocks) in enumerate(zip(self.stage_names, layers)):
+                planes = width * 2**i
+                stage = []
+                for j in range(blocks):
+                    stride = (1 if i == 0 else 2) if j == 0 else 1
+                    stage.append(block(inplanes, planes, stride, mk, drop_path=next(dpr)))
+                    inplanes = planes * block.expansion
+                setattr(self, name, nn.Sequential(*stage))
+                self.feature_info.append(dict(num_chs=inplanes, reduction=2**i, module=name))
+            self.num_features = inplanes
+            self._finish(mk)
+
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)  # (N, C, H, W), normalised
+        return self.act1(self.bn1(self.conv1(x)))  # (N, width, H, W)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(x)  # (N, C, H, W), checked and normalised
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)  # (N, num_features, H/8, W/8)
+        x = self._forward_stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
+        else:
+            x = self.layer1(x)
+            x = self.layer2(x)
+            x = self.layer3(x)
+            x = self.layer4(x)
+        return x  # (N, num_features, H/8, W/8)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups for timm's layer-wise learning-rate decay: stem, then stages or blocks."""
+        return dict(stem=r"^(?:conv1|bn1)\.", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
 
 def _create_robin_resnet(variant: str, pretrained: bool = False, **kwargs) -> RobinResNet:
     pretrained = check_weight_source(variant, pretrained, kwargs)  # no downloads; checkpoint_path= loads later
     from ..export.timm_loading import checkpoint_filter_fn  # lazy: export imports the models
 
-    return build_model_with_cfg(RobinResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_model_with_cfg(
+        RobinResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3, 4)), **kwargs,
+    )
 
 
 def _cfg(**kwargs) -> dict:

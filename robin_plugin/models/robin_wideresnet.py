@@ -9,18 +9,28 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, register_notrace_module
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
 from ..errors import ConfigError
+from ..layers.masked import MaskedConv2d, MaskedLinear
 from ._common import Layers, RobinNetBase, check_weight_source, default_cfg
 
 __all__ = ["RobinWideResNet", "PreActBlock"]
 
+# masked layers stay leaves of timm's FX graphs (data-dependent top-k); robin_resnet does the same
+register_notrace_module(MaskedConv2d)
+register_notrace_module(MaskedLinear)
+
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv3x3, BN-ReLU-conv3x3, with a 1x1 shortcut when the shape changes."""
+    """BN-ReLU-conv3x3, BN-ReLU-conv3x3, with a 1x1 shortcut when the shape changes.
 
-    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers):
+    ``drop_path`` is the stochastic-depth probability of the residual branch (training only).
+    Shapes: (N, inplanes, H, W) -> (N, planes, H/stride, W/stride).
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers, drop_path: float = 0.0):
         super().__init__()
         self.bn1 = layers.norm2d(inplanes)
         self.conv1 = layers.conv(inplanes, planes, 3, stride, 1)
@@ -29,13 +39,14 @@ class PreActBlock(nn.Module):
         self.shortcut = (
             layers.conv(inplanes, planes, 1, stride, 0) if (stride != 1 or inplanes != planes) else None
         )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = F.relu(self.bn1(x))
         residual = x if self.shortcut is None else self.shortcut(o)
         out = self.conv1(o)
         out = self.conv2(F.relu(self.bn2(out)))
-        return out + residual
+        return self.drop_path(out) + residual
 
 
 class RobinWideResNet(RobinNetBase):
@@ -44,10 +55,19 @@ class RobinWideResNet(RobinNetBase):
     Args:
         depth: 6n + 4 (28 or 34 for the registered variants).
         widen_factor: channel multiplier k (stage widths 16k, 32k, 64k). Default 10.
-        Other arguments as :class:`robin_plugin.models.robin_resnet.RobinResNet`.
+        Other arguments as :class:`robin_plugin.models.robin_resnet.RobinResNet`
+        (``drop_path_rate`` is the rate of the last of the 3n blocks).
+
+    Feature levels (``feature_info``, ``features_only=True``, ``forward_intermediates``):
+    0 the stem convolution (``conv1``, stride 1), 1-3 the stages ``block1``-``block3``
+    (strides 1, 2, 4). The final norm (``bn1`` and ``act1``) follows the last stage; it applies to
+    ``forward_intermediates``' last level with ``norm=True``.
 
     Shapes: (N, in_chans, H, W) in [0, 1] -> (N, num_classes) logits.
     """
+
+    stage_names = ("block1", "block2", "block3")
+    norm_names = ("bn1", "act1")
 
     def __init__(
         self,
@@ -66,46 +86,74 @@ class RobinWideResNet(RobinNetBase):
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         check_inputs: bool = False,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ConfigError(f"WideResNet depth must be 6n + 4 with n >= 1, got {depth}")
         if isinstance(widen_factor, bool) or not isinstance(widen_factor, int) or widen_factor < 1:
             raise ConfigError(f"widen_factor must be an integer >= 1, got {widen_factor!r}")
-        mk = self._setup(
-            masked=masked, num_classes=num_classes, in_chans=in_chans, seed=seed, last_bn=last_bn,
-            mean=mean, std=std, check_inputs=check_inputs,
-            masked_kwargs=dict(keep_ratio=keep_ratio, p=p, init=init, score_init_scale=score_init_scale,
-                               score_scale_by_fan_in=score_scale_by_fan_in),
-        )
-        self.depth, self.widen_factor = depth, widen_factor
-        n = (depth - 4) // 6
-        widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.conv1 = mk.conv(in_chans, widths[0], 3, 1, 1)
-        blocks = []
-        inplanes = widths[0]
-        for i, planes in enumerate(widths[1:]):
-            stage = [PreActBlock(inplanes if j == 0 else planes, planes, (1 if i == 0 else 2) if j == 0 else 1, mk)
-                     for j in range(n)]
-            blocks.append(nn.Sequential(*stage))
-            inplanes = planes
-        self.block1, self.block2, self.block3 = blocks
-        self.bn1 = mk.norm2d(inplanes)
-        self.num_features = inplanes
-        self._finish(mk)
+        with self._building(device, dtype):
+            mk = self._setup(
+                masked=masked, num_classes=num_classes, in_chans=in_chans, seed=seed, last_bn=last_bn,
+                mean=mean, std=std, check_inputs=check_inputs,
+                masked_kwargs=dict(keep_ratio=keep_ratio, p=p, init=init, score_init_scale=score_init_scale,
+                                   score_scale_by_fan_in=score_scale_by_fan_in),
+                drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool,
+            )
+            self.depth, self.widen_factor = depth, widen_factor
+            n = (depth - 4) // 6
+            widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+            self.conv1 = mk.conv(in_chans, widths[0], 3, 1, 1)
+            self.feature_info = [dict(num_chs=widths[0], reduction=1, module="conv1")]
+            dpr = iter(self.drop_path_rates(3 * n, self.drop_path_rate))
+            inplanes = widths[0]
+            for i, (name, planes) in enumerate(zip(self.stage_names, widths[1:])):
+                stage = [PreActBlock(inplanes if j == 0 else planes, planes, (1 if i == 0 else 2) if j == 0 else 1, mk,
+                                     drop_path=next(dpr))
+                         for j in range(n)]
+                setattr(self, name, nn.Sequential(*stage))
+                self.feature_info.append(dict(num_chs=planes, reduction=2**i, module=name))
+                inplanes = planes
+            self.bn1 = mk.norm2d(inplanes)
+            self.act1 = nn.ReLU()
+            self.num_features = inplanes
+            self._finish(mk)
+
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.normalize(x))  # (N, 16, H, W)
+
+    def _forward_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.normalize(x)
-        x = self.conv1(x)  # (N, 16, H, W)
-        x = self.block3(self.block2(self.block1(x)))
-        return F.relu(self.bn1(x))  # (N, 64k, H/4, W/4)
+        x = self._forward_stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq([self.block1, self.block2, self.block3], x, flatten=True)
+        else:
+            x = self.block3(self.block2(self.block1(x)))
+        return self._forward_norm(x)  # (N, 64k, H/4, W/4)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise learning-rate decay: stem, stages or blocks, final norm."""
+        if coarse:
+            return dict(stem=r"^conv1\.", blocks=r"^block(\d+)")
+        return dict(stem=r"^conv1\.", blocks=[(r"^block(\d+)\.(\d+)", None), (r"^bn1\.", (99999,))])
 
 
 def _create_robin_wrn(variant: str, pretrained: bool = False, **kwargs) -> RobinWideResNet:
     pretrained = check_weight_source(variant, pretrained, kwargs)  # no downloads; checkpoint_path= loads later
     from ..export.timm_loading import checkpoint_filter_fn  # lazy: export imports the models
 
-    return build_model_with_cfg(RobinWideResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_model_with_cfg(
+        RobinWideResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)), **kwargs,
+    )
 
 
 def _cfg(**kwargs) -> dict:

@@ -269,8 +269,9 @@ def check_model_size(spec: ModelSpec, max_bytes: int | None = None) -> int:
     if size > limit:
         raise ConfigError(
             f"{spec.name} with {spec.to_json()['kwargs']} would take about {size / 2**30:.1f} GiB "
-            f"({count_weights(spec):,} weights), above the limit of {limit / 2**30:.1f} GiB for models built "
-            "from files; raise it with ROBIN_MAX_MODEL_BYTES=<bytes> if you trust the file"
+            f"({count_weights(spec):,} weights), above robin_plugin's limit of {limit / 2**30:.1f} GiB (a tiny file "
+            "naming such a model must not take the machine's memory); raise it with ROBIN_MAX_MODEL_BYTES=<bytes> "
+            "if you mean it"
         )
     return size
 
@@ -328,6 +329,8 @@ def model_spec(model: nn.Module, *, include_masked: bool = True) -> ModelSpec | 
     )
     if include_masked and model.masked:
         kwargs.update(model.masked_kwargs)
+    if getattr(model, "global_pool", "avg") != "avg":  # "" changes what the model returns
+        kwargs["global_pool"] = model.global_pool
     for key in ("width", "depth", "widen_factor"):
         if hasattr(model, key) and key not in _excluded(name):
             kwargs[key] = getattr(model, key)
