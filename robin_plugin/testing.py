@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .data import get_dataset, to_float
 from .models import robinify
 
 __all__ = ["fashion_mnist_subset", "pgd_train", "tiny_robin_mlp"]
@@ -16,10 +17,8 @@ __all__ = ["fashion_mnist_subset", "pgd_train", "tiny_robin_mlp"]
 
 def fashion_mnist_subset(split: str, n: int, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` Fashion-MNIST images of ``split`` as floats in [0, 1], (n, 1, 28, 28), and labels (n,)."""
-    from .data import get_dataset
-
     ds = get_dataset("fashion_mnist", root, split=split)
-    return ds.images[:n].float() / 255, ds.labels[:n].long()
+    return to_float(ds.images[:n]), ds.labels[:n].long()
 
 
 def tiny_robin_mlp(hidden: int = 64, keep_ratio: float = 0.3) -> nn.Module:

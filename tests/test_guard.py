@@ -73,7 +73,7 @@ def test_rollback_restores_the_last_good_state_and_halves_the_step():
     _run_checks(guard, state, [0.1], [0.9])  # collapse: back to the state of the good check
     assert all(torch.equal(good[k], v) for k, v in model.state_dict().items())
     adv = guard.adversarial  # and on with PGD-2, step eps / 2
-    assert (adv.name, adv.steps, adv.step_size) == ("pgd", 2, 0.05) and type(adv.attack).__name__ == "PGD"
+    assert (adv.attack_name, adv.steps, adv.step_size) == ("pgd", 2, 0.05) and type(adv.attack).__name__ == "PGD"
     assert adv.attack.steps == 2 and adv.attack.alpha == pytest.approx(0.05)
     with pytest.raises(CatastrophicOverfittingError, match="1 rollbacks already"):
         _run_checks(guard, state, [0.1], [0.9])
@@ -95,12 +95,12 @@ def test_state_round_trips_for_resume():
     model = tiny_model()
     guard, state = _guard("rollback", model), TrainState(model, None)
     _run_checks(guard, state, [0.5], [0.5])
-    guard.adversarial.name, guard.adversarial.steps, guard.adversarial.step_size = "pgd", 2, 0.05
+    guard.adversarial.attack_name, guard.adversarial.steps, guard.adversarial.step_size = "pgd", 2, 0.05
     saved = guard.state_dict()
     fresh = _guard("rollback", tiny_model())
     fresh.load_state_dict(saved)
     assert (fresh.best, fresh.collapses, fresh.rollbacks) == (0.5, 0, 0)
-    assert (fresh.adversarial.name, fresh.adversarial.steps, fresh.adversarial.step_size) == ("pgd", 2, 0.05)
+    assert (fresh.adversarial.attack_name, fresh.adversarial.steps, fresh.adversarial.step_size) == ("pgd", 2, 0.05)
 
 
 def test_trainer_runs_it_for_single_step_attacks_only(tmp_path):
@@ -141,4 +141,4 @@ def test_plain_fgsm_with_a_large_step_collapses_and_the_guard_fires(action, capl
             result = {"guard/collapses": trainer.guard.collapses}
     assert result["guard/collapses"] >= 1 and "catastrophic overfitting" in caplog.text
     if action == "rollback":
-        assert trainer.guard.rollbacks >= 1 and trainer.adversarial.name == "pgd"
+        assert trainer.guard.rollbacks >= 1 and trainer.adversarial.attack_name == "pgd"

@@ -130,7 +130,8 @@ def _check_after_kill(out_dir: Path) -> tuple[int, int]:
         model_state, state = load_checkpoint(out_dir / "checkpoint.safetensors")  # never corrupt
         assert model_state and state["config"]["seed"] == 0
         epoch = state["epoch"]
-        assert len(state["hooks"][2]["state"]["history"]) == epoch + 1  # MetricLogger's rows so far
+        logger = next(h for h in state["hooks"] if h["name"] == "MetricLogger")  # hook state is saved by name
+        assert len(logger["state"]["history"]) == epoch + 1  # its rows so far
     for name in ("model.safetensors", "model_best.safetensors"):
         if name in names:
             assert safetensors.torch.load_file(out_dir / name)

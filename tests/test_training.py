@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import warnings
 
 import pytest
 import timm
@@ -17,9 +19,9 @@ from robin_plugin import masked_layers
 from robin_plugin.data import ImageDataset, sample_crop_flip, apply_crop_flip
 from robin_plugin.errors import ConfigError, UnknownNameError
 from robin_plugin.training import (
-    AdversarialTraining, CheckpointError, Event, Hook, MetricLogger, PersistentFGSM, ProgressivePruning,
-    TrainConfig, Trainer, TrainState, apply_overrides, epoch_order, fire, get_preset, progressive_keep_ratio,
-    resolve_attack_sizes, trades_loss, PRESETS,
+    AdversarialTraining, BestModel, CheckpointError, Checkpointing, Event, Hook, LRSchedule, MetricLogger,
+    PersistentFGSM, ProgressivePruning, RandomCropFlip, TrainConfig, Trainer, TrainState, apply_overrides,
+    epoch_order, fire, get_preset, progressive_keep_ratio, resolve_attack_sizes, trades_loss, PRESETS,
 )
 from robin_plugin.training.attacks import isolated_rng
 from robin_plugin.training.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -90,7 +92,7 @@ def test_every_event_has_a_hook_method_and_fire_dispatches_by_name():
 
 def test_progressive_pruning_hook_sets_and_logs_keep_ratio():
     model = tiny_model()
-    hook = ProgressivePruning(keep_ratio=0.01, p=0.1, steps=2)
+    hook = ProgressivePruning(keep_ratio=0.01, p=0.1, stages=2)
     state = TrainState(model, epochs=4)
     hook.on_fit_start(state)
     assert state.metrics["prune/keep_ratio"] == pytest.approx(0.1)
@@ -201,11 +203,11 @@ def test_plain_loop_with_hooks_equals_trainer():
     trainer = Trainer(tiny_model(), cfg, ds, None)
     result = trainer.fit()
 
-    # --- the README's plain loop ---
+    # --- the plain loop of docs/training.md ---
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     adv = AdversarialTraining("pgd", eps=0.1, step_size=0.05, steps=2, seed=0)
-    hooks = [ProgressivePruning(keep_ratio=0.2, p=0.1, steps=1), adv]
+    hooks = [ProgressivePruning(keep_ratio=0.2, p=0.1, stages=1), adv]
     steps_per_epoch = len(ds) // 32
     state = TrainState(model, opt, epochs=2, steps_per_epoch=steps_per_epoch)
     fire(hooks, Event.FIT_START, state)
@@ -220,9 +222,10 @@ def test_plain_loop_with_hooks_equals_trainer():
             fire(hooks, Event.BATCH_START, state)
             fire(hooks, Event.ADV_EXAMPLES, state)
             model.train()
-            loss = adv.loss(state)
+            fire(hooks, Event.LOSS, state)         # adv sets state.loss
+            fire(hooks, Event.AFTER_LOSS, state)
             opt.zero_grad()
-            loss.backward()
+            state.loss.backward()
             fire(hooks, Event.AFTER_BACKWARD, state)
             opt.step()
             state.step += 1
@@ -337,10 +340,16 @@ def test_checkpoint_roundtrip_and_corrupt_files(tmp_path):
 
 
 # --- config ----------------------------------------------------------------------------------
-def test_every_preset_is_a_valid_config():
-    for name in PRESETS:
-        cfg = apply_overrides(get_preset(name), {})
-        assert cfg.keep_ratio <= 1
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_survives_its_config_json_and_resolves(name):
+    """A preset's run writes config.json and load_run / resume read it back: the same config must come back."""
+    from robin_plugin.data import dataset_info
+
+    cfg = apply_overrides(get_preset(name), {})
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    resolved = resolve_attack_sizes(cfg)
+    assert 0 < resolved.eps <= 1 and 0 < resolved.step_size <= 1 and 0 < resolved.eval_step_size <= 1
+    assert dataset_info(cfg.dataset).name == cfg.dataset
 
 
 def test_config_overrides_and_errors():
@@ -356,14 +365,23 @@ def test_config_overrides_and_errors():
         get_preset("fmnist-fats")
 
 
-@pytest.mark.parametrize("dataset,eps", [("fashion_mnist", None), ("fashion_mnist", 0.2), ("cifar10", None), ("imagenet100", None)])
-def test_train_and_eval_use_one_pgd_step_rule(dataset, eps):
-    """`robin train` reports PGD-k with the step `robin eval` uses, so the two numbers agree."""
+def test_validation_uses_the_pgd_step_of_robin_eval(monkeypatch):
+    """`robin train` reports PGD-k with the step `robin eval` uses (eps / 4), not the training attack's step."""
+    import robin_plugin.training.trainer as trainer_mod
     from robin_plugin.eval import default_pgd_step, pgd_attack
 
-    cfg = resolve_attack_sizes(TrainConfig(dataset=dataset, eps=eps, progress=False))
-    attack = pgd_attack(torch.nn.Linear(2, 2), cfg.eps, 20)
-    assert cfg.eval_step_size == attack.alpha == default_pgd_step(cfg.eps) == pytest.approx(cfg.eps / 4)
+    seen = []
+    real = trainer_mod.clean_and_pgd_accuracy
+
+    def recording(model, x, y, **kw):
+        seen.append(kw)
+        return real(model, x, y, **kw)
+
+    monkeypatch.setattr(trainer_mod, "clean_and_pgd_accuracy", recording)
+    cfg = resolve_attack_sizes(tiny_config(epochs=1, attack="ffgsm", step_size=0.125, eval_step_size=None))
+    Trainer(tiny_model(), cfg, toy_dataset(64), toy_dataset(16, seed=1)).fit()
+    assert len(seen) == 1 and seen[0]["eps"] == 0.1
+    assert seen[0]["step_size"] == default_pgd_step(0.1) == pgd_attack(torch.nn.Linear(2, 2), 0.1, 20).alpha != 0.125
 
 
 # --- ProgressivePruning: one source of truth for the target ---------------------------------
@@ -372,7 +390,7 @@ def test_progressive_pruning_defaults_to_the_models_own_target_in_three_stages()
     hook = ProgressivePruning()
     state = TrainState(model, None, epochs=3, steps_per_epoch=1)
     hook.on_fit_start(state)
-    assert (hook.keep_ratio, hook.p, hook.steps) == (0.05, 0.3, 3)
+    assert (hook.keep_ratio, hook.p, hook.stages) == (0.05, 0.3, 3)
     assert state.metrics["prune/keep_ratio"] == pytest.approx(0.05 ** (1 / 3))  # progressive from the start
     state.epoch = 2
     hook.on_epoch_start(state)
@@ -384,11 +402,11 @@ def test_progressive_pruning_defaults_to_the_models_own_target_in_three_stages()
 def test_progressive_pruning_says_when_it_overrides_the_model(caplog):
     model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.05)
     with caplog.at_level(logging.WARNING, logger="robin_plugin.training.hooks"):
-        ProgressivePruning(keep_ratio=0.1, steps=1).on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
+        ProgressivePruning(keep_ratio=0.1, stages=1).on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
     assert "keep_ratio=0.1 given, the model was built with 0.05" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="robin_plugin.training.hooks"):
-        ProgressivePruning(keep_ratio=0.05, p=0.1, steps=1).on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
+        ProgressivePruning(keep_ratio=0.05, p=0.1, stages=1).on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
     assert caplog.text == ""
 
 
@@ -397,6 +415,243 @@ def test_progressive_pruning_on_a_robinified_model_keeps_what_its_layers_keep():
 
     model = robin_plugin.robinify(nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 2)), keep_ratio=0.2)
     kept = sum(m.kept for _, m in masked_layers(model)) / sum(m.weight.numel() for _, m in masked_layers(model))
-    hook = ProgressivePruning(steps=1)
+    hook = ProgressivePruning(stages=1)
     hook.on_fit_start(TrainState(model, None, epochs=1, steps_per_epoch=1))
     assert hook.keep_ratio == pytest.approx(kept) and hook.p == 0.1
+
+
+# --- a trainer that knows no algorithm: loss events, declared built-ins, hook state by name ---
+def test_the_loss_is_whatever_the_hooks_leave_in_state_loss():
+    """An AFTER_LOSS hook that zeroes the loss leaves the scores where they started (no weight decay)."""
+
+    class NoLearning(Hook):
+        def on_after_loss(self, state):
+            state.loss = state.loss * 0.0
+
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("scores")}
+    Trainer(model, tiny_config(epochs=1, weight_decay=0.0), toy_dataset(64), None, hooks=[NoLearning()]).fit()
+    after = {k: v for k, v in model.state_dict().items() if k.endswith("scores")}
+    assert before and all(torch.equal(before[k], after[k]) for k in before)
+
+    class Forgets(Hook):
+        def on_loss(self, state):
+            state.loss = None
+
+    with pytest.raises(ConfigError, match="no hook set state.loss"):
+        Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(64), None, hooks=[Forgets()]).fit()
+
+
+def test_adversarial_loss_goes_through_state_net():
+    """Under DDP the loss's forward must go through the wrapper: the hook calls state.net, not state.model."""
+    model = tiny_model()
+    calls = []
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.inner(x)
+
+    ds = toy_dataset(8)
+    adv = AdversarialTraining("none", eps=0.1, step_size=0.05)
+    state = TrainState(model, net=Wrapper(model))
+    state.set_batch(ds.images.float() / 255, ds.labels)
+    adv.on_batch_start(state)
+    fire([adv], Event.LOSS, state)
+    assert calls == [8] and state.loss is not None and state.batch_metrics["train/clean_acc"] >= 0
+    assert TrainState(model).net is model  # a plain loop: the model itself
+
+
+def test_builtin_hooks_are_declared():
+    masked = Trainer(tiny_model(), tiny_config(), toy_dataset(64), None)
+    assert [type(h).__name__ for h in masked.builtin_hooks] == [
+        "LRSchedule", "ProgressivePruning", "AdversarialTraining", "BestModel", "MetricLogger",
+        "CatastrophicOverfittingGuard"]
+    assert masked.hooks == masked.builtin_hooks and masked.state.hooks is masked.hooks
+    dense = timm.create_model("robin_resnet18_dense", num_classes=2, in_chans=1, width=4, mean=(0.5,), std=(0.25,))
+    plain = Trainer(dense, tiny_config(model="robin_resnet18_dense", attack="pgd", attack_steps=1, augment=True),
+                    toy_dataset(64), None, out_dir=None)
+    assert plain.pruning is None and isinstance(plain.augmentation, RandomCropFlip) and plain.guard is None
+    assert plain.checkpointing is None
+    assert [type(h).__name__ for h in plain.builtin_hooks] == [
+        "LRSchedule", "RandomCropFlip", "AdversarialTraining", "BestModel", "MetricLogger"]
+
+
+def test_the_dataset_decides_augmentation_only_when_augment_is_unset():
+    assert TrainConfig(dataset="cifar10", progress=False).augmentation_on
+    assert not TrainConfig(dataset="fashion_mnist", progress=False).augmentation_on
+    assert not TrainConfig(dataset="cifar10", augment=False, progress=False).augmentation_on
+    assert TrainConfig(dataset="fashion_mnist", augment=True, progress=False).augmentation_on
+
+
+def test_hook_names_default_to_the_class_and_must_be_unique():
+    class Counter(Hook):
+        pass
+
+    a, b = Counter(), Counter()
+    assert a.name == "Counter" and MetricLogger().name == "MetricLogger"
+    with pytest.raises(ConfigError, match="two hooks are named 'Counter'"):
+        Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=[a, b])
+    b.name = "Counter2"
+    Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=[a, b])
+    with pytest.raises(ConfigError, match="MetricLogger"):
+        Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=[MetricLogger()])
+    with pytest.raises(ConfigError, match="non-empty string"):
+        a.name = ""
+
+
+class _Tally(Hook):
+    """A stateful user hook: counts its batches and keeps a tag, so a restore into the wrong hook shows."""
+
+    def __init__(self, tag: str):
+        self.name, self.tag, self.batches = tag, tag, 0
+
+    def on_batch_end(self, state):
+        self.batches += 1
+
+    def state_dict(self):
+        return {"tag": self.tag, "batches": self.batches}
+
+    def load_state_dict(self, state):
+        if state["tag"] != self.tag:
+            raise CheckpointError(f"got the state of {state['tag']!r}")
+        self.batches = state["batches"]
+
+
+def test_hook_state_is_restored_by_name_whatever_the_order(tmp_path):
+    ds = toy_dataset(64)
+    cfg = tiny_config(epochs=2, attack="none")
+    first = [_Tally("a"), _Tally("b")]
+    Trainer(tiny_model(), dataclasses.replace(cfg, epochs=1), ds, None, hooks=first, out_dir=tmp_path).fit()
+    _, saved = robin_plugin.training.load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert [h["name"] for h in saved["hooks"]][-2:] == ["a", "b"]
+    again = [_Tally("b"), _Tally("a"), _Tally("c")]  # another order, and a new hook that starts fresh
+    Trainer(tiny_model(), cfg, ds, None, hooks=again, out_dir=tmp_path).fit(resume=True)
+    assert [h.batches for h in again] == [4, 4, 2]  # 2 batches per epoch; c saw only epoch 1
+
+
+def test_old_checkpoints_without_hook_names_still_resume(tmp_path):
+    """Checkpoints written before hook names list {type, state} in the old trainer's order."""
+    ds, val = toy_dataset(64), toy_dataset(16, seed=1)
+    cfg = tiny_config(epochs=2, attack="fast", step_size=0.05, augment=True)
+    full = Trainer(tiny_model(), cfg, ds, val).fit()
+
+    class Crash(Hook):
+        def on_epoch_start(self, state):
+            if state.epoch == 1:
+                raise KeyboardInterrupt  # the run dies after its checkpoint of epoch 0
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_model(), cfg, ds, val, hooks=[Crash()], out_dir=tmp_path).fit()
+    path = tmp_path / "checkpoint.safetensors"
+    model_state, state = robin_plugin.training.load_checkpoint(path)
+    by_type = {h["type"]: h["state"] for h in state["hooks"]}
+    old_order = ["ProgressivePruning", "AdversarialTraining", "MetricLogger", "CatastrophicOverfittingGuard"]
+    state["hooks"] = [{"type": t, "state": by_type[t]} for t in old_order]
+    robin_plugin.training.save_checkpoint(path, model_state, state)
+    resumed = Trainer(tiny_model(), cfg, ds, val, out_dir=tmp_path).fit(resume=True)
+    timeless = lambda r: {k: v for k, v in r.items() if not k.startswith("time/")}
+    assert timeless(resumed) == timeless(full)
+
+
+def test_a_restored_history_must_match_the_checkpoint_epoch(tmp_path):
+    ds = toy_dataset(64)
+    cfg = tiny_config(epochs=2, attack="none")
+    Trainer(tiny_model(), cfg, ds, None, out_dir=tmp_path).fit()
+    path = tmp_path / "checkpoint.safetensors"
+    model_state, state = robin_plugin.training.load_checkpoint(path)
+    logger = next(h for h in state["hooks"] if h["name"] == "MetricLogger")
+    logger["state"]["history"] = logger["state"]["history"][:1]  # one row for two finished epochs
+    robin_plugin.training.save_checkpoint(path, model_state, state)
+    with pytest.raises(CheckpointError, match=r"one row per finished epoch \(epochs 0..1\), got 1 rows"):
+        Trainer(tiny_model(), cfg, ds, None, out_dir=tmp_path).fit(resume=True)
+
+
+def test_lr_schedule_hook_sets_the_rate_of_each_step():
+    model = tiny_model()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    hook = LRSchedule("step", base_lr=0.1, milestones=(0.5,))
+    state = TrainState(model, opt, epochs=2, steps_per_epoch=4)
+    for epoch, batch, lr in [(0, 0, 0.1), (0, 3, 0.1), (1, 0, 0.01), (1, 3, 0.01)]:
+        state.epoch, state.batch_idx = epoch, batch
+        hook.on_batch_start(state)
+        assert [g["lr"] for g in opt.param_groups] == [pytest.approx(lr)] * len(opt.param_groups)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        LRSchedule("linear")
+    # in a real loop: the epoch's logged lr is the schedule's at the last step
+    cfg = tiny_config(epochs=2, attack="none", lr_schedule="cosine")
+    result = Trainer(tiny_model(), cfg, toy_dataset(64), None).fit()
+    assert result["lr"] == robin_plugin.training.lr_at("cosine", (1 + 1 / 2) / 2, cfg.lr)
+
+
+def test_random_crop_flip_hook_augments_reproducibly_and_sets_crop_flip():
+    ds = toy_dataset(8)
+    x = ds.images.float() / 255
+
+    def run(epoch):
+        hook = RandomCropFlip(pad=2, seed=3)
+        state = TrainState(torch.nn.Identity(), epoch=epoch)
+        hook.on_epoch_start(state)
+        state.set_batch(x.clone(), ds.labels, torch.arange(8))
+        hook.on_batch_start(state)
+        return state
+
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
+    assert torch.equal(a.x, apply_crop_flip(x, a.crop_flip)) and a.crop_flip.pad == 2
+    with pytest.raises(ConfigError, match="pad"):
+        RandomCropFlip(pad=-1)
+
+
+def test_best_model_keeps_the_best_record_and_writes_its_weights(tmp_path):
+    model = tiny_model()
+    hook = BestModel(tmp_path)
+    state = TrainState(model)
+    hook.on_fit_start(state)
+    assert state.best == {"val/robust_acc": -1.0, "epoch": -1}
+    for epoch, robust in enumerate([0.4, 0.6, 0.5]):
+        state.epoch, state.metrics = epoch, {"train/loss": 1.0, "val/clean_acc": 0.9, "val/robust_acc": robust}
+        hook.on_validation(state)
+    assert state.best == {"val/robust_acc": 0.6, "val/clean_acc": 0.9, "epoch": 1}
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model_best.safetensors"), "pt") as f:
+        assert f.metadata() == {"epoch": "1", "val_robust_acc": "0.6"}
+    state.metrics = {"train/loss": 1.0}  # no validation set: nothing changes
+    hook.on_validation(state)
+    assert state.best["epoch"] == 1
+
+
+def test_checkpointing_hook_writes_every_n_epochs_and_after_the_last(tmp_path):
+    model = tiny_model()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    hook = Checkpointing(tmp_path, {"seed": 0}, every=2)
+    state = TrainState(model, opt, epochs=3, hooks=[hook, MetricLogger()])
+    written = []
+    for epoch in range(3):
+        state.epoch, state.step = epoch, epoch + 1
+        hook.on_epoch_checkpoint(state)
+        if (tmp_path / "checkpoint.safetensors").exists():
+            written.append(robin_plugin.training.load_checkpoint(tmp_path / "checkpoint.safetensors")[1]["epoch"])
+    assert sorted(set(written)) == [1, 2]
+    _, saved = robin_plugin.training.load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert [(h["name"], h["type"]) for h in saved["hooks"]] == [("Checkpointing", "Checkpointing"),
+                                                                ("MetricLogger", "MetricLogger")]
+    assert saved["config"] == {"seed": 0} and (tmp_path / "model.safetensors").exists()
+
+
+def test_progressive_pruning_steps_is_a_deprecated_alias_of_stages():
+    with pytest.warns(DeprecationWarning, match="stages"):
+        hook = ProgressivePruning(steps=2)
+    assert hook.stages == 2
+    with pytest.warns(DeprecationWarning, match="stages"):
+        assert hook.steps == 2
+    with pytest.warns(DeprecationWarning):
+        assert progressive_keep_ratio(0.0, 0.25, steps=2) == progressive_keep_ratio(0.0, 0.25, stages=2) == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ProgressivePruning(stages=2).stages == 2 and ProgressivePruning().stages == 3

@@ -22,13 +22,17 @@ import hashlib
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import torchattacks
 from torchattacks.attack import Attack
 
+from ..data.augment import apply_crop_flip, invert_crop_flip
 from ..errors import ConfigError, UnknownNameError, closest
-from .hooks import Hook
+from .checkpoint import CheckpointError
+from .distributed import all_gather_cat
+from .events import Hook
 from .state import TrainState
 
 __all__ = ["ATTACKS", "PersistentFGSM", "AdversarialTraining", "trades_loss", "isolated_rng", "check_eps"]
@@ -124,19 +128,15 @@ class PersistentFGSM(Attack):
 
 
 def _apply_crop_flip(delta: torch.Tensor, crop_flip: Any) -> torch.Tensor:
-    from ..data.augment import apply_crop_flip
-
     return apply_crop_flip(delta, crop_flip)
 
 
 def _invert_crop_flip(delta: torch.Tensor, crop_flip: Any, previous: torch.Tensor) -> torch.Tensor:
-    from ..data.augment import invert_crop_flip
-
     return invert_crop_flip(delta, crop_flip, previous)
 
 
 class AdversarialTraining(Hook):
-    """Modifier: make ``state.x_adv`` at BATCH_START and give the training loss.
+    """Modifier: make ``state.x_adv`` at BATCH_START and set the training loss at LOSS.
 
     Args:
         attack: one of :data:`ATTACKS` (``none`` trains on clean inputs).
@@ -146,15 +146,24 @@ class AdversarialTraining(Hook):
         trades_beta: TRADES weight (default 6).
         num_samples: training-set size (needed by ``fast`` only).
         seed: seed of the attack's random starts (an isolated RNG per step).
+        sample_shape: (C, H, W) of the training images, if known: a restored ``fast``
+            perturbation bank is checked against it.
 
-    In a plain loop::
+    Attributes:
+        attack_name: the training attack now (the catastrophic-overfitting guard may change it).
+        attack: the torchattacks attack made from it (None before FIT_START and for ``none``).
+
+    At LOSS it sets ``state.loss``: cross-entropy of ``state.net(state.x_adv)``, or the TRADES
+    objective, and fills ``state.batch_metrics`` (``train/loss``, ``train/robust_acc`` or, for
+    ``none``, ``train/clean_acc``). In a plain loop fire the events, or call it directly::
 
         adv.on_batch_start(state)   # state.x_adv
-        loss = adv.loss(state)      # CE on x_adv, or TRADES
+        loss = adv.loss(state)      # CE on x_adv, or TRADES (also state.loss)
     """
 
     def __init__(self, attack: str = "pgd", eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10,
-                 trades_beta: float = 6.0, num_samples: int | None = None, seed: int = 0):
+                 trades_beta: float = 6.0, num_samples: int | None = None, seed: int = 0,
+                 sample_shape: tuple[int, ...] | None = None):
         if attack not in ATTACKS:
             raise UnknownNameError(f"unknown attack {attack!r}{closest(attack, ATTACKS)}; valid: {', '.join(ATTACKS)}")
         check_eps("eps", eps)
@@ -163,25 +172,26 @@ class AdversarialTraining(Hook):
             raise ConfigError(f"attack steps must be an integer >= 1, got {steps!r}")
         if attack == "fast" and not num_samples:
             raise ConfigError("attack='fast' needs num_samples (the training-set size)")
-        self.name, self.eps, self.step_size, self.steps = attack, float(eps), float(step_size), steps
+        self.attack_name, self.eps, self.step_size, self.steps = attack, float(eps), float(step_size), steps
         self.trades_beta, self.num_samples, self.seed = float(trades_beta), num_samples, seed
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
         self.attack: Attack | None = None
         self._pending_bank: torch.Tensor | None = None
 
     def build(self, model: nn.Module) -> None:
         """Create the torchattacks attack for ``model`` (called at FIT_START)."""
-        if self.name == "pgd":
+        if self.attack_name == "pgd":
             self.attack = torchattacks.PGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps, random_start=True)
-        elif self.name == "ffgsm":
+        elif self.attack_name == "ffgsm":
             self.attack = torchattacks.FFGSM(model, eps=self.eps, alpha=self.step_size)
-        elif self.name == "fgsm":
+        elif self.attack_name == "fgsm":
             self.attack = torchattacks.FGSM(model, eps=self.eps)
-        elif self.name == "fast":
+        elif self.attack_name == "fast":
             self.attack = PersistentFGSM(model, self.num_samples, eps=self.eps, alpha=self.step_size)
             if self._pending_bank is not None:
                 self.attack.bank = self._pending_bank.to(self.attack.device)
                 self._pending_bank = None
-        elif self.name == "trades":
+        elif self.attack_name == "trades":
             self.attack = torchattacks.TPGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps)
         else:
             self.attack = None
@@ -190,58 +200,72 @@ class AdversarialTraining(Hook):
         self.build(state.model)
 
     def on_batch_start(self, state: TrainState) -> None:
-        if self.attack is None and self.name != "none":
+        if self.attack is None and self.attack_name != "none":
             self.build(state.model)
-        if self.name == "none":
+        if self.attack_name == "none":
             state.x_adv = state.x
             return
         with isolated_rng(derive_seed(self.seed, "attack", state.step), state.x.device):
-            if self.name == "fast":
+            if self.attack_name == "fast":
                 state.x_adv = self.attack(state.x, state.y, state.index, state.crop_flip)
                 self._share_bank(state.index)
-            elif self.name == "trades":
+            elif self.attack_name == "trades":
                 state.x_adv = self.attack(state.x)  # TPGD needs no labels
             else:
                 state.x_adv = self.attack(state.x, state.y)
 
     def _share_bank(self, index: torch.Tensor) -> None:
         """Under DDP, give every rank the perturbations the other ranks just updated."""
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        from .distributed import all_gather_cat
-
         bank = self.attack.bank
         index = index.to(bank.device)
         all_index = all_gather_cat(index)
         self.attack.bank[all_index] = all_gather_cat(bank[index])
 
+    def on_loss(self, state: TrainState) -> None:
+        self.loss(state)
+
     def loss(self, state: TrainState) -> torch.Tensor:
-        """Training loss of the batch (model in train mode); also fills ``state.batch_metrics``."""
-        y = state.y
-        if self.name == "trades":
-            logits_clean = state.model(state.x)  # two passes, as in the TRADES reference code
-            logits_adv = state.model(state.x_adv)
+        """Training loss of the batch (model in train mode); sets ``state.loss`` and fills ``state.batch_metrics``.
+
+        The forward passes go through ``state.net`` (the model, or its DDP wrapper).
+        """
+        y, net = state.y, (state.net if state.net is not None else state.model)
+        if self.attack_name == "trades":
+            logits_clean = net(state.x)  # two passes, as in the TRADES reference code
+            logits_adv = net(state.x_adv)
             loss = trades_loss(logits_clean, logits_adv, y, self.trades_beta)
             state.batch_metrics["train/clean_acc"] = (logits_clean.argmax(1) == y).float().mean().item()
         else:
-            logits_adv = state.model(state.x_adv)
+            logits_adv = net(state.x_adv)
             loss = F.cross_entropy(logits_adv, y)
-        key = "train/clean_acc" if self.name == "none" else "train/robust_acc"
+        key = "train/clean_acc" if self.attack_name == "none" else "train/robust_acc"
         state.batch_metrics[key] = (logits_adv.argmax(1) == y).float().mean().item()
         state.batch_metrics["train/loss"] = loss.item()
         state.loss = loss
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        bank = getattr(self.attack, "bank", None) if self.name == "fast" else None
+        bank = getattr(self.attack, "bank", None) if self.attack_name == "fast" else None
         return {"bank": bank.detach().cpu()} if bank is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        bank = state.get("bank")
-        if bank is None:
+        """Restore the fast attack's perturbation bank, after checking its type, shape and range."""
+        if "bank" not in state:
             return
+        bank = state["bank"]
+        if self.attack_name != "fast":
+            raise CheckpointError(f"a perturbation 'bank' belongs to attack 'fast', this run's attack is {self.attack_name!r}")
+        shape = (self.num_samples, *(self.sample_shape or ()))
+        if not isinstance(bank, torch.Tensor) or not bank.is_floating_point() or bank.dim() != 4 \
+                or tuple(bank.shape[:len(shape)]) != shape:
+            got = f"{bank.dtype} tensor of shape {tuple(bank.shape)}" if isinstance(bank, torch.Tensor) else type(bank).__name__
+            raise CheckpointError(f"'bank' must be a float tensor of shape (num_samples, C, H, W) = "
+                                  f"{shape}{'' if len(shape) == 4 else ' + (C, H, W)'}, got {got}")
+        if not torch.isfinite(bank).all() or bank.abs().max() > self.eps + 1e-5:
+            raise CheckpointError(f"'bank' perturbations must be finite and within eps = {self.eps} "
+                                  f"(Linf), got max |delta| {bank.abs().max().item():.4g}")
         if self.attack is not None:
             self.attack.bank = bank.to(self.attack.device)
         else:

@@ -4,9 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError
+from .checkpoint import CHECKPOINT
 from .config import DEFAULT_PRESET, PRESETS, apply_overrides, get_preset, load_config_file, parse_override
+from .run import train
 
 __all__ = ["add_train_parser"]
 
@@ -40,21 +46,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = apply_overrides(get_preset(args.preset), overrides)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
-        import torch
-        import torch.distributed as dist
-
         backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
         dist.init_process_group(backend)
         if backend == "nccl":
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             config = config.__class__.from_dict({**config.to_dict(), "device": f"cuda:{local}"})
-    from pathlib import Path
-
-    from ..errors import ConfigError
-    from .run import train
-    from .trainer import CHECKPOINT
-
     if args.resume and args.resume_or_start:
         raise ConfigError("give --resume or --resume-or-start, not both")
     if args.resume and not (Path(config.out_dir) / CHECKPOINT).is_file():
@@ -64,8 +61,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train(config, resume=args.resume or args.resume_or_start)
     finally:
         if distributed:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         _print_result(result, config.out_dir)

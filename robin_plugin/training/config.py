@@ -10,18 +10,28 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import timm
 import yaml
 
+from .. import models  # noqa: F401  (registers the robin models with timm)
 from ..errors import ConfigError, UnknownNameError, closest
+from ..io import read_limited
+from ..models.spec import check_model_args
+from ..pruning import check_keep_ratio, check_p
+from .attacks import ATTACKS
 
-__all__ = ["TrainConfig", "PRESETS", "MAX_CONFIG_BYTES", "MAX_SEED", "get_preset", "apply_overrides", "load_config_file",
-           "parse_override"]
+__all__ = ["TrainConfig", "PRESETS", "AUGMENTED_DATASETS", "MAX_CONFIG_BYTES", "MAX_SEED", "get_preset", "apply_overrides",
+           "load_config_file", "parse_override"]
 
 MAX_CONFIG_BYTES = 2**20
 """Largest config file :func:`load_config_file` reads (1 MiB); real configs are a few hundred bytes."""
 
 MAX_SEED = 2**63 - 1
 """Largest seed: torch's generators take 64-bit seeds, and derived seeds are 63-bit."""
+
+AUGMENTED_DATASETS = ("cifar10", "cifar100", "imagenet100")
+"""Datasets whose runs augment (random crop with padding 4, horizontal flip) unless ``augment`` says
+otherwise: the natural-image ones of the paper; Fashion-MNIST is not augmented."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,7 @@ class TrainConfig:
     data_root: str | None = None           # folder with the dataset (None: the dataset's default)
     train_subset: int | None = None        # use only the first n training images (None: all)
     val_fraction: float = 0.02             # held out from the training set to pick the best epoch
-    augment: bool | None = None            # random crop (pad 4) + flip; None: on for CIFAR/ImageNet, off otherwise
+    augment: bool | None = None            # random crop (pad 4) + flip; None: on for AUGMENTED_DATASETS, off otherwise
     # optimisation
     epochs: int = 3
     batch_size: int = 128
@@ -74,8 +84,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        from ..pruning import check_keep_ratio, check_p
-
         check_keep_ratio(self.keep_ratio)
         check_p(self.p)
         _positive_int(self, "prune_steps", "epochs", "batch_size", "attack_steps", "val_pgd_steps", "test_pgd_steps", "checkpoint_every",
@@ -103,20 +111,18 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be in (0, 1] (pixel units of images in [0, 1]) or null, got {v}")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise UnknownNameError(f"unknown lr_schedule {self.lr_schedule!r}{closest(self.lr_schedule, ('cosine', 'step', 'constant'))}; valid: cosine, step, constant")
-        import timm
-
-        from .. import models  # noqa: F401  (registers the robin models with timm)
-
         if not timm.is_model(self.model):
             names = timm.list_models("robin_*")
             raise UnknownNameError(f"unknown model {self.model!r}{closest(self.model, names)}; robin models: {', '.join(names)}")
-        from ..models.spec import check_model_args
-
         check_model_args(self.model, self.model_kwargs, source="model_kwargs")
-        from .attacks import ATTACKS
-
         if self.attack not in ATTACKS:
             raise UnknownNameError(f"unknown attack {self.attack!r}{closest(self.attack, ATTACKS)}; valid: {', '.join(ATTACKS)}")
+
+    @property
+    def augmentation_on(self) -> bool:
+        """Whether the run augments its batches: ``augment``, or when it is None, whether
+        ``dataset`` is one of :data:`AUGMENTED_DATASETS`."""
+        return self.augment if self.augment is not None else self.dataset in AUGMENTED_DATASETS
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -308,8 +314,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Files are data: the YAML safe loader (no Python tags), no anchors or aliases, at most
     :data:`MAX_CONFIG_BYTES` (1 MiB), UTF-8 text. Anything else is a :class:`ConfigError`.
     """
-    from ..io import read_limited
-
     path = Path(path)
     try:
         text = read_limited(path, MAX_CONFIG_BYTES).decode("utf-8")

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributed.nn.functional import all_reduce
 
-__all__ = ["CpuSyncBatchNorm", "convert_sync_batchnorm", "all_gather_cat"]
+__all__ = ["CpuSyncBatchNorm", "convert_sync_batchnorm", "wrap_ddp", "all_gather_cat"]
 
 
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -65,6 +65,17 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         else:
             convert_sync_batchnorm(child, device)
     return model
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:
+    """``model`` in DistributedDataParallel, for the training forward pass (``TrainState.net``).
+
+    Buffers are not broadcast: the fixed weights and statistics are identical on every rank (same
+    seed), and synchronised BatchNorm keeps the running statistics equal.
+    """
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+    )
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,10 @@ import torch
 import torch.nn as nn
 import torchattacks
 
+from ..data.augment import to_float
 from ..errors import ConfigError, RobinError
 from .attacks import AdversarialTraining, derive_seed, isolated_rng
-from .hooks import Hook
+from .events import Hook
 from .state import TrainState
 
 __all__ = ["ACTIONS", "SINGLE_STEP_ATTACKS", "CatastrophicOverfittingError", "CatastrophicOverfittingGuard", "is_collapse"]
@@ -85,7 +86,7 @@ class CatastrophicOverfittingGuard(Hook):
             raise ConfigError("the guard needs a non-empty check batch: images (N, C, H, W) and labels (N,)")
         self.adversarial, self.eps, self.pgd_steps, self.every = adversarial, float(eps), pgd_steps, every
         self.action, self.drop, self.gap, self.max_rollbacks, self.seed = action, drop, gap, max_rollbacks, seed
-        self.images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        self.images = to_float(images).float()  # uint8 -> [0, 1]; float16 / 64 -> float32
         self.labels = labels.long()
         self.best = -1.0
         self.collapses = 0
@@ -146,8 +147,8 @@ class CatastrophicOverfittingGuard(Hook):
         if state.optimizer is not None and self._snapshot["optimizer"] is not None:
             state.optimizer.load_state_dict(self._snapshot["optimizer"])
         adv = self.adversarial
-        if adv.name in SINGLE_STEP_ATTACKS:  # PGD-2 with step eps / 2 does not overfit catastrophically (Wong et al.)
-            adv.name, adv.steps, adv.step_size = "pgd", 2, adv.eps / 2
+        if adv.attack_name in SINGLE_STEP_ATTACKS:  # PGD-2 with step eps / 2 does not overfit catastrophically (Wong et al.)
+            adv.attack_name, adv.steps, adv.step_size = "pgd", 2, adv.eps / 2
         else:
             adv.step_size = adv.step_size / 2
         adv.build(state.model)
@@ -163,14 +164,14 @@ class CatastrophicOverfittingGuard(Hook):
     def state_dict(self) -> dict[str, Any]:
         adv = self.adversarial
         return {"best": self.best, "collapses": self.collapses, "rollbacks": self.rollbacks, "last": dict(self.last),
-                "attack": adv.name, "attack_steps": adv.steps, "step_size": adv.step_size}
+                "attack": adv.attack_name, "attack_steps": adv.steps, "step_size": adv.step_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = float(state["best"])
         self.collapses, self.rollbacks = int(state["collapses"]), int(state["rollbacks"])
         self.last = {str(k): float(v) for k, v in dict(state.get("last", {})).items()}
         adv = self.adversarial
-        attack = (str(state.get("attack", adv.name)), int(state.get("attack_steps", adv.steps)), float(state["step_size"]))
-        if attack != (adv.name, adv.steps, adv.step_size):  # a rollback changed the training attack
-            adv.name, adv.steps, adv.step_size = attack
+        attack = (str(state.get("attack", adv.attack_name)), int(state.get("attack_steps", adv.steps)), float(state["step_size"]))
+        if attack != (adv.attack_name, adv.steps, adv.step_size):  # a rollback changed the training attack
+            adv.attack_name, adv.steps, adv.step_size = attack
             adv.attack = None  # rebuilt at the next batch

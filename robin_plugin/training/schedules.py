@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 from ..errors import ConfigError
@@ -10,25 +11,40 @@ from ..pruning import check_keep_ratio
 __all__ = ["progressive_keep_ratio", "cosine_lr", "step_lr", "lr_at"]
 
 
-def progressive_keep_ratio(progress: float, target: float, steps: int) -> float:
+def progressive_keep_ratio(progress: float, target: float, stages: int | None = None, *, steps: int | None = None) -> float:
     """Keep ratio at ``progress`` for a geometric schedule from 1 down to ``target``.
 
-    Training is cut into ``steps`` equal stages; stage j (0-based) keeps
-    ``target ** ((j + 1) / steps)``, so the last stage keeps ``target`` and ``steps = 1``
+    Training is cut into ``stages`` equal stages; stage j (0-based) keeps
+    ``target ** ((j + 1) / stages)``, so the last stage keeps ``target`` and ``stages = 1``
     keeps ``target`` from the start.
 
     Args:
         progress: fraction of training done, in [0, 1].
         target: final keep ratio, in (0, 1].
-        steps: number of stages, >= 1.
+        stages: number of stages, >= 1 (``TrainConfig.prune_steps``).
+        steps: deprecated name of ``stages``.
     """
+    stages = _stages(stages, steps, "progressive_keep_ratio")
     target = check_keep_ratio(target)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"prune_steps must be an integer >= 1, got {steps!r}")
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise ConfigError(f"prune_steps (the number of pruning stages) must be an integer >= 1, got {stages!r}")
     if not 0.0 <= progress <= 1.0:
         raise ConfigError(f"progress must be in [0, 1], got {progress!r}")
-    stage = min(int(progress * steps), steps - 1)
-    return target ** ((stage + 1) / steps)
+    stage = min(int(progress * stages), stages - 1)
+    return target ** ((stage + 1) / stages)
+
+
+def _stages(stages: int | None, steps: int | None, where: str) -> int:
+    """``stages``, or the deprecated ``steps=`` (with a DeprecationWarning); exactly one of them."""
+    if steps is not None:
+        if stages is not None:
+            raise ConfigError(f"{where}: give stages= only (steps= is its deprecated name)")
+        warnings.warn(f"{where}(steps=...) is deprecated, use stages=... (pruning stages, not optimizer steps)",
+                      DeprecationWarning, stacklevel=3)
+        return steps
+    if stages is None:
+        raise TypeError(f"{where}() missing the number of pruning stages: stages=")
+    return stages
 
 
 def cosine_lr(progress: float, base_lr: float) -> float:

@@ -15,7 +15,8 @@ class TrainState:
     """What hooks read and (for modifiers) change.
 
     A plain PyTorch loop creates one, updates ``epoch`` / the batch fields as it goes and fires
-    the events; :class:`robin_plugin.training.Trainer` does the same.
+    the events; :class:`robin_plugin.training.Trainer` does the same (and fills ``net``,
+    ``hooks`` and ``best``).
 
     Attributes:
         model: the model being trained (inputs in [0, 1]).
@@ -28,9 +29,17 @@ class TrainState:
         x, y, index: clean (augmented) batch (N, C, H, W) in [0, 1], labels (N,), dataset indices (N,).
         crop_flip: augmentation parameters of the batch, when the loop augments (else None).
         x_adv: adversarial batch made at BATCH_START (same shape as x).
-        loss: training loss of the batch (a scalar tensor).
+        loss: training loss of the batch (a scalar tensor), set by a hook at ``Event.LOSS``.
         batch_metrics: per-batch numbers, e.g. ``train/loss``, ``train/robust_acc``.
         metrics: per-epoch numbers, namespaced: ``train/*``, ``val/*``, ``prune/*``, ``lr``.
+        net: the module the training forward pass goes through: ``model`` itself (a None given
+            here becomes ``model``), or its DistributedDataParallel wrapper under ``torchrun`` so
+            that gradients are all-reduced. Loss hooks call ``state.net``; attacks, checks and
+            evaluation call ``state.model``.
+        hooks: the loop's hooks in firing order (the Trainer fills it; ``Checkpointing`` saves
+            each one's state by name).
+        best: the best validation record so far, e.g. ``{"val/robust_acc": 0.7,
+            "val/clean_acc": 0.8, "epoch": 3}`` (``BestModel`` keeps it; ``{}`` before any).
     """
 
     model: nn.Module
@@ -48,6 +57,13 @@ class TrainState:
     loss: torch.Tensor | None = None
     batch_metrics: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    net: nn.Module | None = None
+    hooks: list[Any] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            self.net = self.model
 
     @property
     def progress(self) -> float:
