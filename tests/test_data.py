@@ -678,3 +678,52 @@ def test_validation_split_properties(n, fraction, seed):
     if n >= 2:
         assert 1 <= len(tr)
         assert abs(len(va) - n * fraction) <= 1 or len(va) in (1, n - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Layout: one module per job, imports one way, the old module kept for compatibility
+# --------------------------------------------------------------------------------------------
+def test_datasets_module_is_kept_for_compatibility():
+    """``robin_plugin.data.datasets`` still offers every name it had, as the very same objects."""
+    import robin_plugin.data as data
+    from robin_plugin.data import datasets
+
+    expected = {
+        "DATASETS", "DatasetError", "DatasetInfo", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "IMAGE_EXTENSIONS",
+        "ImageDataset", "ImageFolderDataset", "RefusedGlobalError", "RestrictedUnpickler", "dataset_info",
+        "get_dataset", "load_cifar", "load_fashion_mnist", "load_image", "load_imagenet100", "parse_idx",
+        "validation_split",
+    }
+    assert set(datasets.__all__) == expected
+    for name in expected:
+        obj = getattr(datasets, name)
+        if hasattr(data, name):
+            assert getattr(data, name) is obj, name
+        if callable(obj) and hasattr(obj, "__module__"):
+            assert obj.__module__ != "robin_plugin.data.datasets", f"{name} must be defined in its own module"
+
+
+def test_data_modules_import_one_way():
+    """base <- the formats <- registry: no format imports the registry, base imports no format."""
+    import ast
+
+    import robin_plugin.data
+
+    folder = Path(robin_plugin.data.__file__).parent
+    formats = {"idx", "cifar", "imagefolder", "restricted_pickle"}
+    allowed = {
+        "base": set(),
+        "restricted_pickle": set(),
+        "idx": {"base"},
+        "cifar": {"base", "restricted_pickle"},
+        "imagefolder": {"base"},
+        "registry": {"base"} | formats,
+    }
+    for module, may_import in allowed.items():
+        tree = ast.parse((folder / f"{module}.py").read_text(encoding="utf-8"))
+        siblings = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                siblings |= {node.module} if node.module else {a.name for a in node.names}
+        assert siblings <= may_import, f"data/{module}.py imports {sorted(siblings - may_import)}"
+        assert (ast.get_docstring(tree) or "").strip(), f"data/{module}.py needs an opening docstring saying its job"

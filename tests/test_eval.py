@@ -282,3 +282,64 @@ def test_cli_eval_reports_progress_in_its_output_without_a_terminal(tmp_path, fa
     assert main(argv) in (0, 1)
     out = capsys.readouterr().out
     assert "apgd-ce: started" in out and "(done)" in out
+
+
+def test_names_stay_importable_from_the_evaluate_module():
+    """The split moved code into measure, resume and reference; the old imports still work."""
+    import importlib
+
+    import robin_plugin.eval as ev
+
+    module = importlib.import_module("robin_plugin.eval.evaluate")  # the attribute is the function
+    reference = importlib.import_module("robin_plugin.eval.reference")
+    measure = importlib.import_module("robin_plugin.eval.measure")
+    assert module.reference_autoattack is reference.reference_autoattack is ev.reference_autoattack
+    assert module.accuracy is measure.accuracy and module.zero_gradient_count is measure.zero_gradient_count
+    assert set(module.__all__) == {"EvalResult", "evaluate", "reference_autoattack", "accuracy",
+                                   "zero_gradient_count", "check_eval_inputs"}
+
+
+def test_parse_autoattack_log():
+    """pyautoattack's accuracy-after lines become fractions; warnings are kept; other lines ignored."""
+    from robin_plugin.eval.reference import parse_autoattack_log
+
+    records = [
+        (logging.INFO, "clean accuracy: 80.00%"),
+        (logging.DEBUG, "apgd-ce - 1/1 - 3 out of 8 successfully perturbed"),
+        (logging.DEBUG, "robust accuracy after APGD-CE: 62.50% (total time 1.2 s)"),
+        (logging.DEBUG, "robust accuracy after APGD-T: 50.00% (total time 3.4 s)"),
+        (logging.WARNING, "Square Attack has decreased the robust accuracy of 0.50%."),
+        (logging.DEBUG, "robust accuracy after SQUARE: 49.50% (total time 9.9 s)"),
+    ]
+    after, warnings = parse_autoattack_log(records)
+    assert after == pytest.approx({"apgd-ce": 0.625, "apgd-t": 0.5, "square": 0.495})
+    assert warnings == ["Square Attack has decreased the robust accuracy of 0.50%."]
+    assert parse_autoattack_log([]) == ({}, [])
+
+
+def test_resume_file_round_trip_and_refusals(tmp_path):
+    """save_state then load_state gives the state back; a changed key, length or field is refused."""
+    from robin_plugin.eval.resume import load_state, save_state, state_key
+
+    x, y = torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
+    key = state_key(x, y, {"seed": 0, "attacks": ["apgd-ce"]})
+    assert key == state_key(x.clone(), y.clone(), {"attacks": ["apgd-ce"], "seed": 0}), "key ignores dict order"
+    assert key != state_key(x, y, {"seed": 1, "attacks": ["apgd-ce"]})
+    assert key != state_key(x + 1e-3, y, {"seed": 0, "attacks": ["apgd-ce"]})
+    path = tmp_path / "s.json"
+    assert load_state(path, key, 3, ("apgd-ce",)) is None
+    save_state(path, key, torch.tensor([True, False, True]), {"apgd-ce": 2 / 3}, ["apgd-ce"], {"clean": 0.1})
+    state = load_state(path, key, 3, ("apgd-ce",))
+    assert state["robust"] == [True, False, True] and state["done"] == ["apgd-ce"]
+    assert state["robust_acc_after"] == pytest.approx({"apgd-ce": 2 / 3}) and state["seconds"] == {"clean": 0.1}
+    with pytest.raises(RobinError, match="different evaluation"):
+        load_state(path, "0" * 64, 3, ("apgd-ce",))
+    with pytest.raises(RobinError, match="different evaluation"):
+        load_state(path, key, 4, ("apgd-ce",))
+    with pytest.raises(RobinError, match="'done' must list attacks"):
+        load_state(path, key, 3, ("apgd-t",))
+    bad = json.loads(path.read_text())
+    bad["robust"] = [1, 0, 1]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(RobinError, match="'robust' must be a list of true/false"):
+        load_state(path, key, 3, ("apgd-ce",))

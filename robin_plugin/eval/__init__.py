@@ -1,18 +1,27 @@
 """Evaluation: full-strength AutoAttack through torchattacks, gradient-masking checks, reports, leaderboard.
 
 - :mod:`.attacks`: the standard AutoAttack ensemble with the original settings.
-- :mod:`.evaluate`: :func:`evaluate` (clean, PGD-k, AutoAttack per attack, checks, reference).
+- :mod:`.evaluate`: :func:`evaluate`, the protocol (clean, PGD-k, AutoAttack per attack, checks,
+  reference) and :class:`EvalResult`.
+- :mod:`.measure`: the batched measurements it takes (accuracy, PGD robustness, zero gradients).
 - :mod:`.checks`: the gradient-masking checks as pure functions.
+- :mod:`.resume`: the resume file of an interrupted evaluation (``state_path``).
+- :mod:`.reference`: the original AutoAttack (``pyautoattack``) as a cross-check, and the reader
+  of its log.
 - :mod:`.report`: RobustBench model_info JSON and the terminal table.
 - :mod:`.leaderboard`: the RobustBench leaderboard snapshot, ranking and the size plot.
 - :mod:`.robustbench_compat`: ``enable()`` makes RobustBench 1.1.1's own ``load_model`` and
   ``eval.benchmark`` run offline on robin models (optional; not imported here).
+
+Imports flow one way: ``attacks`` <- ``measure`` <- ``reference`` <- ``evaluate`` (which also
+reads ``checks`` and ``resume``) <- ``report``.
 """
 from __future__ import annotations
 
 from .attacks import STANDARD_ATTACKS, AutoAttackConfig, build_attack, default_pgd_step, pgd_attack, standard_attacks
 from .checks import CheckResult
-from .evaluate import EvalResult, evaluate, reference_autoattack
+from .evaluate import EvalResult, evaluate
+from .reference import reference_autoattack
 from .report import format_report, load_result, make_model_info, write_result
 
 __all__ = [

@@ -5,21 +5,21 @@ test points, Linf, eps 8/255 on CIFAR-10 and CIFAR-100. AutoAttack runs its atta
 other, each only on the points still robust, so the robust accuracy after the last attack is the
 pointwise worst case over the ensemble. :func:`evaluate` also reports the accuracy after every
 attack, a PGD-k baseline, the gradient-masking checks of :mod:`robin_plugin.eval.checks`, and on
-request the original AutoAttack (PyPI ``pyautoattack``) on the same points for comparison.
+request the original AutoAttack (PyPI ``pyautoattack``, :mod:`robin_plugin.eval.reference`) on
+the same points for comparison.
 
 Evaluation cost (CPU): about 1.8 s per point for a width-16 ResNet-18 on 28x28 inputs, so the
 progress bars show the time left, and ``state_path`` makes a long run resumable: the robust flags
-are written after every batch, and a rerun with the same settings skips the attacks already done.
+are written after every batch (:mod:`robin_plugin.eval.resume`), and a rerun with the same
+settings skips the attacks already done.
+
+This module is the protocol only: the batched measurements live in :mod:`.measure`, the resume
+file in :mod:`.resume` and the reference adapter in :mod:`.reference`.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import math
-import re
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +28,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..errors import ConfigError, InputError, RobinError, UnknownNameError, closest
-from ..io import atomic_write_json
-from .attacks import STANDARD_ATTACKS, AutoAttackConfig, check_eps, isolated_rng, pgd_attack, standard_attacks
+from ..errors import ConfigError, InputError, UnknownNameError, closest
+from ..progress import progress as progress_bar
+from .attacks import STANDARD_ATTACKS, AutoAttackConfig, check_eps, isolated_rng, standard_attacks
 from .checks import (
     CheckResult,
     check_black_box,
@@ -42,14 +41,17 @@ from .checks import (
     check_zero_gradients,
     one_point,
 )
+from .measure import accuracy, batches, max_logit_diff, pgd_robust, predict, project, zero_gradient_count
+from .reference import reference_autoattack
+from .resume import load_state, save_state, state_key
 
+# reference_autoattack, accuracy and zero_gradient_count live in .reference and .measure; they
+# stay importable from here, where they were defined before the split.
 __all__ = ["EvalResult", "evaluate", "reference_autoattack", "accuracy", "zero_gradient_count", "check_eval_inputs"]
 
 logger = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
 _MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; the checks use seed + 1
-_MAX_STATE_BYTES = 256 * 2**20  # a state file holds one flag per point: ~10 bytes each
 
 
 @dataclass
@@ -163,119 +165,46 @@ def check_eval_inputs(images: torch.Tensor, labels: torch.Tensor, n: int | None)
     return x, y
 
 
-def _batches(n: int, batch_size: int) -> list[slice]:
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+@dataclass(frozen=True)
+class _Settings:
+    """How one :func:`evaluate` call attacks and checks: its keyword arguments, checked on creation.
 
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model(x[s]).argmax(1) for s in _batches(x.shape[0], batch_size)])
-
-
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250) -> float:
-    """Fraction of ``images`` (N, C, H, W) in [0, 1] that ``model`` classifies as ``labels`` (N,)."""
-    return (_predict(model, images, batch_size) == labels).float().mean().item()
-
-
-def zero_gradient_count(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250) -> int:
-    """Points whose margin-loss gradient with respect to the input is exactly zero.
-
-    The margin loss ``max_{j != y} z_j - z_y`` is used rather than cross-entropy because its
-    gradient does not vanish on confidently classified points, so a zero here means the
-    model itself blocks the gradient.
+    The fields and their defaults are :func:`evaluate`'s (see there); ``attacks`` becomes a
+    tuple and ``eps`` / ``large_eps`` floats. Raises :class:`ConfigError` or
+    :class:`UnknownNameError` on a bad value, in the order the arguments are listed.
     """
-    count = 0
-    for s in _batches(images.shape[0], batch_size):
-        x = images[s].clone().requires_grad_(True)
-        y = labels[s]
-        with torch.enable_grad():
-            z = model(x)  # (B, K)
-            true = z.gather(1, y[:, None]).squeeze(1)
-            other = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), -math.inf).amax(1)
-            (g,) = torch.autograd.grad((other - true).sum(), x)
-        count += int((g.reshape(g.shape[0], -1).abs().sum(1) == 0).sum())
-    return count
 
+    eps: float  # Linf radius, [0, 1] pixel units
+    attacks: tuple[str, ...] = STANDARD_ATTACKS  # AutoAttack components in run order
+    pgd_steps: int = 20  # iterations of the PGD baseline
+    reference: bool = False  # also run pyautoattack on the same points
+    reference_tolerance: float = 0.005  # largest |difference| counted as agreement
+    batch_size: int = 250  # points per attack batch
+    seed: int = 0  # seed of every attack
+    config: AutoAttackConfig = AutoAttackConfig()  # attack strengths
+    run_checks: bool = True  # run the gradient-masking checks
+    check_n: int = 100  # points of the eps sweep and the PGD-4k check
+    large_eps: float = 0.5  # largest eps of the sweep, pixel units
+    state_path: str | Path | None = None  # resume file
+    progress: bool = True  # progress bars
 
-def _max_logit_diff(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
-    with torch.no_grad():
-        outs = [model(x) for _ in range(repeats)]
-    outs = [o / (o.norm(dim=1, keepdim=True) + 1e-10) for o in outs]
-    return max(((a - b).norm(dim=1).max().item() for a, b in zip(outs, outs[1:])), default=0.0)
-
-
-def _pgd_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int, batch_size: int) -> torch.Tensor:
-    """Per point: True if PGD-``steps`` at ``eps`` does not change the prediction away from ``y``."""
-    attack = pgd_attack(model, eps, steps)
-    out = []
-    with isolated_rng():
-        torch.manual_seed(seed)
-        for s in _batches(x.shape[0], batch_size):
-            adv = _project(attack(x[s], y[s]), x[s], eps)
-            out.append(_predict(model, adv, batch_size) == y[s])
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
-
-
-def _project(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Clip an attack's output into the eps ball and [0, 1], so no attack can overstep."""
-    return torch.min(torch.max(adv.detach(), x - eps), x + eps).clamp(0.0, 1.0)
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from ..progress import progress
-
-    return progress(total=total, desc=desc, unit="pt", enabled=enabled)  # a bar on a terminal, log lines otherwise
-
-
-def _state_key(x: torch.Tensor, y: torch.Tensor, settings: Mapping[str, Any]) -> str:
-    h = hashlib.sha256()
-    h.update(x.numpy().tobytes() if x.device.type == "cpu" else x.cpu().numpy().tobytes())
-    h.update(y.cpu().numpy().tobytes())
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def _load_state(path: Path, key: str, n: int, attacks: Sequence[str]) -> dict[str, Any] | None:
-    """Read and check a resume file: the same evaluation, and every field of the right type."""
-    from ..io import read_limited
-
-    if not path.exists():
-        return None
-    try:
-        state = json.loads(read_limited(path, _MAX_STATE_BYTES).decode("utf-8"))
-        ok = state.get("version") == _STATE_VERSION and state.get("key") == key and len(state["robust"]) == n
-    except RecursionError:
-        raise RobinError(f"cannot resume from {path}: not a valid evaluation state file (nested too deeply); "
-                         "delete it to start over") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # UnicodeDecodeError, size limit
-        raise RobinError(f"cannot resume from {path}: not a valid evaluation state file ({e}); delete it to start over") from e
-    if not ok:
-        raise RobinError(
-            f"{path} holds the state of a different evaluation (other model inputs, points or settings); "
-            f"delete it or pass another state path"
-        )
-
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
-
-    problems = []
-    if not all(isinstance(r, bool) for r in state["robust"]):
-        problems.append("'robust' must be a list of true/false")
-    after = state.get("robust_acc_after")
-    if not isinstance(after, dict) or not all(k in attacks and number(v) and v <= 1 for k, v in after.items()):
-        problems.append(f"'robust_acc_after' must map attacks among {list(attacks)} to fractions in [0, 1]")
-    done = state.get("done")
-    if not isinstance(done, list) or not all(isinstance(a, str) and a in attacks for a in done) or len(set(done)) != len(done):
-        problems.append(f"'done' must list attacks among {list(attacks)}, each once")
-    elif isinstance(after, dict) and set(after) != set(done):
-        problems.append("'done' and 'robust_acc_after' must name the same attacks")
-    seconds = state.get("seconds", {})
-    if not isinstance(seconds, dict) or not all(isinstance(k, str) and number(v) for k, v in seconds.items()):
-        problems.append("'seconds' must map stages to times >= 0")
-    if problems:
-        raise RobinError(f"cannot resume from {path}: not a valid evaluation state file ({'; '.join(problems)}); "
-                         "delete it to start over")
-    return state
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", check_eps(self.eps))
+        object.__setattr__(self, "large_eps", check_eps(self.large_eps))
+        attacks = [self.attacks] if isinstance(self.attacks, str) else list(self.attacks)  # not "apgd-ce" letter by letter
+        if not attacks:  # else autoattack_acc would silently be the clean accuracy
+            raise ConfigError(f"attacks must name at least one AutoAttack component, got none; valid: {', '.join(STANDARD_ATTACKS)}")
+        for name in attacks:
+            if name not in STANDARD_ATTACKS:
+                raise UnknownNameError(f"unknown attack {name!r}{closest(name, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
+        if len(set(attacks)) != len(attacks):
+            raise ConfigError(f"attacks must not repeat, got {attacks}")
+        object.__setattr__(self, "attacks", tuple(attacks))
+        for nm, v in (("batch_size", self.batch_size), ("pgd_steps", self.pgd_steps), ("check_n", self.check_n)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{nm} must be an integer >= 1, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= _MAX_SEED:
+            raise ConfigError(f"seed must be an integer >= 0 and <= 2**63 - 1 ({_MAX_SEED}), got {self.seed!r}")
 
 
 def evaluate(
@@ -324,23 +253,9 @@ def evaluate(
     Returns:
         An :class:`EvalResult`.
     """
-    eps = check_eps(eps)
-    large_eps = check_eps(large_eps)
-    if isinstance(attacks, str):  # "apgd-ce" would otherwise be read letter by letter
-        attacks = [attacks]
-    attacks = list(attacks)
-    if not attacks:  # else autoattack_acc would silently be the clean accuracy
-        raise ConfigError(f"attacks must name at least one AutoAttack component, got none; valid: {', '.join(STANDARD_ATTACKS)}")
-    for name in attacks:
-        if name not in STANDARD_ATTACKS:
-            raise UnknownNameError(f"unknown attack {name!r}{closest(name, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
-    if len(set(attacks)) != len(attacks):
-        raise ConfigError(f"attacks must not repeat, got {attacks}")
-    for nm, v in (("batch_size", batch_size), ("pgd_steps", pgd_steps), ("check_n", check_n)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{nm} must be an integer >= 1, got {v!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
-        raise ConfigError(f"seed must be an integer >= 0 and <= 2**63 - 1 ({_MAX_SEED}), got {seed!r}")
+    s = _Settings(eps=eps, attacks=attacks, pgd_steps=pgd_steps, reference=reference,
+                  reference_tolerance=reference_tolerance, batch_size=batch_size, seed=seed, config=config,
+                  run_checks=run_checks, check_n=check_n, large_eps=large_eps, state_path=state_path, progress=progress)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     num_classes = getattr(model, "num_classes", None)
@@ -366,16 +281,15 @@ def evaluate(
     for prm, _ in grad_flags:
         prm.requires_grad_(False)
     try:
-        return _evaluate(model, x, y, eps, attacks, pgd_steps, reference, reference_tolerance, batch_size, seed, config,
-                         run_checks, min(check_n, n), large_eps, state_path, progress)
+        return _evaluate(model, x, y, dataclasses.replace(s, check_n=min(s.check_n, n)))
     finally:
         for prm, flag in grad_flags:
             prm.requires_grad_(flag)
         model.train(was_training)
 
 
-def _evaluate(model, x, y, eps, attacks, pgd_steps, reference, reference_tolerance, batch_size, seed, config,
-              run_checks, check_n, large_eps, state_path, progress) -> EvalResult:
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: _Settings) -> EvalResult:
+    """The protocol on checked inputs: ``x`` (N, C, H, W) floats in [0, 1] and ``y`` (N,) on the model's device."""
     n = x.shape[0]
     seconds: dict[str, float] = {}
     with torch.no_grad():
@@ -390,28 +304,28 @@ def _evaluate(model, x, y, eps, attacks, pgd_steps, reference, reference_toleran
     if int(y.max()) >= num_classes:
         raise InputError(f"labels must be < {num_classes} (the model's class count), got {int(y.max())}")
     settings = {
-        "seed": seed, "batch_size": batch_size, "attacks": attacks, "pgd_steps": pgd_steps, "eps": eps,
-        "autoattack": dataclasses.asdict(config), "num_classes": num_classes,
+        "seed": s.seed, "batch_size": s.batch_size, "attacks": list(s.attacks), "pgd_steps": s.pgd_steps, "eps": s.eps,
+        "autoattack": dataclasses.asdict(s.config), "num_classes": num_classes,
     }
 
     t = time.perf_counter()
-    clean = _predict(model, x, batch_size) == y
+    clean = predict(model, x, s.batch_size) == y
     seconds["clean"] = time.perf_counter() - t
     logger.info("eval/clean_acc %.4f (n=%d)", clean.float().mean().item(), n)
 
     t = time.perf_counter()
-    pgd = _pgd_robust(model, x, y, eps, pgd_steps, seed, batch_size) & clean
+    pgd = pgd_robust(model, x, y, s.eps, s.pgd_steps, s.seed, s.batch_size) & clean
     seconds["pgd"] = time.perf_counter() - t
-    logger.info("eval/pgd%d_acc %.4f", pgd_steps, pgd.float().mean().item())
+    logger.info("eval/pgd%d_acc %.4f", s.pgd_steps, pgd.float().mean().item())
 
     # --- AutoAttack: each attack on the points still robust --------------------------------------
-    state_file = Path(state_path) if state_path is not None else None
-    key = _state_key(x, y, settings)
+    state_file = Path(s.state_path) if s.state_path is not None else None
+    key = state_key(x, y, settings)
     robust = clean.clone()
     after: dict[str, float] = {}
     done: list[str] = []
     if state_file is not None:
-        state = _load_state(state_file, key, n, attacks)
+        state = load_state(state_file, key, n, s.attacks)
         if state is not None:
             robust = torch.tensor(state["robust"], dtype=torch.bool, device=x.device)
             after = {k: float(v) for k, v in state["robust_acc_after"].items()}
@@ -421,21 +335,21 @@ def _evaluate(model, x, y, eps, attacks, pgd_steps, reference, reference_toleran
 
     def save() -> None:
         if state_file is not None:
-            atomic_write_json(state_file, {"version": _STATE_VERSION, "key": key, "robust": robust.tolist(),
-                                           "robust_acc_after": after, "done": done, "seconds": seconds})
+            save_state(state_file, key, robust, after, done, seconds)
 
-    ensemble = standard_attacks(model, eps, num_classes=num_classes, seed=seed, attacks=tuple(attacks), config=config)
+    ensemble = standard_attacks(model, s.eps, num_classes=num_classes, seed=s.seed, attacks=s.attacks, config=s.config)
     for name, attack in ensemble.items():
         if name in done:
             continue
         t = time.perf_counter()
         idx = robust.nonzero().flatten()
-        with _progress(len(idx), name, progress) as bar:
-            for s in _batches(len(idx), batch_size):
-                b = idx[s]
+        # a bar on a terminal, log lines otherwise
+        with progress_bar(total=len(idx), desc=name, unit="pt", enabled=s.progress) as bar:
+            for b_slice in batches(len(idx), s.batch_size):
+                b = idx[b_slice]
                 with isolated_rng():
-                    adv = _project(attack(x[b], y[b]), x[b], eps)
-                fooled = _predict(model, adv, batch_size) != y[b]
+                    adv = project(attack(x[b], y[b]), x[b], s.eps)
+                fooled = predict(model, adv, s.batch_size) != y[b]
                 robust[b[fooled]] = False
                 save()
                 bar.update(len(b))
@@ -449,146 +363,64 @@ def _evaluate(model, x, y, eps, attacks, pgd_steps, reference, reference_toleran
 
     # --- gradient-masking checks ------------------------------------------------------------
     checks: list[CheckResult] = []
-    if run_checks:
+    if s.run_checks:
         t = time.perf_counter()
-        checks = _run_checks(model, x, y, eps, clean, pgd, after, attacks, pgd_steps, seed, batch_size, check_n, large_eps)
+        checks = _run_checks(model, x, y, s, clean, pgd, after)
         seconds["checks"] = time.perf_counter() - t
         for c in checks:
             (logger.info if c.passed else logger.warning)("eval/check/%s %s", c.name, c.message)
 
     ref = None
-    if reference:
+    if s.reference:
         t = time.perf_counter()
-        ref = reference_autoattack(model, x, y, eps, batch_size=batch_size, seed=seed, attacks=tuple(attacks))
+        ref = reference_autoattack(model, x, y, s.eps, batch_size=s.batch_size, seed=s.seed, attacks=s.attacks)
         seconds["reference"] = time.perf_counter() - t
         ref["difference"] = aa_acc - ref["autoattack_acc"]
-        ref["tolerance"] = reference_tolerance
-        ref["agrees"] = abs(ref["difference"]) <= reference_tolerance + 1e-12
+        ref["tolerance"] = s.reference_tolerance
+        ref["agrees"] = abs(ref["difference"]) <= s.reference_tolerance + 1e-12
         logger.info("eval/reference_autoattack_acc %.4f (ours %.4f)", ref["autoattack_acc"], aa_acc)
 
     settings["threads"] = torch.get_num_threads()
     settings["device"] = str(x.device)
     return EvalResult(
-        n=n, eps=eps, clean_acc=clean.float().mean().item(), pgd_steps=pgd_steps, pgd_acc=pgd.float().mean().item(),
-        attacks=list(attacks), robust_acc_after=after, autoattack_acc=aa_acc, worst_case_acc=worst.float().mean().item(),
+        n=n, eps=s.eps, clean_acc=clean.float().mean().item(), pgd_steps=s.pgd_steps, pgd_acc=pgd.float().mean().item(),
+        attacks=list(s.attacks), robust_acc_after=after, autoattack_acc=aa_acc, worst_case_acc=worst.float().mean().item(),
         robust=robust.tolist(), checks=checks, reference=ref, seconds=seconds, settings=settings,
     )
 
 
-def _run_checks(model, x, y, eps, clean, pgd, after, attacks, pgd_steps, seed, batch_size, check_n, large_eps) -> list[CheckResult]:
-    n = x.shape[0]
-    checks = [check_deterministic(_max_logit_diff(model, x[:batch_size]))]
-    checks.append(check_zero_gradients(zero_gradient_count(model, x, y, batch_size=batch_size), n))
+def _run_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: _Settings, clean: torch.Tensor,
+                pgd: torch.Tensor, after: Mapping[str, float]) -> list[CheckResult]:
+    """Measure what the gradient-masking checks judge, and judge it.
 
-    xs, ys, cs = x[:check_n], y[:check_n], clean[:check_n]
-    sweep_eps = sorted({eps, min(1.0, 2 * eps), min(1.0, 4 * eps), max(large_eps, eps)})
+    ``clean`` and ``pgd`` are the per-point (N,) results so far; ``after`` the robust accuracy
+    after each AutoAttack component; ``s.check_n`` is already at most N.
+    """
+    n = x.shape[0]
+    checks = [check_deterministic(max_logit_diff(model, x[:s.batch_size]))]
+    checks.append(check_zero_gradients(zero_gradient_count(model, x, y, batch_size=s.batch_size), n))
+
+    xs, ys, cs = x[:s.check_n], y[:s.check_n], clean[:s.check_n]
+    sweep_eps = sorted({s.eps, min(1.0, 2 * s.eps), min(1.0, 4 * s.eps), max(s.large_eps, s.eps)})
     acc_by_eps = {}
     for e in sweep_eps:
-        acc_by_eps[e] = (_pgd_robust(model, xs, ys, e, pgd_steps, seed, batch_size) & cs).float().mean().item()
+        acc_by_eps[e] = (pgd_robust(model, xs, ys, e, s.pgd_steps, s.seed, s.batch_size) & cs).float().mean().item()
     checks.append(check_large_eps(acc_by_eps))
 
-    tol = one_point(check_n)
-    pgd_k = pgd[:check_n].float().mean().item()
-    pgd_4k = (_pgd_robust(model, xs, ys, eps, 4 * pgd_steps, seed + 1, batch_size) & cs).float().mean().item()
-    chain = [(f"PGD-{pgd_steps}", pgd_k), (f"PGD-{4 * pgd_steps}", pgd_4k)]
+    tol = one_point(s.check_n)
+    pgd_k = pgd[:s.check_n].float().mean().item()
+    pgd_4k = (pgd_robust(model, xs, ys, s.eps, 4 * s.pgd_steps, s.seed + 1, s.batch_size) & cs).float().mean().item()
+    chain = [(f"PGD-{s.pgd_steps}", pgd_k), (f"PGD-{4 * s.pgd_steps}", pgd_4k)]
     more = check_more_iterations(chain, tol=tol)
-    if "apgd-ce" in after and attacks[0] == "apgd-ce":  # first attack: its accuracy is APGD-CE's alone
-        more2 = check_more_iterations([(f"PGD-{pgd_steps}", pgd.float().mean().item()), ("APGD-CE", after["apgd-ce"])],
+    if "apgd-ce" in after and s.attacks[0] == "apgd-ce":  # first attack: its accuracy is APGD-CE's alone
+        more2 = check_more_iterations([(f"PGD-{s.pgd_steps}", pgd.float().mean().item()), ("APGD-CE", after["apgd-ce"])],
                                       tol=one_point(n))
         if not more2.passed:
             more = more2
     checks.append(more)
 
     if "square" in after:
-        i = attacks.index("square")
-        before = after[attacks[i - 1]] if i > 0 else clean.float().mean().item()
+        i = s.attacks.index("square")
+        before = after[s.attacks[i - 1]] if i > 0 else clean.float().mean().item()
         checks.append(check_black_box(before, after["square"], tol=max(0.002, one_point(n))))
     return checks
-
-
-def _dist_version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-_AFTER_RE = re.compile(r"robust accuracy after ([A-Z\-]+): ([0-9.]+)%")
-
-
-def reference_autoattack(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    eps: float,
-    *,
-    batch_size: int = 250,
-    seed: int = 0,
-    attacks: tuple[str, ...] = STANDARD_ATTACKS,
-) -> dict[str, Any]:
-    """Run the original AutoAttack (PyPI ``pyautoattack``, version "standard") on the same points.
-
-    Args:
-        model: maps (N, C, H, W) images in [0, 1] to logits; must be in eval mode.
-        images: (N, C, H, W) floats in [0, 1]; labels: (N,) int64.
-        eps: Linf radius in [0, 1] pixel units.
-        attacks: the components; anything but the standard four in order runs as "custom".
-
-    Returns:
-        ``{"clean_acc", "robust_acc_after": {attack: acc}, "autoattack_acc", "seconds", "version"}``.
-
-    Raises:
-        RobinError: ``pyautoattack`` is not installed (``pip install pyautoattack``).
-    """
-    try:
-        import pyautoattack
-    except ImportError as e:
-        raise RobinError("the reference cross-check needs the original AutoAttack: pip install pyautoattack==0.2.0") from e
-    eps = check_eps(eps)
-    device = next(model.parameters()).device
-    standard = tuple(attacks) == STANDARD_ATTACKS
-    aa = pyautoattack.AutoAttack(model, device=device, eps=eps, norm="Linf", seed=seed,
-                                 version="standard" if standard else "custom", **({} if standard else {"attacks": list(attacks)}))
-    if not standard:  # apply the standard strengths to the custom list
-        aa._set_version("standard")
-        aa.attacks_to_run = list(attacks)
-    records: list[tuple[int, str]] = []
-
-    class _Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append((record.levelno, record.getMessage()))
-
-    aa_logger = logging.getLogger("auto-attack")
-    handler, old_level, old_propagate = _Capture(level=logging.DEBUG), aa_logger.level, aa_logger.propagate
-    aa_logger.addHandler(handler)
-    aa_logger.setLevel(logging.DEBUG)
-    aa_logger.propagate = False
-    t = time.perf_counter()
-    try:
-        with isolated_rng():
-            _, y_adv = aa.run_standard_evaluation(images, labels, batch_size=batch_size)
-    finally:
-        aa_logger.removeHandler(handler)
-        aa_logger.setLevel(old_level)
-        aa_logger.propagate = old_propagate
-    seconds = time.perf_counter() - t
-    after = {}
-    warnings = []
-    for level, msg in records:
-        m = _AFTER_RE.search(msg)
-        if m:
-            after[m.group(1).lower()] = float(m.group(2)) / 100.0
-        if level >= logging.WARNING:
-            warnings.append(msg)
-            logger.warning("pyautoattack: %s", msg)
-    robust_acc = (y_adv.to(labels.device) == labels).float().mean().item()
-    return {
-        "clean_acc": accuracy(model, images, labels, batch_size=batch_size),
-        "robust_acc_after": after,
-        "autoattack_acc": robust_acc,
-        "seconds": seconds,
-        "warnings": warnings,
-        "version": _dist_version("pyautoattack"),
-    }

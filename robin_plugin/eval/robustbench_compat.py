@@ -81,6 +81,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..data import get_dataset
 from ..errors import ConfigError, RobinError
 
 __all__ = [
@@ -367,8 +368,6 @@ def load_cifar(dataset: str, n_examples: int | None, data_dir: str | os.PathLike
     Raises:
         robin_plugin.data.DatasetError: the folder or a file is missing or corrupt.
     """
-    from ..data import get_dataset
-
     if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
         raise ConfigError(f"n_examples must be an integer >= 1 or None, got {n_examples!r}")
     data = get_dataset(dataset, data_dir, split="test")
