@@ -7,15 +7,17 @@ import sys
 
 import timm
 
-from . import summary
 from .errors import RobinError
+from .eval.cli import add_eval_parser, add_leaderboard_parser
+from .export.cli import add_export_parser, add_inspect_parser
+from .models.robustbench_names import robustbench_names
+from .summary import summarize as summary  # the call below keeps its old name
+from .training.cli import add_train_parser
 
 __all__ = ["main"]
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models.robustbench_names import robustbench_names
-
     aliases = set(robustbench_names())  # the same architectures under RobustBench's naming
     names = [n for n in timm.list_models(args.pattern) if n.startswith("robin_") and n not in aliases]
     if not names:
@@ -48,10 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p", type=float, default=0.1, help="adaptive keep-ratio exponent in [0, 1] (default 0.1)")
     p.add_argument("--no-layers", dest="layers", action="store_false", help="totals only")
     p.set_defaults(func=_cmd_models)
-    from .eval.cli import add_eval_parser, add_leaderboard_parser
-    from .export.cli import add_export_parser, add_inspect_parser
-    from .training.cli import add_train_parser
-
     add_train_parser(sub)
     add_eval_parser(sub)
     add_leaderboard_parser(sub)

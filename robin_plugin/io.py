@@ -120,7 +120,7 @@ def save_safetensors(tensors: dict[str, Any], path: str | os.PathLike, metadata:
     Raises:
         WriteError: the file could not be written (full disk, permissions); nothing was changed.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # here: it imports torch, which the rest of this module never needs
 
     def write(tmp: str) -> None:
         save_file(tensors, tmp, metadata=metadata)

@@ -1,15 +1,19 @@
-"""Per-layer keep ratios, kept counts and storage figures of a masked model."""
+"""Per-layer keep ratios, kept counts and storage figures of a masked model: :func:`summarize`.
+
+The function was called ``summary``, like this module; ``robin_plugin.summary(model)`` and
+``robin_plugin.summary.summary(model)`` still work for one release, with a ``DeprecationWarning``.
+"""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from .layers.masked import MaskedLayer
 from .pruning import masked_layers
 
-__all__ = ["LayerSummary", "ModelSummary", "binary_entropy", "summary"]
+__all__ = ["LayerSummary", "ModelSummary", "binary_entropy", "summarize", "summary"]
 
 
 def binary_entropy(k: float) -> float:
@@ -114,7 +118,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:10.3f} MB"
 
 
-def summary(model: nn.Module) -> ModelSummary:
+def summarize(model: nn.Module) -> ModelSummary:
     """Summarise the masked layers of ``model`` (see :class:`ModelSummary`)."""
     layers = [
         LayerSummary(name, tuple(m.weight.shape), m.weight.numel(), m.keep_ratio, m.kept)
@@ -127,3 +131,10 @@ def summary(model: nn.Module) -> ModelSummary:
             continue
         other += 4 * t.numel()
     return ModelSummary(layers, other)
+
+
+def summary(model: nn.Module) -> ModelSummary:
+    """Deprecated name of :func:`summarize` (removed in the next release)."""
+    warnings.warn("robin_plugin.summary(model) is now robin_plugin.summarize(model); the old name goes in the next release",
+                  DeprecationWarning, stacklevel=2)
+    return summarize(model)

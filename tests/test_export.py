@@ -347,3 +347,46 @@ def test_checkpoint_path_route_with_pre_hook(tmp_path):
     _assert_same(src, other.eval(), x)
     with pytest.raises(ExportFormatError, match="do not match"):  # another architecture
         checkpoint_filter_fn(safetensors.torch.load_file(path), timm.create_model("robin_resnet18", width=4))
+
+
+def test_shrinking_reads_the_models_channel_graph():
+    """A block that declares no channel flow is refused, not guessed; robinified models too."""
+    dense = dense_model(timm.create_model("robin_resnet18", width=4, keep_ratio=0.1))
+
+    class Opaque(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    dense.layer2[1] = Opaque()
+    with pytest.raises(robin_plugin.export.ExportError, match="Opaque declares no channel flow"):
+        shrink_plan(dense)
+    plain = dense_model(robin_plugin.robinify(timm.create_model("resnet18", num_classes=10), keep_ratio=0.1))
+    with pytest.raises(robin_plugin.export.ExportError, match="dense twins of robin models"):
+        shrink_plan(plain)
+
+
+def test_timm_loading_moved_to_the_models_old_path_warns():
+    import importlib
+
+    import robin_plugin.export.timm_loading as old
+    import robin_plugin.models.timm_loading as new
+
+    with pytest.warns(DeprecationWarning, match="robin_plugin.models.timm_loading"):
+        importlib.reload(old)
+    assert old.checkpoint_filter_fn is new.checkpoint_filter_fn is checkpoint_filter_fn
+    assert old.compact_load_pre_hook is new.compact_load_pre_hook is compact_load_pre_hook
+
+
+def test_compact_decoding_without_regenerate_refuses_a_foreign_seed(tmp_path):
+    """The format layer never builds a model: another seed needs the models' regenerate function."""
+    from robin_plugin.formats.compact import decode_compact, read_compact_file
+    from robin_plugin.models.timm_loading import compact_state_dict
+
+    src = timm.create_model("robin_resnet18", width=4, keep_ratio=0.1, seed=1)
+    tensors = read_compact_file(export_compact(src, tmp_path / "m.safetensors"))
+    other = timm.create_model("robin_resnet18", width=4, keep_ratio=0.1, seed=2)
+    assert decode_compact(tensors, timm.create_model("robin_resnet18", width=4, keep_ratio=0.1, seed=1))
+    with pytest.raises(ExportFormatError, match="no regenerate function"):
+        decode_compact(tensors, other)
+    other.load_state_dict(compact_state_dict(tensors, other))
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), load_compact(tmp_path / "m.safetensors").state_dict().values()))

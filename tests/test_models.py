@@ -52,7 +52,7 @@ def tiny() -> nn.Module:
 
 # --- registry --------------------------------------------------------------------------------
 def test_registry_has_every_family_and_its_dense_twin() -> None:
-    expected = {"robin_resnet18", "robin_resnet34", "robin_resnet50", "robin_wrn28_10", "robin_wrn34"}
+    expected = {"robin_resnet18", "robin_resnet34", "robin_resnet50", "robin_wrn28_10", "robin_wrn34_10"}
     assert expected <= set(MASKED_NAMES)
     assert {f"{n}_dense" for n in MASKED_NAMES} == set(DENSE_NAMES)
 
@@ -140,7 +140,7 @@ def test_dense_twin_trains_weights_and_affine_batchnorm(name: str) -> None:
         ("robin_resnet34", 21_265_088),
         ("robin_resnet50", 23_467_712),
         ("robin_wrn28_10", 36_461_232),
-        ("robin_wrn34", 46_138_032),
+        ("robin_wrn34_10", 46_138_032),
     ],
 )
 def test_full_size_weight_counts(name: str, expected: int) -> None:
@@ -166,7 +166,7 @@ def test_other_input_sizes(tiny: nn.Module, size: int) -> None:
 
 
 # --- seeds -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34", "robin_resnet18_dense"])
+@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34_10", "robin_resnet18_dense"])
 def test_same_seed_same_model_different_seed_different_weights(name: str) -> None:
     a, b = build(name, seed=3), build(name, seed=3)
     c = build(name, seed=4)
@@ -239,7 +239,7 @@ def test_bad_keep_ratio(keep_ratio: float) -> None:
 @pytest.mark.parametrize("p", [-0.1, 1.1, float("nan")])
 def test_bad_p(p: float) -> None:
     with pytest.raises(ConfigError, match=r"p must be in \[0, 1\]"):
-        build("robin_wrn34", p=p)
+        build("robin_wrn34_10", p=p)
 
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
@@ -271,7 +271,7 @@ def test_bad_architecture_settings(kwargs: dict) -> None:
 @pytest.mark.parametrize("depth", [30, 4])
 def test_bad_wrn_depth(depth: int) -> None:
     with pytest.raises(ConfigError, match="6n \\+ 4"):
-        timm.create_model("robin_wrn34", depth=depth, widen_factor=1)
+        timm.create_model("robin_wrn34_10", depth=depth, widen_factor=1)
 
 
 # --- timm model API --------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_timm_model_api(name: str) -> None:
     assert (fc.in_features, fc.out_features) == (model.num_features, 10) and model.num_classes == 10
 
 
-@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34", "robin_resnet50_dense"])
+@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34_10", "robin_resnet50_dense"])
 def test_reset_classifier(name: str) -> None:
     model = build(name, in_chans=1)
     if model.masked:  # as ProgressivePruning would: the current ratios are no longer the construction-time ones
@@ -359,3 +359,76 @@ def test_eval_forward_is_deterministic_and_score_sign_free(tiny: nn.Module) -> N
 def test_package_import_registers_models() -> None:
     assert robin_plugin.__version__
     assert "robin_resnet18" in timm.list_models("robin_*")
+
+
+# --- names before issue 14 -------------------------------------------------------------------
+def test_robin_wrn34_is_a_deprecated_alias_of_robin_wrn34_10() -> None:
+    from robin_plugin.models.spec import ModelSpec
+
+    assert "robin_wrn34" not in timm.list_models("robin_*")  # timm hides deprecated names ...
+    assert timm.is_model("robin_wrn34") and timm.is_model("robin_wrn34_cifar10_linf")  # ... but knows them
+    for old, new in (("robin_wrn34", "robin_wrn34_10"), ("robin_wrn34_dense", "robin_wrn34_10_dense"),
+                     ("robin_wrn34_cifar100_l2", "robin_wrn34_10_cifar100_l2")):
+        assert timm.models.get_deprecated_models()[old] == new
+        with pytest.warns(UserWarning, match=f"deprecated model name {old} to current {new}"):
+            a = timm.create_model(old, depth=10, widen_factor=1, seed=5)
+        b = timm.create_model(new, depth=10, widen_factor=1, seed=5)
+        assert a.pretrained_cfg["architecture"] == new and a.num_classes == b.num_classes
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        # a file naming the old model (earlier versions wrote it) is read as the current one
+        assert ModelSpec.parse(old, {}).name == new
+
+
+def test_layer_factory_old_names_warn() -> None:
+    from robin_plugin.models import _common
+
+    with pytest.warns(DeprecationWarning, match="LayerFactory"):
+        assert _common.Layers is _common.LayerFactory
+    with pytest.warns(DeprecationWarning, match="make_layer_factory"):
+        assert _common.make_layers is _common.make_layer_factory
+
+
+# --- channel graphs --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_channel_graph_declares_every_conv_and_norm_with_consistent_groups(name: str) -> None:
+    """The declaration must match the model: every convolution produces exactly one group, every
+    BatchNorm2d acts on one, and every producer, norm and reader of a group has its width."""
+    model = build(name)
+    graph = model.channel_graph()
+    groups = graph.groups()
+    convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    norms = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    produced = [p for g in groups for p in g.producers]
+    assert sorted(produced) == sorted(convs)  # each convolution once
+    assert sorted(n for g in groups for n in g.norms) == sorted(norms)
+    readers = {c for g in groups for c, _ in g.consumers}
+    assert readers == (convs - {"conv1"}) | {"head.fc"}  # all but the stem read a group
+    for g in groups:
+        width = model.get_submodule(g.producers[0]).out_channels
+        assert all(model.get_submodule(p).out_channels == width for p in g.producers)
+        assert all(model.get_submodule(n).num_features == width for n in g.norms)
+        for c, value in g.consumers:
+            layer = model.get_submodule(c)
+            assert (layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features) == width
+            assert graph.nodes[value].op in ("relu", "pool", "add")  # what the layer really reads
+
+
+def test_channel_graph_ties_identity_shortcuts_and_separates_projections() -> None:
+    model = build("robin_resnet18")
+    by_producer = {p: g for g in model.channel_graph().groups() for p in g.producers}
+    # stage 1 has identity shortcuts: the stem and both blocks' last convolutions share channels
+    assert by_producer["conv1"].producers == ("conv1", "layer1.0.conv2", "layer1.1.conv2")
+    # stage 2 starts with a projection: a new group, the shortcut's convolution first
+    assert by_producer["layer2.0.conv2"].producers == ("layer2.0.downsample.0", "layer2.0.conv2", "layer2.1.conv2")
+    assert by_producer["layer1.0.conv1"].consumers[0][0] == "layer1.0.conv2"  # a block's inner channels
+
+
+def test_channel_graph_rejects_foreign_modules_and_unknown_values() -> None:
+    from robin_plugin.models.channels import ChannelGraph
+
+    g = ChannelGraph(build("robin_resnet18"))
+    with pytest.raises(ValueError, match="not a module of the model"):
+        g.conv(nn.Conv2d(1, 1, 1), g.input())
+    with pytest.raises(ValueError, match="no earlier node"):
+        g.relu(5)

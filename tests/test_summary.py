@@ -1,4 +1,4 @@
-"""Tests of ``robin_plugin.summary``: per-layer figures, totals and storage."""
+"""Tests of ``robin_plugin.summary``: per-layer figures, totals and storage (:func:`summarize`)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import torch.nn as nn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robin_plugin import ModelSummary, masked_layers, summary
+from robin_plugin import ModelSummary, masked_layers, summarize
 from robin_plugin.summary import LayerSummary, binary_entropy
 
 
@@ -19,7 +19,7 @@ def tiny() -> nn.Module:
 
 
 def test_layers_match_the_model(tiny: nn.Module) -> None:
-    s = summary(tiny)
+    s = summarize(tiny)
     layers = masked_layers(tiny)
     assert [row.name for row in s.layers] == [n for n, _ in layers]
     for row, (_, m) in zip(s.layers, layers):
@@ -37,11 +37,11 @@ def test_other_bytes_are_the_float_statistics(tiny: nn.Module) -> None:
     """BatchNorm running mean and var plus the input mean and std, at 4 bytes each."""
     norms = [m for m in tiny.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     expected = 4 * (sum(2 * m.num_features for m in norms) + 2 * tiny.in_chans)
-    assert summary(tiny).other_bytes == expected
+    assert summarize(tiny).other_bytes == expected
 
 
 def test_storage_figures(tiny: nn.Module) -> None:
-    s = summary(tiny)
+    s = summarize(tiny)
     o = s.other_bytes
     assert s.fp32_bytes == 4 * s.total + o
     assert s.sign_mask_bytes == math.ceil(2 * s.total / 8) + o
@@ -58,7 +58,7 @@ def test_storage_figures(tiny: nn.Module) -> None:
 
 
 def test_full_size_resnet34_storage() -> None:
-    s = summary(timm.create_model("robin_resnet34"))  # keep_ratio 0.01, p 0.1
+    s = summarize(timm.create_model("robin_resnet34"))  # keep_ratio 0.01, p 0.1
     assert s.total == 21_265_088
     # the weights alone: 85.1 MB at fp32, 5.3 MB as signs + mask, 2.7 MB as a mask over seeded weights
     assert s.fp32_bytes - s.other_bytes == 85_060_352
@@ -68,22 +68,22 @@ def test_full_size_resnet34_storage() -> None:
 
 
 def test_str_is_a_table(tiny: nn.Module) -> None:
-    text = str(summary(tiny))
+    text = str(summarize(tiny))
     for name, _ in masked_layers(tiny):
         assert name in text
     assert "total" in text and "storage:" in text and "x smaller" in text
-    assert f"{summary(tiny).total:,}" in text
+    assert f"{summarize(tiny).total:,}" in text
 
 
 def test_dense_model_has_no_masked_layers() -> None:
-    s = summary(timm.create_model("robin_resnet18_dense", width=4))
+    s = summarize(timm.create_model("robin_resnet18_dense", width=4))
     assert s.layers == [] and s.total == 0 and s.kept == 0 and s.keep_ratio == 0.0
     assert s.other_bytes > 0  # its float weights are counted as "other"
     assert s.fp32_bytes == s.other_bytes
 
 
 def test_str_of_an_empty_summary() -> None:
-    assert "total" in str(summary(nn.Identity()))
+    assert "total" in str(summarize(nn.Identity()))
 
 
 # --- the entropy bound -----------------------------------------------------------------------
@@ -114,3 +114,15 @@ def test_model_summary_totals_from_rows() -> None:
     assert (s.total, s.kept) == (104, 14)
     assert s.fp32_bytes == 424 and s.sign_mask_bytes == 34 and s.seeded_mask_bytes == 21
     assert s.entropy_bound_bytes == math.ceil(100 * binary_entropy(0.1) / 8) + 8  # layer b: H(1) = 0
+
+
+def test_old_function_name_summary_warns(tiny) -> None:
+    import sys
+
+    import robin_plugin
+
+    with pytest.warns(DeprecationWarning, match="summarize"):
+        old = robin_plugin.summary(tiny)  # the package attribute is still the (deprecated) function
+    assert old == summarize(tiny)
+    with pytest.warns(DeprecationWarning, match="summarize"):
+        assert sys.modules["robin_plugin.summary"].summary(tiny) == old

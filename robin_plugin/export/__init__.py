@@ -1,4 +1,4 @@
-"""Export masked binary models: compact files, dense state dicts, channel shrinking, inspection.
+"""Export masked binary models: compact files, dense state dicts, channel shrinking, hub folders.
 
 - :func:`export_compact` / :func:`load_compact`: seed recipe + coded masks + BatchNorm
   statistics in one safetensors file, close to the information bound, exact logits on load.
@@ -6,13 +6,18 @@
   twin architecture, optionally with all-pruned channels physically removed (``shrink=True``).
 - :func:`export_hub`: a timm hub folder (``config.json`` + ``model.safetensors`` + model card)
   that ``timm.create_model('local-dir:FOLDER', pretrained=True)`` loads.
-- :mod:`.inspect`: per-layer tables and mask-structure plots (``robin inspect``).
-- :func:`checkpoint_filter_fn`: lets timm's ``pretrained=True`` / ``load_checkpoint`` read
-  compact files.
+- :func:`checkpoint_filter_fn` / :func:`compact_load_pre_hook`: let timm's ``pretrained=True``
+  / ``load_checkpoint`` read compact files; they live with the models
+  (:mod:`robin_plugin.models.timm_loading`) and are re-exported here.
+
+The compact format's layout and decoding are :mod:`robin_plugin.formats`; the per-layer tables
+and plots of ``robin inspect`` are :mod:`robin_plugin.viz`. Imports flow one way: ``export``
+uses the models and the formats; nothing below it imports ``export``.
 """
 from __future__ import annotations
 
-from .codec import CodecError
+from ..formats.codec import CodecError
+from ..models.timm_loading import checkpoint_filter_fn, compact_load_pre_hook
 from .compact import (
     ExportError,
     ExportFormatError,
@@ -22,7 +27,6 @@ from .compact import (
 )
 from .dense import dense_model, dense_state_dict, export_dense, pruned_channels, shrink_model
 from .hub import export_hub
-from .timm_loading import checkpoint_filter_fn, compact_load_pre_hook
 
 __all__ = [
     "CodecError", "ExportError", "ExportFormatError",

@@ -24,15 +24,10 @@ import torch.nn as nn
 
 from .._cli_common import check_model_name, parse_model_kwargs
 from ..errors import ConfigError
-from .compact import (
-    ExportFormatError,
-    _looks_like_pickle,
-    _looks_like_safetensors,
-    compact_size_report,
-    export_compact,
-    load_compact,
-)
+from ..formats.compact import ExportFormatError, _looks_like_pickle, _looks_like_safetensors
 from ..models.spec import ModelSpec, build_model
+from ..training.run import load_run
+from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
 from .hub import export_hub
 
@@ -79,8 +74,6 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
     if args.run is not None:
         if args.compact is not None or args.model is not None or args.checkpoint is not None:
             raise ConfigError("give one model source: --run, --compact, or --model with --checkpoint")
-        from ..training.run import load_run
-
         return load_run(args.run, args.which)[0]
     if args.compact is not None:
         if args.model is not None or args.checkpoint is not None:
@@ -173,7 +166,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import format_table, inspect_model, layer_table
+    from ..viz import format_table, inspect_model, layer_table  # here: matplotlib takes a second to import
 
     model = load_model_for_cli(args)
     if model is None and args.metrics is None:

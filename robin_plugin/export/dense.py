@@ -23,9 +23,13 @@ it is exactly zero. A channel is exactly zero only where the analysis can prove 
   and a channel is removed from the whole group or not at all; an addition's output channel is
   zero only if both branches are provably zero there (``relu(a + b)`` checked on the constants).
 
-Shrinking supports the robin ResNet (basic and bottleneck blocks) and WideResNet families; other
-models raise :class:`~robin_plugin.export.compact.ExportError`. At least one channel is kept in
-every group, so every layer keeps a valid shape.
+The analysis knows no architecture: it reads the model's own declaration of its forward pass
+(``channel_graph()``, see :mod:`robin_plugin.models.channels`: convolutions, BatchNorms, ReLUs,
+additions, pooling and the classifier, with the groups of channels that additions tie together)
+and propagates, per channel, "exactly the constant c" through it. The robin ResNet (basic and
+bottleneck blocks) and WideResNet families declare their graphs; other models raise
+:class:`~robin_plugin.export.compact.ExportError`. At least one channel is kept in every group, so
+every layer keeps a valid shape.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import copy
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +45,14 @@ import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 
 from ..errors import RobinError
 from ..io import FileExistsRobinError, save_safetensors
 from ..layers.masked import MaskedConv2d, MaskedLinear
-from ..models import RobinResNet, RobinWideResNet
+from ..models._common import RobinNetBase
+from ..models.channels import ChannelGraph
 from ..models.spec import ModelSpec, build_model
-from ..models.robin_resnet import BasicBlock, Bottleneck
 from ..pruning import masked_layers
 from .compact import ExportError, ExportFormatError, infer_model_spec
 
@@ -183,9 +188,9 @@ class _Group:
     """Channels shared by tensors joined by identity shortcuts."""
 
     size: int
-    producers: list[str] = field(default_factory=list)  # convs whose output channels these are
-    norms: list[str] = field(default_factory=list)  # BatchNorms acting on these channels
-    consumers: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (layer, input-is-zero per channel)
+    producers: list[str]  # convs whose output channels these are
+    norms: list[str]  # BatchNorms acting on these channels
+    consumers: list[tuple[str, torch.Tensor]]  # (layer, input-is-zero per channel)
 
 
 def _dead_out(conv: nn.Module) -> torch.Tensor:
@@ -198,93 +203,75 @@ def _unused_in(layer: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _bn_const(bn: nn.Module) -> torch.Tensor:
-    """BatchNorm (eval) output on an all-zero input, per channel."""
+def _bn_of(bn: nn.Module, const: torch.Tensor) -> torch.Tensor:
+    """BatchNorm (eval) output on an input that is ``const[c]`` everywhere in channel c."""
     bn_eval = copy.deepcopy(bn).eval()
-    return bn_eval(torch.zeros(1, bn.num_features, 2, 2)).reshape(bn.num_features, -1)[:, 0]
+    x = const.reshape(1, -1, 1, 1).expand(1, bn.num_features, 2, 2).contiguous()
+    return bn_eval(x).reshape(bn.num_features, -1)[:, 0]
 
 
-def _relu_zero(x: torch.Tensor) -> torch.Tensor:
-    return torch.relu(x) == 0
+# What the analysis knows of a value, per channel: (known, const) = "the channel is exactly
+# const[c] wherever known[c]"; None when nothing is known (the input, the logits).
+_Value = tuple[torch.Tensor, torch.Tensor] | None
 
 
-def _plan_resnet(model: RobinResNet) -> list[_Group]:
-    groups: list[_Group] = []
-    stem = _Group(model.width, producers=["conv1"], norms=["bn1"])
-    groups.append(stem)
-    cur, zero = stem, _dead_out(model.conv1) & _relu_zero(_bn_const(model.bn1))
-    for si in range(1, 5):
-        for bi, block in enumerate(getattr(model, f"layer{si}")):
-            p = f"layer{si}.{bi}"
-            convs = ["conv1", "conv2"] + (["conv3"] if isinstance(block, Bottleneck) else [])
-            read = zero  # what conv1 (and the downsample) read: the block input
-            cur.consumers.append((f"{p}.conv1", read))
-            for a, b in zip(convs[:-1], convs[1:]):  # internal conv -> bn -> relu -> conv streams
-                conv, bn = getattr(block, a), getattr(block, "bn" + a[-1])
-                internal = _Group(conv.out_channels, producers=[f"{p}.{a}"], norms=[f"{p}.bn{a[-1]}"])
-                internal.consumers.append((f"{p}.{b}", _dead_out(conv) & _relu_zero(_bn_const(bn))))
-                groups.append(internal)
-            last, last_bn = getattr(block, convs[-1]), getattr(block, "bn" + convs[-1][-1])
-            main_known, main_const = _dead_out(last), _bn_const(last_bn)
-            if isinstance(block.downsample, nn.Identity):
-                short_known, short_const = zero, torch.zeros_like(main_const)
-                out_group = cur
-            else:
-                dconv, dbn = block.downsample[0], block.downsample[1]
-                cur.consumers.append((f"{p}.downsample.0", read))
-                short_known, short_const = _dead_out(dconv), _bn_const(dbn)
-                out_group = _Group(dconv.out_channels, producers=[f"{p}.downsample.0"], norms=[f"{p}.downsample.1"])
-                groups.append(out_group)
-            out_group.producers.append(f"{p}.{convs[-1]}")
-            out_group.norms.append(f"{p}.bn{convs[-1][-1]}")
-            zero = main_known & short_known & _relu_zero(main_const + short_const)
-            cur = out_group
-    if not isinstance(model.head.fc, nn.Identity):
-        cur.consumers.append(("head.fc", zero))
-    return groups
+def _constants(dense: nn.Module, graph: ChannelGraph) -> list[_Value]:
+    """Propagate exact per-channel constants through the declared forward pass.
 
-
-def _plan_wrn(model: RobinWideResNet) -> list[_Group]:
-    groups: list[_Group] = []
-    cur = _Group(model.conv1.out_channels, producers=["conv1"])
-    groups.append(cur)
-    zero = _dead_out(model.conv1)  # no BatchNorm after the stem: a dead channel is exactly 0
-    for si in range(1, 4):
-        for bi, block in enumerate(getattr(model, f"block{si}")):
-            p = f"block{si}.{bi}"
-            cur.norms.append(f"{p}.bn1")
-            read = zero & _relu_zero(_bn_const(block.bn1))  # the convs read relu(bn1(x))
-            cur.consumers.append((f"{p}.conv1", read))
-            internal = _Group(block.conv1.out_channels, producers=[f"{p}.conv1"], norms=[f"{p}.bn2"])
-            internal.consumers.append((f"{p}.conv2", _dead_out(block.conv1) & _relu_zero(_bn_const(block.bn2))))
-            groups.append(internal)
-            if block.shortcut is None:
-                short_known, out_group = zero, cur
-            else:
-                cur.consumers.append((f"{p}.shortcut", read))
-                short_known = _dead_out(block.shortcut)
-                out_group = _Group(block.shortcut.out_channels, producers=[f"{p}.shortcut"])
-                groups.append(out_group)
-            out_group.producers.append(f"{p}.conv2")
-            zero = _dead_out(block.conv2) & short_known  # conv2 + residual, no BatchNorm: 0 + 0
-            cur = out_group
-    cur.norms.append("bn1")
-    if not isinstance(model.head.fc, nn.Identity):
-        cur.consumers.append(("head.fc", zero & _relu_zero(_bn_const(model.bn1))))
-    return groups
+    A convolution whose output channel has all-zero weights gives exactly 0 there, whatever it
+    reads; BatchNorm maps a constant to a constant (in float32, with the model's own
+    statistics); ReLU keeps only what it makes exactly zero; an addition of two constants is a
+    constant; pooling keeps constants.
+    """
+    values: list[_Value] = []
+    for node in graph.nodes:
+        src = [values[i] for i in node.inputs]
+        if node.op in ("input", "linear"):
+            out: _Value = None
+        elif node.op == "conv":
+            dead = _dead_out(dense.get_submodule(node.module))
+            out = (dead, torch.zeros(dead.shape))
+        elif src[0] is None:
+            out = None
+        elif node.op == "norm":
+            out = (src[0][0], _bn_of(dense.get_submodule(node.module), src[0][1]))
+        elif node.op == "relu":
+            known, const = src[0]
+            out = (known & (torch.relu(const) == 0), torch.zeros_like(const))
+        elif node.op == "add":
+            out = None if src[1] is None else (src[0][0] & src[1][0], src[0][1] + src[1][1])
+        elif node.op == "pool":
+            out = src[0]
+        else:
+            raise ExportError(f"unknown channel-graph operation {node.op!r}")
+        values.append(out)
+    return values
 
 
 def _groups(dense: nn.Module) -> list[_Group]:
-    if isinstance(dense, RobinResNet) and not dense.masked:
-        if not all(isinstance(b, (BasicBlock, Bottleneck)) for s in range(1, 5) for b in getattr(dense, f"layer{s}")):
-            raise ExportError("shrinking supports robin ResNets built from BasicBlock / Bottleneck only")
-        return _plan_resnet(dense)
-    if isinstance(dense, RobinWideResNet) and not dense.masked:
-        return _plan_wrn(dense)
-    raise ExportError(
-        f"channel shrinking supports the dense twins of robin ResNet / WideResNet models, got "
-        f"{type(dense).__name__}; use dense_model(model, shrink=True)"
-    )
+    """The channel groups of ``dense`` with, per consumer, which of its input channels are exactly zero."""
+    if not isinstance(dense, RobinNetBase) or dense.masked:
+        raise ExportError(
+            f"channel shrinking supports the dense twins of robin models, got {type(dense).__name__}"
+            + (" (masked)" if getattr(dense, "masked", False) else "") + "; use dense_model(model, shrink=True)"
+        )
+    try:
+        graph = dense.channel_graph()
+    except NotImplementedError as e:
+        raise ExportError(f"channel shrinking needs the model's channel graph: {e}") from e
+    values = _constants(dense, graph)
+
+    def zero(value: _Value, size: int) -> torch.Tensor:
+        if value is None:
+            return torch.zeros(size, dtype=torch.bool)
+        return value[0] & (value[1] == 0)
+
+    out = []
+    for g in graph.groups():
+        size = dense.get_submodule(g.producers[0]).out_channels
+        consumers = [(name, zero(values[v], size)) for name, v in g.consumers]
+        out.append(_Group(size, list(g.producers), list(g.norms), consumers))
+    return out
 
 
 def shrink_plan(dense: nn.Module) -> list[dict[str, Any]]:
@@ -421,8 +408,6 @@ def load_dense(path: str | os.PathLike) -> nn.Module:
     if not path.is_file():
         raise ExportFormatError(f"no dense export at {path}")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         sd = safetensors.torch.load_file(str(path))

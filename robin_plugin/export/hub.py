@@ -33,9 +33,10 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..io import FileExistsRobinError, WriteError, _umask, save_safetensors
+from ..formats.compact import METADATA
 from ..models.spec import model_spec
-from ..summary import summary
-from .compact import _METADATA, ExportError, compact_tensors
+from ..summary import summarize
+from .compact import ExportError, compact_tensors
 
 __all__ = ["HUB_FORMAT", "export_hub", "hub_config"]
 
@@ -64,7 +65,7 @@ def hub_config(model: nn.Module) -> dict[str, Any]:
             "format": HUB_FORMAT,
             "encoding": "robin_compact" if model.masked else "state_dict",
             "masked": bool(model.masked),
-            "keep_ratio": summary(model).keep_ratio if model.masked else 1.0,
+            "keep_ratio": summarize(model).keep_ratio if model.masked else 1.0,
             "dataset_mean": list(cfg["dataset_mean"]),
             "dataset_std": list(cfg["dataset_std"]),
         },
@@ -102,7 +103,7 @@ def export_hub(
     config = hub_config(model)
     if model.masked:
         tensors, _ = compact_tensors(model)
-        metadata = _METADATA
+        metadata = METADATA
     else:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         metadata = {"format": "pt"}

@@ -1,10 +1,9 @@
-"""Pieces shared by the robin model families: layer factories, input normalisation, the head."""
+"""Pieces shared by the robin model families: the layer factory, input normalisation, the head, the base class."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import math
-import sys
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +17,8 @@ from timm.models._features import feature_take_indices
 from ..errors import ConfigError, InputError
 from ..layers.masked import LegacyStateWarning, MaskedConv2d, MaskedLayer, MaskedLinear, check_init, check_score_scale
 from ..pruning import adaptive_keep_ratios, check_keep_ratio, check_p, masked_layers, set_keep_ratio
+from .channels import ChannelGraph
+from .timm_loading import compact_load_pre_hook
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -59,11 +60,11 @@ def stream_generator(seed: int, stream: str) -> torch.Generator:
 
 
 @dataclass(frozen=True)
-class Layers:
+class LayerFactory:
     """Constructors a model family builds itself from: masked binary or dense full precision.
 
     ``conv(in, out, kernel_size, stride, padding)``, ``linear(in, out)``, ``norm2d(c)`` and
-    ``norm1d(c)``.
+    ``norm1d(c)``. (Called ``Layers`` before: ``layers`` means blocks per stage, as in timm.)
     """
 
     conv: Callable[..., nn.Module]
@@ -73,7 +74,7 @@ class Layers:
     masked: bool
 
 
-def make_layers(masked: bool, generator: torch.Generator, **masked_kwargs) -> Layers:
+def make_layer_factory(masked: bool, generator: torch.Generator, **masked_kwargs) -> LayerFactory:
     """Masked layers with non-affine BatchNorm, or dense layers with affine BatchNorm."""
     if masked:
         init = check_init(masked_kwargs["init"])
@@ -84,7 +85,7 @@ def make_layers(masked: bool, generator: torch.Generator, **masked_kwargs) -> La
             score_scale_by_fan_in=masked_kwargs["score_scale_by_fan_in"],
             generator=generator,
         )
-        return Layers(
+        return LayerFactory(
             conv=partial(MaskedConv2d, **kw),
             linear=partial(MaskedLinear, **kw),
             norm2d=partial(nn.BatchNorm2d, affine=False),
@@ -106,7 +107,19 @@ def make_layers(masked: bool, generator: torch.Generator, **masked_kwargs) -> La
             fc.bias.zero_()
         return fc
 
-    return Layers(dense_conv, dense_linear, nn.BatchNorm2d, nn.BatchNorm1d, masked=False)
+    return LayerFactory(dense_conv, dense_linear, nn.BatchNorm2d, nn.BatchNorm1d, masked=False)
+
+
+_RENAMED = {"Layers": "LayerFactory", "make_layers": "make_layer_factory"}
+
+
+def __getattr__(name: str):
+    """The names before issue 14, with a :class:`DeprecationWarning` (removed in the next release)."""
+    if name in _RENAMED:
+        warnings.warn(f"robin_plugin.models._common.{name} is now {_RENAMED[name]}; the old name goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_masked_kwargs(masked: bool, kwargs: dict) -> dict:
@@ -233,7 +246,7 @@ class ClassifierHead(nn.Module):
     Args:
         num_features: channels C of the features it takes.
         num_classes: number of classes; 0 gives no classifier (the head returns pooled features).
-        layers: the model's layer constructors (masked or dense classifier).
+        factory: the model's layer constructors (masked or dense classifier).
         last_bn: non-affine BatchNorm on the logits (only with a classifier).
         global_pool: ``"avg"`` (global average pool) or ``""`` (no pooling: without a
             classifier the head returns the features unchanged; with one, the classifier acts
@@ -248,7 +261,7 @@ class ClassifierHead(nn.Module):
     POOL_TYPES = ("avg", "")
 
     def __init__(
-        self, num_features: int, num_classes: int, layers: Layers, last_bn: bool,
+        self, num_features: int, num_classes: int, factory: LayerFactory, last_bn: bool,
         global_pool: str = "avg", drop_rate: float = 0.0,
     ):
         super().__init__()
@@ -256,8 +269,8 @@ class ClassifierHead(nn.Module):
         self.pool_type = global_pool
         self.per_position = not global_pool and num_classes > 0  # logit maps, see forward
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = layers.linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.last_bn = layers.norm1d(num_classes) if (last_bn and num_classes > 0) else nn.Identity()
+        self.fc = factory.linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.last_bn = factory.norm1d(num_classes) if (last_bn and num_classes > 0) else nn.Identity()
 
     @staticmethod
     def check_pool(global_pool: str) -> None:
@@ -279,6 +292,13 @@ class ClassifierHead(nn.Module):
         logits = self.last_bn(logits.transpose(1, 2))  # (N, num_classes, H*W): BatchNorm1d over classes
         return logits.reshape(x.shape[0], -1, x.shape[2], x.shape[3])  # (N, num_classes, H, W)
 
+    def channel_flow(self, g: ChannelGraph, x: int) -> None:
+        """Declare the head in the channel graph ``g``: pooling, then the classifier reading value ``x``."""
+        if self.pool_type == "avg":
+            x = g.pool(x)
+        if not isinstance(self.fc, nn.Identity):
+            g.linear(self.fc, x)
+
     def extra_repr(self) -> str:
         return f"pool_type={self.pool_type!r}"
 
@@ -294,7 +314,9 @@ class RobinNetBase(nn.Module):
     - ``stage_names``: the attributes holding the stages (``nn.Sequential`` of blocks), in order;
     - ``norm_names``: the modules after the last stage (final norm / activation), if any;
     - ``_forward_stem`` (input normalisation and stem) and, with a final norm, ``_forward_norm``;
-    - ``forward_features``, spelled out per family so that TorchScript can compile it.
+    - ``forward_features``, spelled out per family so that TorchScript can compile it;
+    - ``channel_graph``: the forward pass as channel operations (:mod:`.channels`), which
+      channel shrinking reads instead of knowing the architecture.
 
     On top of those, this class gives timm's model API: ``forward_intermediates``,
     ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``get_classifier``,
@@ -312,7 +334,7 @@ class RobinNetBase(nn.Module):
         self, *, masked: bool, num_classes: int, in_chans: int, seed: int, last_bn: bool | None,
         mean, std, check_inputs: bool, masked_kwargs: dict,
         drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg",
-    ) -> Layers:
+    ) -> LayerFactory:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
@@ -334,18 +356,16 @@ class RobinNetBase(nn.Module):
         self.generator = stream_generator(seed, "body")
         mean, std = default_stats(in_chans, mean, std)
         self.normalize = InputNormalize(in_chans, mean, std, check_inputs)
-        return make_layers(masked, self.generator, **self.masked_kwargs)
+        return make_layer_factory(masked, self.generator, **self.masked_kwargs)
 
-    def _finish(self, layers: Layers) -> None:
+    def _finish(self, factory: LayerFactory) -> None:
         """Build the head, apply the adaptive keep ratios and drop the construction generator."""
         self.head = ClassifierHead(
-            self.num_features, self.num_classes, layers, self.last_bn, self.global_pool, self.drop_rate
+            self.num_features, self.num_classes, factory, self.last_bn, self.global_pool, self.drop_rate
         )
         if self.masked:
             set_keep_ratio(self, self.masked_kwargs["keep_ratio"], self.masked_kwargs["p"])
-            from ..export.timm_loading import compact_load_pre_hook  # timm's checkpoint_path= route
-
-            self.register_load_state_dict_pre_hook(compact_load_pre_hook)
+            self.register_load_state_dict_pre_hook(compact_load_pre_hook)  # timm's checkpoint_path= route
         del self.generator  # not part of the model's state: every draw has been made
 
     @contextlib.contextmanager
@@ -393,6 +413,11 @@ class RobinNetBase(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> unpooled
         raise NotImplementedError
+
+    @torch.jit.ignore
+    def channel_graph(self) -> ChannelGraph:
+        """This model's forward pass as channel operations (see :mod:`robin_plugin.models.channels`)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no channel graph")
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
@@ -526,8 +551,8 @@ class RobinNetBase(nn.Module):
         self.num_classes = num_classes
         self.global_pool = global_pool
         with torch.device(self._build_device(device)):  # seeded draws on the CPU, then moved
-            layers = make_layers(self.masked, stream_generator(self.seed, f"head/{num_classes}"), **self.masked_kwargs)
-            head = ClassifierHead(self.num_features, num_classes, layers, self.last_bn, global_pool, self.drop_rate)
+            factory = make_layer_factory(self.masked, stream_generator(self.seed, f"head/{num_classes}"), **self.masked_kwargs)
+            head = ClassifierHead(self.num_features, num_classes, factory, self.last_bn, global_pool, self.drop_rate)
         self.head = head.to(device=device, dtype=dtype)
         self.head.train(self.training)
         if isinstance(self.head.fc, MaskedLayer):
@@ -572,85 +597,3 @@ class RobinNetBase(nn.Module):
     @default_cfg.setter
     def default_cfg(self, cfg: dict) -> None:
         self.pretrained_cfg = cfg
-
-
-_HOSTED = ("url", "hf_hub_id", "hf_hub_filename")
-
-
-def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
-    """Refuse what would make timm download, ``pretrained=True`` with nothing to load, and models too large.
-
-    Robin models have no hosted weights. ``pretrained=True`` needs a local source: a file or
-    state dict in ``pretrained_cfg_overlay`` (``pretrained_cfg``) or timm's own
-    ``checkpoint_path=`` argument (which timm applies after the entry point returns; it is read
-    from :func:`timm.create_model`'s call). A ``url`` or Hugging Face id in either cfg is refused
-    whatever ``pretrained`` says: a file or caller never makes a robin model download anything.
-    The model's size is checked against the limit of :mod:`robin_plugin.models.spec` before
-    anything is allocated.
-
-    Returns:
-        Whether timm's builder should load weights now (a file or state dict is in a cfg);
-        False when there is nothing to load or ``checkpoint_path=`` loads them afterwards. When
-        True, ``kwargs["pretrained_cfg_overlay"]`` gets this model's ``num_classes`` and
-        ``input_size`` (unless given), so timm loads the file strictly and whole.
-
-    Raises:
-        ConfigError: naming the refused key, or saying how to give weights.
-    """
-    given: dict = {}
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
-        cfg = kwargs.get(key)
-        if cfg is None or isinstance(cfg, str):
-            continue
-        cfg = cfg if isinstance(cfg, dict) else getattr(cfg, "__dict__", {})
-        for k in _HOSTED:
-            v = cfg.get(k)
-            if v:
-                raise ConfigError(f"{name}: robin models have no hosted weights and never download; "
-                                  f"{key}[{k!r}]={v!r} is refused (give a local file instead)")
-        given.update({k: cfg.get(k) for k in ("file", "state_dict") if cfg.get(k) is not None})
-    if pretrained and not given and not _timm_checkpoint_path():
-        raise ConfigError(
-            f"{name} has no hosted weights: pretrained=True needs a local file, e.g. "
-            f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')), "
-            f"checkpoint_path='model.safetensors', or a hub folder: timm.create_model('local-dir:FOLDER', pretrained=True)"
-        )
-    _check_size(name, kwargs)
-    if pretrained and given:
-        # timm drops the classifier from the file (and loads non-strictly) when num_classes differs
-        # from the cfg's, and warns when in_chans does: a robin file holds the whole model, so
-        # describe the model being built and let a head of another size fail loudly instead.
-        overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
-        overlay.setdefault("num_classes", kwargs.get("num_classes", 10))
-        overlay.setdefault("input_size", (kwargs.get("in_chans", 3), 32, 32))
-        kwargs["pretrained_cfg_overlay"] = overlay
-    return bool(pretrained and given)
-
-
-def _check_size(name: str, kwargs: dict) -> None:
-    """The model-size limit of :mod:`robin_plugin.models.spec`, before anything is allocated.
-
-    Every entry point runs it, so a hub folder's ``config.json`` (which timm parses before a robin
-    entry point sees it) cannot make a tiny file allocate gigabytes either.
-    """
-    from .spec import ARCH_ARGS, ModelSpec, check_model_size
-
-    arch = {k: v for k, v in kwargs.items() if k in ARCH_ARGS and k != "global_pool"}
-    try:
-        spec = ModelSpec(name, arch)
-        check_model_size(spec)
-    except (TypeError, KeyError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        return  # malformed arguments: the constructor names them
-
-
-def _timm_checkpoint_path() -> str | None:
-    """The ``checkpoint_path`` of the :func:`timm.create_model` call building this model, if any."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "create_model" and frame.f_globals.get("__name__", "").startswith("timm."):
-            return frame.f_locals.get("checkpoint_path") or None
-        frame = frame.f_back
-    return None

@@ -36,6 +36,9 @@ def robinify(
     ratios are applied. Subclasses of Conv2d / Linear with their own forward (e.g. timm's
     ``Conv2dSame``) are left dense and reported in a warning. The model's inputs are unchanged:
     unlike the registered robin models, a robinified model does not check or normalise them.
+    Its architecture is the caller's, so it declares no channel graph
+    (:mod:`robin_plugin.models.channels`): dense export gives a plain copy of it, and channel
+    shrinking refuses it.
 
     Args:
         model: any module.

@@ -11,7 +11,8 @@ BatchNorm, for the dense adversarial-training baseline.
 """
 from __future__ import annotations
 
-from typing import Type
+from collections.abc import Mapping
+from typing import Any, Type
 
 import torch
 import torch.nn as nn
@@ -21,7 +22,10 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear
-from ._common import Layers, RobinNetBase, check_weight_source, default_cfg
+from ._common import LayerFactory, RobinNetBase, default_cfg
+from .channels import ChannelGraph
+from .spec import Family, register_family
+from .timm_loading import check_weight_source, checkpoint_filter_fn
 
 __all__ = ["RobinResNet", "BasicBlock", "Bottleneck"]
 
@@ -39,13 +43,13 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers, drop_path: float = 0.0):
+    def __init__(self, inplanes: int, planes: int, stride: int, factory: LayerFactory, drop_path: float = 0.0):
         super().__init__()
-        self.conv1 = layers.conv(inplanes, planes, 3, stride, 1)
-        self.bn1 = layers.norm2d(planes)
-        self.conv2 = layers.conv(planes, planes, 3, 1, 1)
-        self.bn2 = layers.norm2d(planes)
-        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, layers)
+        self.conv1 = factory.conv(inplanes, planes, 3, stride, 1)
+        self.bn1 = factory.norm2d(planes)
+        self.conv2 = factory.conv(planes, planes, 3, 1, 1)
+        self.bn2 = factory.norm2d(planes)
+        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, factory)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,21 +57,32 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return F.relu(self.drop_path(out) + self.downsample(x))
 
+    def channel_flow(self, g: ChannelGraph, x: int) -> int:
+        """Declare :meth:`forward` in the channel graph ``g`` (input value ``x``); returns the output value."""
+        h = g.relu(g.norm(self.bn1, g.conv(self.conv1, x)))
+        shortcut = _shortcut_flow(self.downsample, g, x)
+        return g.relu(g.add(g.norm(self.bn2, g.conv(self.conv2, h)), shortcut))
+
+    @staticmethod
+    def count_weights(inplanes: int, planes: int, stride: int) -> int:
+        """Convolution weights of ``BasicBlock(inplanes, planes, stride, ...)``, without building it."""
+        return inplanes * planes * 9 + planes * planes * 9 + _shortcut_weights(inplanes, planes, stride)
+
 
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3, 1x1 expand (x4), with a residual connection and optional stochastic depth."""
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers, drop_path: float = 0.0):
+    def __init__(self, inplanes: int, planes: int, stride: int, factory: LayerFactory, drop_path: float = 0.0):
         super().__init__()
-        self.conv1 = layers.conv(inplanes, planes, 1, 1, 0)
-        self.bn1 = layers.norm2d(planes)
-        self.conv2 = layers.conv(planes, planes, 3, stride, 1)
-        self.bn2 = layers.norm2d(planes)
-        self.conv3 = layers.conv(planes, planes * self.expansion, 1, 1, 0)
-        self.bn3 = layers.norm2d(planes * self.expansion)
-        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, layers)
+        self.conv1 = factory.conv(inplanes, planes, 1, 1, 0)
+        self.bn1 = factory.norm2d(planes)
+        self.conv2 = factory.conv(planes, planes, 3, stride, 1)
+        self.bn2 = factory.norm2d(planes)
+        self.conv3 = factory.conv(planes, planes * self.expansion, 1, 1, 0)
+        self.bn3 = factory.norm2d(planes * self.expansion)
+        self.downsample = _shortcut(inplanes, planes * self.expansion, stride, factory)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,11 +91,35 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         return F.relu(self.drop_path(out) + self.downsample(x))
 
+    def channel_flow(self, g: ChannelGraph, x: int) -> int:
+        """Declare :meth:`forward` in the channel graph ``g`` (input value ``x``); returns the output value."""
+        h = g.relu(g.norm(self.bn1, g.conv(self.conv1, x)))
+        h = g.relu(g.norm(self.bn2, g.conv(self.conv2, h)))
+        shortcut = _shortcut_flow(self.downsample, g, x)
+        return g.relu(g.add(g.norm(self.bn3, g.conv(self.conv3, h)), shortcut))
 
-def _shortcut(inplanes: int, outplanes: int, stride: int, layers: Layers) -> nn.Module:
+    @staticmethod
+    def count_weights(inplanes: int, planes: int, stride: int) -> int:
+        """Convolution weights of ``Bottleneck(inplanes, planes, stride, ...)``, without building it."""
+        out = planes * Bottleneck.expansion
+        return inplanes * planes + planes * planes * 9 + planes * out + _shortcut_weights(inplanes, out, stride)
+
+
+def _shortcut(inplanes: int, outplanes: int, stride: int, factory: LayerFactory) -> nn.Module:
     if stride == 1 and inplanes == outplanes:
         return nn.Identity()
-    return nn.Sequential(layers.conv(inplanes, outplanes, 1, stride, 0), layers.norm2d(outplanes))
+    return nn.Sequential(factory.conv(inplanes, outplanes, 1, stride, 0), factory.norm2d(outplanes))
+
+
+def _shortcut_flow(shortcut: nn.Module, g: ChannelGraph, x: int) -> int:
+    # declared before a block's last convolution, so a group lists the shortcut first (as it always has)
+    if isinstance(shortcut, nn.Identity):
+        return x
+    return g.norm(shortcut[1], g.conv(shortcut[0], x))
+
+
+def _shortcut_weights(inplanes: int, outplanes: int, stride: int) -> int:
+    return inplanes * outplanes if stride != 1 or inplanes != outplanes else 0
 
 
 class RobinResNet(RobinNetBase):
@@ -190,16 +229,42 @@ class RobinResNet(RobinNetBase):
             x = self.layer4(x)
         return x  # (N, num_features, H/8, W/8)
 
+    def channel_graph(self) -> ChannelGraph:
+        """This model's forward pass as channel operations (see :mod:`robin_plugin.models.channels`)."""
+        g = ChannelGraph(self)
+        x = g.relu(g.norm(self.bn1, g.conv(self.conv1, g.input())))  # act1
+        for name in self.stage_names:
+            for block in getattr(self, name):
+                x = _block_flow(block, g, x)
+        self.head.channel_flow(g, x)
+        return g
+
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, str]:
         """Parameter groups for timm's layer-wise learning-rate decay: stem, then stages or blocks."""
         return dict(stem=r"^(?:conv1|bn1)\.", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
 
+def _block_flow(block: nn.Module, g: ChannelGraph, x: int) -> int:
+    if not hasattr(block, "channel_flow"):
+        raise NotImplementedError(f"{type(block).__name__} declares no channel flow (BasicBlock and Bottleneck do)")
+    return block.channel_flow(g, x)
+
+
+def _count_weights(kwargs: Mapping[str, Any]) -> int:
+    """Convolution and classifier weights of ``RobinResNet(**kwargs)``, without building it."""
+    block, width = kwargs["block"], kwargs.get("width", 64)
+    total, inplanes = kwargs["in_chans"] * width * 9, width
+    for i, blocks in enumerate(kwargs["layers"]):
+        planes = width * 2**i
+        for j in range(blocks):
+            total += block.count_weights(inplanes, planes, (1 if i == 0 else 2) if j == 0 else 1)
+            inplanes = planes * block.expansion
+    return total + inplanes * kwargs["num_classes"]
+
+
 def _create_robin_resnet(variant: str, pretrained: bool = False, **kwargs) -> RobinResNet:
     pretrained = check_weight_source(variant, pretrained, kwargs)  # no downloads; checkpoint_path= loads later
-    from ..export.timm_loading import checkpoint_filter_fn  # lazy: export imports the models
-
     return build_model_with_cfg(
         RobinResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3, 4)), **kwargs,
@@ -209,6 +274,18 @@ def _create_robin_resnet(variant: str, pretrained: bool = False, **kwargs) -> Ro
 def _cfg(**kwargs) -> dict:
     return default_cfg((4, 4), **kwargs)
 
+
+# the constructor arguments each registered name fixes (its dense twin and RobustBench aliases too)
+_VARIANTS: dict[str, dict[str, Any]] = {
+    "robin_resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
+    "robin_resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
+    "robin_resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+}
+
+register_family(Family(
+    cls=RobinResNet, variants=_VARIANTS, excluded_args=frozenset({"depth", "widen_factor"}),
+    count_weights=_count_weights, create=_create_robin_resnet, default_cfg=_cfg,
+))
 
 default_cfgs = generate_default_cfgs({
     "robin_resnet18": _cfg(),
@@ -223,34 +300,34 @@ default_cfgs = generate_default_cfgs({
 @register_model
 def robin_resnet18(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary CIFAR ResNet-18."""
-    return _create_robin_resnet("robin_resnet18", pretrained, block=BasicBlock, layers=(2, 2, 2, 2), **kwargs)
+    return _create_robin_resnet("robin_resnet18", pretrained, **_VARIANTS["robin_resnet18"], **kwargs)
 
 
 @register_model
 def robin_resnet34(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary CIFAR ResNet-34 (the paper's main model)."""
-    return _create_robin_resnet("robin_resnet34", pretrained, block=BasicBlock, layers=(3, 4, 6, 3), **kwargs)
+    return _create_robin_resnet("robin_resnet34", pretrained, **_VARIANTS["robin_resnet34"], **kwargs)
 
 
 @register_model
 def robin_resnet50(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary CIFAR ResNet-50."""
-    return _create_robin_resnet("robin_resnet50", pretrained, block=Bottleneck, layers=(3, 4, 6, 3), **kwargs)
+    return _create_robin_resnet("robin_resnet50", pretrained, **_VARIANTS["robin_resnet50"], **kwargs)
 
 
 @register_model
 def robin_resnet18_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet18`."""
-    return _create_robin_resnet("robin_resnet18_dense", pretrained, block=BasicBlock, layers=(2, 2, 2, 2), masked=False, **kwargs)
+    return _create_robin_resnet("robin_resnet18_dense", pretrained, **_VARIANTS["robin_resnet18"], masked=False, **kwargs)
 
 
 @register_model
 def robin_resnet34_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet34`."""
-    return _create_robin_resnet("robin_resnet34_dense", pretrained, block=BasicBlock, layers=(3, 4, 6, 3), masked=False, **kwargs)
+    return _create_robin_resnet("robin_resnet34_dense", pretrained, **_VARIANTS["robin_resnet34"], masked=False, **kwargs)
 
 
 @register_model
 def robin_resnet50_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet50`."""
-    return _create_robin_resnet("robin_resnet50_dense", pretrained, block=Bottleneck, layers=(3, 4, 6, 3), masked=False, **kwargs)
+    return _create_robin_resnet("robin_resnet50_dense", pretrained, **_VARIANTS["robin_resnet50"], masked=False, **kwargs)

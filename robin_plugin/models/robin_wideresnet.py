@@ -3,18 +3,35 @@
 Zagoruyko and Komodakis, "Wide Residual Networks" (BMVC 2016), in the pre-activation form that
 RobustBench uses for its WideResNet-34-10 and -28-10 entries; masked binary variant after
 Liu et al., "Robust Binary Models by Pruning Randomly-initialized Networks" (NeurIPS 2022).
+
+Registered as ``robin_wrn28_10`` and ``robin_wrn34_10`` (depth-widen_factor), each with a dense
+twin ``<name>_dense``. ``robin_wrn34`` and ``robin_wrn34_dense``, the names before issue 14, are
+timm deprecations of the ``robin_wrn34_10`` names: they build the same model (with timm's
+warning), and files naming them still load.
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, register_notrace_module
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import (
+    build_model_with_cfg,
+    checkpoint_seq,
+    generate_default_cfgs,
+    register_model,
+    register_model_deprecations,
+)
 
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear
-from ._common import Layers, RobinNetBase, check_weight_source, default_cfg
+from ._common import LayerFactory, RobinNetBase, default_cfg
+from .channels import ChannelGraph
+from .spec import Family, register_family
+from .timm_loading import check_weight_source, checkpoint_filter_fn
 
 __all__ = ["RobinWideResNet", "PreActBlock"]
 
@@ -30,14 +47,14 @@ class PreActBlock(nn.Module):
     Shapes: (N, inplanes, H, W) -> (N, planes, H/stride, W/stride).
     """
 
-    def __init__(self, inplanes: int, planes: int, stride: int, layers: Layers, drop_path: float = 0.0):
+    def __init__(self, inplanes: int, planes: int, stride: int, factory: LayerFactory, drop_path: float = 0.0):
         super().__init__()
-        self.bn1 = layers.norm2d(inplanes)
-        self.conv1 = layers.conv(inplanes, planes, 3, stride, 1)
-        self.bn2 = layers.norm2d(planes)
-        self.conv2 = layers.conv(planes, planes, 3, 1, 1)
+        self.bn1 = factory.norm2d(inplanes)
+        self.conv1 = factory.conv(inplanes, planes, 3, stride, 1)
+        self.bn2 = factory.norm2d(planes)
+        self.conv2 = factory.conv(planes, planes, 3, 1, 1)
         self.shortcut = (
-            layers.conv(inplanes, planes, 1, stride, 0) if (stride != 1 or inplanes != planes) else None
+            factory.conv(inplanes, planes, 1, stride, 0) if (stride != 1 or inplanes != planes) else None
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -47,6 +64,19 @@ class PreActBlock(nn.Module):
         out = self.conv1(o)
         out = self.conv2(F.relu(self.bn2(out)))
         return self.drop_path(out) + residual
+
+    def channel_flow(self, g: ChannelGraph, x: int) -> int:
+        """Declare :meth:`forward` in the channel graph ``g`` (input value ``x``); returns the output value."""
+        o = g.relu(g.norm(self.bn1, x))
+        h = g.relu(g.norm(self.bn2, g.conv(self.conv1, o)))
+        residual = x if self.shortcut is None else g.conv(self.shortcut, o)
+        return g.add(g.conv(self.conv2, h), residual)
+
+    @staticmethod
+    def count_weights(inplanes: int, planes: int, stride: int) -> int:
+        """Convolution weights of ``PreActBlock(inplanes, planes, stride, ...)``, without building it."""
+        shortcut = inplanes * planes if stride != 1 or inplanes != planes else 0
+        return inplanes * planes * 9 + planes * planes * 9 + shortcut
 
 
 class RobinWideResNet(RobinNetBase):
@@ -138,6 +168,16 @@ class RobinWideResNet(RobinNetBase):
             x = self.block3(self.block2(self.block1(x)))
         return self._forward_norm(x)  # (N, 64k, H/4, W/4)
 
+    def channel_graph(self) -> ChannelGraph:
+        """This model's forward pass as channel operations (see :mod:`robin_plugin.models.channels`)."""
+        g = ChannelGraph(self)
+        x = g.conv(self.conv1, g.input())
+        for name in self.stage_names:
+            for block in getattr(self, name):
+                x = block.channel_flow(g, x)
+        self.head.channel_flow(g, g.relu(g.norm(self.bn1, x)))  # bn1, act1
+        return g
+
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups for timm's layer-wise learning-rate decay: stem, stages or blocks, final norm."""
@@ -146,10 +186,22 @@ class RobinWideResNet(RobinNetBase):
         return dict(stem=r"^conv1\.", blocks=[(r"^block(\d+)\.(\d+)", None), (r"^bn1\.", (99999,))])
 
 
+def _count_weights(kwargs: Mapping[str, Any]) -> int:
+    """Convolution and classifier weights of ``RobinWideResNet(**kwargs)``, without building it."""
+    depth, k = kwargs["depth"], kwargs["widen_factor"]
+    if (depth - 4) % 6:
+        raise ConfigError(f"WideResNet depth must be 6n + 4, got {depth}")
+    n, widths = (depth - 4) // 6, [16, 16 * k, 32 * k, 64 * k]
+    total, inplanes = kwargs["in_chans"] * 16 * 9, 16
+    for i, planes in enumerate(widths[1:]):
+        for j in range(n):
+            total += PreActBlock.count_weights(inplanes if j == 0 else planes, planes, (1 if i == 0 else 2) if j == 0 else 1)
+        inplanes = planes
+    return total + inplanes * kwargs["num_classes"]
+
+
 def _create_robin_wrn(variant: str, pretrained: bool = False, **kwargs) -> RobinWideResNet:
     pretrained = check_weight_source(variant, pretrained, kwargs)  # no downloads; checkpoint_path= loads later
-    from ..export.timm_loading import checkpoint_filter_fn  # lazy: export imports the models
-
     return build_model_with_cfg(
         RobinWideResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)), **kwargs,
@@ -160,33 +212,49 @@ def _cfg(**kwargs) -> dict:
     return default_cfg((8, 8), **kwargs)
 
 
+# the constructor arguments each registered name fixes (its dense twin and RobustBench aliases too);
+# the caller may override them (depth=10, widen_factor=1 builds a small WideResNet)
+_VARIANTS: dict[str, dict[str, Any]] = {
+    "robin_wrn28_10": dict(depth=28, widen_factor=10),
+    "robin_wrn34_10": dict(depth=34, widen_factor=10),
+}
+
+register_family(Family(
+    cls=RobinWideResNet, variants=_VARIANTS, excluded_args=frozenset({"width"}),
+    count_weights=_count_weights, create=_create_robin_wrn, default_cfg=_cfg,
+))
+
 default_cfgs = generate_default_cfgs({
     "robin_wrn28_10": _cfg(),
-    "robin_wrn34": _cfg(),
+    "robin_wrn34_10": _cfg(),
     "robin_wrn28_10_dense": _cfg(),
-    "robin_wrn34_dense": _cfg(),
+    "robin_wrn34_10_dense": _cfg(),
 })
 
 
 @register_model
 def robin_wrn28_10(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Masked binary WideResNet-28-10."""
-    return _create_robin_wrn("robin_wrn28_10", pretrained, **dict(dict(depth=28, widen_factor=10), **kwargs))
+    return _create_robin_wrn("robin_wrn28_10", pretrained, **{**_VARIANTS["robin_wrn28_10"], **kwargs})
 
 
 @register_model
-def robin_wrn34(pretrained: bool = False, **kwargs) -> RobinWideResNet:
+def robin_wrn34_10(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Masked binary WideResNet-34-10 (the RobustBench standard architecture)."""
-    return _create_robin_wrn("robin_wrn34", pretrained, **dict(dict(depth=34, widen_factor=10), **kwargs))
+    return _create_robin_wrn("robin_wrn34_10", pretrained, **{**_VARIANTS["robin_wrn34_10"], **kwargs})
 
 
 @register_model
 def robin_wrn28_10_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Dense full-precision twin of :func:`robin_wrn28_10`."""
-    return _create_robin_wrn("robin_wrn28_10_dense", pretrained, **dict(dict(depth=28, widen_factor=10, masked=False), **kwargs))
+    return _create_robin_wrn("robin_wrn28_10_dense", pretrained, **{**_VARIANTS["robin_wrn28_10"], "masked": False, **kwargs})
 
 
 @register_model
-def robin_wrn34_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
-    """Dense full-precision twin of :func:`robin_wrn34`."""
-    return _create_robin_wrn("robin_wrn34_dense", pretrained, **dict(dict(depth=34, widen_factor=10, masked=False), **kwargs))
+def robin_wrn34_10_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
+    """Dense full-precision twin of :func:`robin_wrn34_10`."""
+    return _create_robin_wrn("robin_wrn34_10_dense", pretrained, **{**_VARIANTS["robin_wrn34_10"], "masked": False, **kwargs})
+
+
+# the names before issue 14 (timm warns and builds the current model; removed in the next release)
+register_model_deprecations(__name__, {"robin_wrn34": "robin_wrn34_10", "robin_wrn34_dense": "robin_wrn34_10_dense"})

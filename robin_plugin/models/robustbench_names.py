@@ -8,12 +8,16 @@ returns::
     timm.create_model(name, num_classes=DATASET_CLASSES[dataset], pretrained=True,
                       checkpoint_path=custom_checkpoint).eval()
 
-Registering ``robin_wrn34_cifar10_linf``, ``robin_resnet34_cifar100_linf`` ... therefore makes
-``load_model("robin_wrn34", dataset="cifar10", threat_model="Linf", custom_checkpoint="w.safetensors")``
-return a robin model. timm loads ``checkpoint_path`` itself, after the entry point has built the
-model (``weights_only=True``; ``.safetensors`` files are read with safetensors). Robin models
-have no hosted weights: ``pretrained=True`` with no ``checkpoint_path`` (robustbench's default
-``custom_checkpoint=""``) raises :class:`~robin_plugin.errors.ConfigError`, as for every robin name.
+Registering ``robin_wrn34_10_cifar10_linf``, ``robin_resnet34_cifar100_linf`` ... (one alias per
+base name that a model family declares, :func:`robin_plugin.models.spec.families`) therefore makes
+``load_model("robin_wrn34_10", dataset="cifar10", threat_model="Linf", custom_checkpoint="w.safetensors")``
+return a robin model. The aliases of the name before issue 14 (``robin_wrn34_cifar10_linf`` ...)
+are timm deprecations of the ``robin_wrn34_10`` ones, so ``load_model("robin_wrn34", ...)`` still
+works (``timm.is_model`` knows deprecated names). timm loads ``checkpoint_path`` itself, after the
+entry point has built the model (``weights_only=True``; ``.safetensors`` files are read with
+safetensors). Robin models have no hosted weights: ``pretrained=True`` with no ``checkpoint_path``
+(robustbench's default ``custom_checkpoint=""``) raises :class:`~robin_plugin.errors.ConfigError`,
+as for every robin name.
 
 Keep ratios and input statistics are part of a robin state dict, so the checkpoint decides
 them; the architecture arguments (``width`` ...) must match it. Without a checkpoint, input
@@ -24,11 +28,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model, register_model_deprecations
 
-from ._common import CIFAR100_MEAN, CIFAR100_STD, check_weight_source
-from .robin_resnet import BasicBlock, Bottleneck, RobinResNet, _cfg as _resnet_cfg, _create_robin_resnet
-from .robin_wideresnet import RobinWideResNet, _cfg as _wrn_cfg, _create_robin_wrn
+from . import robin_resnet, robin_wideresnet  # noqa: F401  (their families must be registered first)
+from ._common import CIFAR100_MEAN, CIFAR100_STD
+from .spec import Family, families
 
 __all__ = ["ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREATS", "robustbench_name", "robustbench_names"]
 
@@ -38,14 +42,8 @@ ROBUSTBENCH_DATASETS: dict[str, int] = {"cifar10": 10, "cifar100": 100}
 #: RobustBench threat models (``ThreatModel`` values, lower-cased as in the timm name).
 ROBUSTBENCH_THREATS: tuple[str, ...] = ("linf", "l2")
 
-# base robin model -> (family builder, fixed constructor kwargs, default-cfg maker)
-_BASES: dict[str, tuple[Callable[..., nn.Module], dict, Callable[..., dict]]] = {
-    "robin_resnet18": (_create_robin_resnet, dict(block=BasicBlock, layers=(2, 2, 2, 2)), _resnet_cfg),
-    "robin_resnet34": (_create_robin_resnet, dict(block=BasicBlock, layers=(3, 4, 6, 3)), _resnet_cfg),
-    "robin_resnet50": (_create_robin_resnet, dict(block=Bottleneck, layers=(3, 4, 6, 3)), _resnet_cfg),
-    "robin_wrn28_10": (_create_robin_wrn, dict(depth=28, widen_factor=10), _wrn_cfg),
-    "robin_wrn34": (_create_robin_wrn, dict(depth=34, widen_factor=10), _wrn_cfg),
-}
+# base robin model -> its family, as the model files declare them
+_BASES: dict[str, Family] = {base: fam for fam in families() for base in fam.variants}
 
 
 # input statistics per dataset (the base models default to CIFAR-10's)
@@ -63,15 +61,16 @@ def robustbench_names() -> list[str]:
 
 
 default_cfgs = generate_default_cfgs({
-    robustbench_name(m, d, t): _BASES[m][2](num_classes=c)
+    robustbench_name(m, d, t): _BASES[m].default_cfg(num_classes=c)
     for m in _BASES for d, c in ROBUSTBENCH_DATASETS.items() for t in ROBUSTBENCH_THREATS
 })
 
 
 def _make_entry(alias: str, base: str, num_classes: int) -> Callable[..., nn.Module]:
-    create, fixed, _ = _BASES[base]
+    family = _BASES[base]
+    create, fixed = family.create, family.variants[base]
 
-    def entry(pretrained: bool = False, **kwargs) -> RobinResNet | RobinWideResNet:
+    def entry(pretrained: bool = False, **kwargs) -> nn.Module:
         kwargs.setdefault("num_classes", num_classes)
         if kwargs.get("in_chans", 3) == 3:  # the dataset's statistics are RGB
             for key, value in _STATS.get(alias.split("_")[-2], {}).items():
@@ -91,3 +90,9 @@ for _m in _BASES:
         for _t in ROBUSTBENCH_THREATS:
             _alias = robustbench_name(_m, _d, _t)
             globals()[_alias] = register_model(_make_entry(_alias, _m, _c))
+
+# the aliases of the name before issue 14 (timm warns and builds the current model; removed in the next release)
+register_model_deprecations(__name__, {
+    robustbench_name("robin_wrn34", d, t): robustbench_name("robin_wrn34_10", d, t)
+    for d in ROBUSTBENCH_DATASETS for t in ROBUSTBENCH_THREATS
+})

@@ -14,22 +14,31 @@ anything is built:
   limit (:data:`DEFAULT_MAX_MODEL_BYTES`, raised with ``ROBIN_MAX_MODEL_BYTES``) before anything
   is allocated;
 - :func:`build_model` always builds with ``pretrained=False``.
+
+What a name means is declared by the model files: each family registers a :class:`Family` (its
+class, the constructor arguments each registered name fixes, the arguments it does not take,
+and how many weights a spec builds) with :func:`register_family`. This module imports no model
+file, so every model file can import it.
 """
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import timm
 import torch.nn as nn
+from timm.models import get_deprecated_models
 
 from ..errors import ConfigError, UnknownNameError, closest
 from ..layers.masked import INITS
 
 __all__ = [
-    "ARCH_ARGS", "DEFAULT_MAX_MODEL_BYTES", "ModelSpec", "build_model", "check_model_args", "check_model_name",
-    "check_model_size", "count_weights", "estimate_model_bytes", "max_model_bytes", "model_spec",
+    "ARCH_ARGS", "DEFAULT_MAX_MODEL_BYTES", "Family", "ModelSpec", "build_model", "check_model_args",
+    "check_model_name", "check_model_size", "count_weights", "current_name", "estimate_model_bytes", "families",
+    "family_of", "max_model_bytes", "model_spec", "register_family",
 ]
 
 # keys timm or robin would act on that no file may set
@@ -105,21 +114,94 @@ ARCH_ARGS: dict[str, Callable[[str, Any], Any]] = {
 }
 """Every keyword argument a file may pass to a robin model, with its check (type and bounds)."""
 
-# arguments each family's constructor does not take
-_FAMILY_EXCLUDES = {"robin_resnet": {"depth", "widen_factor"}, "robin_wrn": {"width"}}
+# --- the families, as the model files declare them ----------------------------------------
 
 
-def _excluded(name: str) -> set[str]:
-    return next((ex for prefix, ex in _FAMILY_EXCLUDES.items() if name.startswith(prefix)), set())
+@dataclass(frozen=True)
+class Family:
+    """A robin model family, declared by its model file with :func:`register_family`.
+
+    Attributes:
+        cls: the model class every name of the family builds.
+        variants: registered base name -> the constructor arguments its entry point fixes
+            (``{"robin_resnet18": {"block": BasicBlock, "layers": (2, 2, 2, 2)}}``). Dense twins
+            (``<base>_dense``) and RobustBench aliases (``<base>_<dataset>_<threat>``) share
+            their base's entry.
+        excluded_args: names of :data:`ARCH_ARGS` the constructor does not take.
+        count_weights: ``count_weights(kwargs) -> int``: convolution and classifier weights of
+            the model the constructor arguments ``kwargs`` build (the variant's, then the spec's;
+            ``in_chans`` and ``num_classes`` always present), computed without building it.
+        create: ``create(variant, pretrained, **kwargs)``, the family's ``_create_*`` builder.
+        default_cfg: ``default_cfg(**overrides) -> dict``, the family's timm ``default_cfgs`` entry.
+    """
+
+    cls: type[nn.Module]
+    variants: Mapping[str, Mapping[str, Any]]
+    excluded_args: frozenset[str]
+    count_weights: Callable[[Mapping[str, Any]], int]
+    create: Callable[..., nn.Module]
+    default_cfg: Callable[..., dict]
+
+
+_FAMILIES: list[Family] = []
+
+
+def register_family(family: Family) -> Family:
+    """Declare a model family (each model file calls it once, at import); returns ``family``.
+
+    Registering a family again from the same module (a reloaded model file) replaces it; a base
+    name claimed by another family raises :class:`ConfigError`.
+    """
+    def key(f: Family) -> tuple[str, str]:
+        return f.cls.__module__, f.cls.__qualname__
+
+    _FAMILIES[:] = [f for f in _FAMILIES if key(f) != key(family)]
+    for other in _FAMILIES:
+        clash = set(other.variants) & set(family.variants)
+        if clash:
+            raise ConfigError(f"model names {sorted(clash)} are registered by two families")
+    _FAMILIES.append(family)
+    return family
+
+
+def families() -> tuple[Family, ...]:
+    """The registered families, in registration order."""
+    return tuple(_FAMILIES)
+
+
+def current_name(name: str) -> str:
+    """``name``, or the current name timm maps a deprecated name to (``robin_wrn34`` -> ``robin_wrn34_10``)."""
+    return get_deprecated_models().get(name) or name
+
+
+def family_of(name: str) -> tuple[Family, str] | None:
+    """The family of model ``name`` and the base name it extends, or None for a non-robin name.
+
+    A deprecated name counts as its current name; the longest base name that ``name`` starts
+    with wins (``robin_wrn34_10_dense`` extends ``robin_wrn34_10``).
+    """
+    name = current_name(name)
+    matches = [(base, fam) for fam in _FAMILIES for base in fam.variants if name.startswith(base)]
+    if not matches:
+        return None
+    base, fam = max(matches, key=lambda m: len(m[0]))
+    return fam, base
+
+
+def _excluded(name: str) -> frozenset[str]:
+    found = family_of(name)
+    return found[0].excluded_args if found else frozenset()
 
 
 def check_model_name(name: Any) -> str:
-    """Return ``name`` if it is a registered robin model, else raise :class:`UnknownNameError`."""
-    import timm
+    """Return the current name of ``name`` if it is a registered robin model, else raise :class:`UnknownNameError`.
 
-    from . import robin_resnet  # noqa: F401  (registers the robin models with timm)
-
+    A deprecated name that timm maps to a robin model (``robin_wrn34``, which earlier versions
+    wrote into files) gives that model's current name, so such files still load.
+    """
     names = timm.list_models("robin_*")
+    if isinstance(name, str) and name not in names and current_name(name) in names:
+        return current_name(name)
     if not isinstance(name, str) or name not in names:
         raise UnknownNameError(f"unknown model {name!r:.80}{closest(str(name), names)}; robin models: {', '.join(names)}")
     return name
@@ -183,60 +265,23 @@ DEFAULT_MAX_MODEL_BYTES = 4 * 2**30
 4 GiB, about 500M masked weights (WRN-34-10 has 46M). Raise it with the environment variable
 ``ROBIN_MAX_MODEL_BYTES`` or ``build_model(spec, max_bytes=...)``."""
 
-# family -> (block kind, blocks per stage); names of RobustBench aliases start with the base name
-_ARCH_TABLE = {
-    "robin_resnet18": ("basic", (2, 2, 2, 2)),
-    "robin_resnet34": ("basic", (3, 4, 6, 3)),
-    "robin_resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "robin_wrn28_10": ("wrn", (28, 10)),
-    "robin_wrn34": ("wrn", (34, 10)),
-}
-
-
 def _default_classes(name: str) -> int:
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(name)
+    cfg = timm.models.get_pretrained_cfg(current_name(name))
     return cfg.num_classes if cfg is not None else 10
 
 
 def count_weights(spec: ModelSpec) -> int:
     """Number of convolution and classifier weights of the model ``spec`` builds, without building it.
 
-    Exact for the registered families (a test compares it with built models); the arithmetic
-    follows the constructors in :mod:`.robin_resnet` and :mod:`.robin_wideresnet`.
+    Exact for the registered families (a test compares it with built models): each model file
+    declares the arithmetic next to its constructor (:attr:`Family.count_weights`).
     """
-    base = max((b for b in _ARCH_TABLE if spec.name.startswith(b)), key=len)
-    kind, cfg = _ARCH_TABLE[base]
-    kw = spec.kwargs
-    cin, classes = kw.get("in_chans", 3), kw.get("num_classes", _default_classes(spec.name))
-    if kind == "wrn":
-        depth, k = kw.get("depth", cfg[0]), kw.get("widen_factor", cfg[1])
-        if (depth - 4) % 6:
-            raise ConfigError(f"WideResNet depth must be 6n + 4, got {depth}")
-        n, widths = (depth - 4) // 6, [16, 16 * k, 32 * k, 64 * k]
-        total, inplanes = cin * 16 * 9, 16
-        for i, planes in enumerate(widths[1:]):
-            for j in range(n):
-                inp, stride = (inplanes if j == 0 else planes), (1 if i == 0 else 2) if j == 0 else 1
-                total += inp * planes * 9 + planes * planes * 9 + (inp * planes if stride != 1 or inp != planes else 0)
-            inplanes = planes
-        return total + inplanes * classes
-    width = kw.get("width", 64)
-    expansion = 4 if kind == "bottleneck" else 1
-    total, inplanes = cin * width * 9, width
-    for i, blocks in enumerate(cfg):
-        planes = width * 2**i
-        for j in range(blocks):
-            stride = (1 if i == 0 else 2) if j == 0 else 1
-            if kind == "basic":
-                total += inplanes * planes * 9 + planes * planes * 9
-            else:
-                total += inplanes * planes + planes * planes * 9 + planes * planes * expansion
-            out = planes * expansion
-            total += inplanes * out if stride != 1 or inplanes != out else 0
-            inplanes = out
-    return total + inplanes * classes
+    found = family_of(spec.name)
+    if found is None:
+        raise UnknownNameError(f"{spec.name!r:.80} is not a model of a registered robin family")
+    fam, base = found
+    kwargs = {**fam.variants[base], "in_chans": 3, "num_classes": _default_classes(spec.name), **spec.kwargs}
+    return fam.count_weights(kwargs)
 
 
 def estimate_model_bytes(spec: ModelSpec) -> int:
@@ -286,8 +331,6 @@ def build_model(spec: ModelSpec, *, max_bytes: int | None = None) -> nn.Module:
     Raises:
         ConfigError: the model would be too large, or timm / the constructor refused the arguments.
     """
-    import timm
-
     check_model_size(spec, max_bytes)
     try:
         return timm.create_model(spec.name, pretrained=False, **spec.kwargs)
@@ -301,7 +344,7 @@ def model_spec(model: nn.Module, *, include_masked: bool = True) -> ModelSpec | 
     """The spec that rebuilds ``model``'s architecture and fixed weights, or None if unknown.
 
     Works for robin models made with ``timm.create_model`` (their ``pretrained_cfg`` names the
-    architecture). Keep ratios and input statistics are state, not spec; they are included
+    architecture, and the model is an instance of that family's class). Keep ratios and input statistics are state, not spec; they are included
     (``keep_ratio``/``p`` at construction, current ``mean``/``std``) so the rebuilt model starts
     from the same values, but a state dict overrides them.
 
@@ -309,14 +352,13 @@ def model_spec(model: nn.Module, *, include_masked: bool = True) -> ModelSpec | 
         model: a robin model.
         include_masked: include the masked-only arguments (False for the dense twin's spec).
     """
-    from ._common import RobinNetBase
-
-    if not isinstance(model, RobinNetBase):
-        return None
     name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     try:
         name = check_model_name(name)
     except UnknownNameError:
+        return None
+    found = family_of(name)
+    if found is None or not isinstance(model, found[0].cls):
         return None
     kwargs: dict[str, Any] = dict(
         num_classes=model.num_classes,

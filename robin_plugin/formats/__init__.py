@@ -1,0 +1,15 @@
+"""robin's own file formats, below the models: how masks are coded and how a compact file is read.
+
+- :mod:`.codec`: pure functions that code 0/1 masks and signs (bits, Golomb-Rice) with exact
+  inverses.
+- :mod:`.compact`: the compact format's layout, its checks, and its decoding into a state dict.
+
+Nothing here builds a model or knows an architecture: the models (``robin_plugin.models``) use
+this package to accept compact files through timm, and ``robin_plugin.export`` writes them.
+"""
+from __future__ import annotations
+
+from .codec import CodecError
+from .compact import ExportFormatError, decode_compact, is_compact, read_compact_file
+
+__all__ = ["CodecError", "ExportFormatError", "decode_compact", "is_compact", "read_compact_file"]
