@@ -42,14 +42,14 @@ def channels_last_crash_convs(model: nn.Module, device: torch.device | str = "cp
     """
     if torch.device(device).type != "cpu":
         return []
-    bad = []
-    for name, m in model.named_modules():
-        if not isinstance(m, nn.Conv2d):
-            continue
-        stride = tuple(m.stride) if isinstance(m.stride, tuple) else (m.stride, m.stride)
-        if tuple(m.kernel_size) == (1, 1) and max(stride) > 1 and m.in_channels // m.groups < 8:
-            bad.append(name)
-    return bad
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and is_crash_conv(m)]
+
+
+def is_crash_conv(conv: nn.Conv2d) -> bool:
+    """True for the convolution shape of :func:`channels_last_crash_convs` (1x1, stride > 1, < 8
+    input channels per group), whose ``channels_last`` kernels the package never uses on the CPU."""
+    stride = tuple(conv.stride) if isinstance(conv.stride, tuple) else (conv.stride, conv.stride)
+    return tuple(conv.kernel_size) == (1, 1) and max(stride) > 1 and conv.in_channels // conv.groups < 8
 
 
 def to_channels_last(model: nn.Module, device: torch.device | str = "cpu") -> bool:

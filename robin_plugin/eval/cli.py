@@ -55,6 +55,9 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of every attack, in [0, 2**63 - 1] (default 0)")
     p.add_argument("--reference", action="store_true", help="also run the original AutoAttack (pip install pyautoattack) and compare")
     p.add_argument("--no-checks", dest="checks", action="store_false", help="skip the gradient-masking checks")
+    p.add_argument("--exact-attacks", action="store_true",
+                   help="run the attacks on the model itself, not on its fast copy (masks and BatchNorms folded, "
+                        "channels-last; adversarial examples are judged on the model either way)")
     p.add_argument("--state", default=None, help="resume file: an interrupted run with the same settings continues from it")
     p.add_argument("--out", default=None, help="result JSON (default: <model>_<dataset>_eval.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result file")
@@ -199,7 +202,7 @@ def run_eval(args: argparse.Namespace) -> int:
     model = run_model if run_model is not None else _load_model(args, info)
     result = evaluate(model, ds.images, ds.labels, eps, n=args.n, attacks=attacks, pgd_steps=args.pgd_steps,
                       reference=args.reference, batch_size=args.batch_size, seed=args.seed, run_checks=args.checks,
-                      state_path=args.state, progress=args.progress)
+                      state_path=args.state, progress=args.progress, fast=not args.exact_attacks)
     info = make_model_info(result, name=args.name or default_entry_name(args.model, model),
                            architecture=args.architecture or args.model, dataset=args.dataset, model=model,
                            link=args.link, authors=args.authors, venue=args.venue, additional_data=args.additional_data,

@@ -70,17 +70,20 @@ def project(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def pgd_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int,
-               batch_size: int) -> torch.Tensor:
+               batch_size: int, *, judge: nn.Module | None = None) -> torch.Tensor:
     """Per point (N,): True if PGD-``steps`` at ``eps`` does not change the prediction away from ``y``.
 
-    The attack is seeded with ``seed`` inside :func:`~robin_plugin.eval.attacks.isolated_rng`, so
-    the global random state is left as it was.
+    The attack runs on ``model``; its adversarial examples are judged on ``judge`` (default:
+    ``model``), e.g. the masked model when ``model`` is its fast copy
+    (:func:`~robin_plugin.eval.fast.attack_model`). The attack is seeded with ``seed`` inside
+    :func:`~robin_plugin.eval.attacks.isolated_rng`, so the global random state is left as it was.
     """
+    judge = model if judge is None else judge
     attack = pgd_attack(model, eps, steps)
     out = []
     with isolated_rng():
         torch.manual_seed(seed)
         for s in batches(x.shape[0], batch_size):
             adv = project(attack(x[s], y[s]), x[s], eps)
-            out.append(predict(model, adv, batch_size) == y[s])
+            out.append(predict(judge, adv, batch_size) == y[s])
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)

@@ -88,6 +88,25 @@ def init_scores(
     return (torch.rand(shape, generator=generator) * 2 - 1) * a
 
 
+class _MaskedWeight(torch.autograd.Function):
+    """Forward: the cached ``weight * mask``. Backward: ``grad * weight * sgn(scores)`` to the scores.
+
+    The straight-through estimator through ``|scores|``: the same products, in the same order, as
+    autograd computes for ``weight * straight_through(scores, mask)``, without materialising
+    ``|scores|``, a mask copy and the product on every forward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, weight: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scores, weight)
+        return masked.view_as(masked)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        scores, weight = ctx.saved_tensors
+        return grad * weight * scores.sgn(), None, None
+
+
 class MaskedLayer(nn.Module):
     """Mixin shared by :class:`MaskedConv2d` and :class:`MaskedLinear`.
 
@@ -125,7 +144,7 @@ class MaskedLayer(nn.Module):
         self.scores = nn.Parameter(init_scores(shape, score_init_scale, score_scale_by_fan_in, g).to(device))
         self.init = init
         self.keep_ratio = keep_ratio
-        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+        self._mask_cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def keep_ratio(self) -> float:
@@ -144,20 +163,35 @@ class MaskedLayer(nn.Module):
 
     def mask(self) -> torch.Tensor:
         """The current 0/1 mask (no gradient). Recomputed only when scores or ratio change."""
-        s = self.scores
         if torch.compiler.is_compiling():  # a compiled graph selects inside the graph, no Python cache
-            return topk_mask(s.detach().abs(), self.kept)
+            return topk_mask(self.scores.detach().abs(), self.kept)
+        return self._selection()[0]
+
+    def _selection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask, weight * mask)``, cached until the scores, weights or keep ratio change."""
+        s, w = self.scores, self.weight
         # _version moves on every in-place update (optimizer step, load_state_dict, copy_), so a
-        # PGD attack's many forward passes share one selection per training step.
-        key = (s.data_ptr(), s._version, s.dtype, s.device, self.kept)
+        # PGD attack's many forward passes and the training forward share one selection per step
+        key = (s.data_ptr(), s._version, w.data_ptr(), w._version, s.dtype, s.device, self.kept,
+               torch.is_inference_mode_enabled())
         if self._mask_cache is None or self._mask_cache[0] != key:
             with torch.no_grad():
-                self._mask_cache = (key, topk_mask(s.abs(), self.kept))
-        return self._mask_cache[1]
+                mask = topk_mask(s.abs(), self.kept)
+                self._mask_cache = (key, mask, w * mask)
+        return self._mask_cache[1], self._mask_cache[2]
 
     def masked_weight(self) -> torch.Tensor:
-        """``weight * mask`` with a straight-through gradient to ``scores``."""
-        return self.weight * straight_through(self.scores, self.mask())
+        """``weight * mask`` with a straight-through gradient to ``scores`` (through ``|scores|``).
+
+        The product is computed once per selection and shared by every forward pass until the
+        scores change; without a gradient to compute it is returned as it is (do not modify it).
+        """
+        if torch.compiler.is_compiling():
+            return self.weight * straight_through(self.scores, self.mask())
+        _, masked = self._selection()
+        if not (torch.is_grad_enabled() and self.scores.requires_grad):
+            return masked
+        return _MaskedWeight.apply(self.scores, self.weight, masked)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
