@@ -8,8 +8,8 @@ from .layers import MaskedConv2d, MaskedLayer, MaskedLinear, kept_count, topk_ma
 from .models import RobinResNet, RobinWideResNet, robinify
 from .export import compact_size_report, export_compact, export_dense, load_compact
 from .eval import evaluate
-from .pruning import adaptive_keep_ratios, masked_layers, set_keep_ratio
-from .summary import ModelSummary, summarize, summary  # summary: deprecated name of summarize
+from .pruning import adaptive_keep_ratios, is_masked, masked_layers, set_keep_ratio
+from .summary import ModelSummary, storage_bytes, summarize, summary  # summary: deprecated name of summarize
 
 __version__ = "0.1.0"
 
@@ -17,8 +17,8 @@ __all__ = [
     "ConfigError", "InputError", "RobinError", "UnknownNameError",
     "MaskedConv2d", "MaskedLayer", "MaskedLinear", "kept_count", "topk_mask",
     "RobinResNet", "RobinWideResNet", "robinify",
-    "adaptive_keep_ratios", "masked_layers", "set_keep_ratio",
-    "ModelSummary", "summarize", "summary",
+    "adaptive_keep_ratios", "is_masked", "masked_layers", "set_keep_ratio",
+    "ModelSummary", "storage_bytes", "summarize", "summary",
     "compact_size_report", "export_compact", "export_dense", "load_compact",
     "evaluate",
 ]

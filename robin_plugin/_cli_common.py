@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import timm
+
+from . import models  # noqa: F401  (registers the robin models with timm)
 from .errors import ConfigError, UnknownNameError, closest
 
 __all__ = ["parse_model_kwargs", "check_model_name"]
@@ -25,10 +28,6 @@ def parse_model_kwargs(text: str) -> dict[str, Any]:
 
 def check_model_name(name: str) -> str:
     """Return ``name`` if timm knows it, else raise :class:`UnknownNameError` with the closest robin model."""
-    import timm
-
-    import robin_plugin  # noqa: F401  (registers the robin models with timm)
-
     if not timm.is_model(name):
         names = timm.list_models("robin_*")
         raise UnknownNameError(f"unknown model {name!r}{closest(name, names)}; robin models: {', '.join(names)}")

@@ -11,7 +11,7 @@ from .errors import RobinError
 from .eval.cli import add_eval_parser, add_leaderboard_parser
 from .export.cli import add_export_parser, add_inspect_parser
 from .models.robustbench_names import robustbench_names
-from .summary import summarize as summary  # the call below keeps its old name
+from .summary import format_storage, storage_bytes, summarize
 from .training.cli import add_train_parser
 
 __all__ = ["main"]
@@ -28,15 +28,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if name.endswith("_dense"):
             n = sum(t.numel() for t in model.parameters())
             print(f"== {name} (dense full-precision twin) ==")
-            print(f"trainable parameters {n:,}; storage: fp32 {4 * n / 1e6:.3f} MB\n")
+            print(f"trainable parameters {n:,}; storage: {format_storage(storage_bytes(model))}\n")
             continue
-        s = summary(model)
+        s = summarize(model)
         print(f"== {name} (keep_ratio={args.keep_ratio}, p={args.p}) ==")
         if args.layers:
             print(s)
         else:
-            print(f"weights {s.total:,}, kept {s.kept:,} ({s.keep_ratio:.4f}); storage: "
-                  + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in s.storage().items()))
+            print(f"weights {s.total:,}, kept {s.kept:,} ({s.keep_ratio:.4f}); storage: {format_storage(storage_bytes(model))}")
         print()
     return 0
 

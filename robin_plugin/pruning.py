@@ -16,7 +16,7 @@ import torch.nn as nn
 from .errors import ConfigError
 from .layers.masked import MaskedLayer
 
-__all__ = ["adaptive_keep_ratios", "check_keep_ratio", "check_p", "masked_layers", "set_keep_ratio"]
+__all__ = ["adaptive_keep_ratios", "check_keep_ratio", "check_p", "is_masked", "masked_layers", "set_keep_ratio"]
 
 
 def check_keep_ratio(keep_ratio: float) -> float:
@@ -77,6 +77,15 @@ def adaptive_keep_ratios(layer_sizes: Sequence[int], keep_ratio: float, p: float
 def masked_layers(model: nn.Module) -> list[tuple[str, MaskedLayer]]:
     """The masked layers of ``model`` as ``(name, module)`` pairs in registration order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, MaskedLayer)]
+
+
+def is_masked(model: nn.Module) -> bool:
+    """Whether ``model`` has at least one masked layer: the package's one answer to "is this model masked?".
+
+    True for masked robin models and ``robinify``-ed models; False for the dense twins and any
+    plain model. (A robin model's ``masked`` attribute records how it was built and agrees.)
+    """
+    return any(isinstance(m, MaskedLayer) for m in model.modules())
 
 
 def set_keep_ratio(model: nn.Module, keep_ratio: float, p: float) -> list[float]:

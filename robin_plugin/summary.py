@@ -1,4 +1,10 @@
-"""Per-layer keep ratios, kept counts and storage figures of a masked model: :func:`summarize`.
+"""Per-layer keep ratios, kept counts and storage figures of a model: :func:`summarize`, :func:`storage_bytes`.
+
+:func:`storage_bytes` is the one storage figure of the package: ``robin models``, the
+``results.json`` of ``robin train`` and the result file of ``robin eval`` all print it
+(:func:`format_storage`). Every figure counts, besides the masked weights, every other
+floating-point parameter and buffer of the model (BatchNorm statistics, input mean and std) at
+fp32; a dense model's only figure is all of its floating-point tensors at fp32.
 
 The function was called ``summary``, like this module; ``robin_plugin.summary(model)`` and
 ``robin_plugin.summary.summary(model)`` still work for one release, with a ``DeprecationWarning``.
@@ -7,13 +13,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 
 from .pruning import masked_layers
 
-__all__ = ["LayerSummary", "ModelSummary", "binary_entropy", "summarize", "summary"]
+__all__ = ["LayerSummary", "ModelSummary", "binary_entropy", "format_storage", "storage_bytes", "summarize", "summary"]
 
 
 def binary_entropy(k: float) -> float:
@@ -131,6 +138,23 @@ def summarize(model: nn.Module) -> ModelSummary:
             continue
         other += 4 * t.numel()
     return ModelSummary(layers, other)
+
+
+def storage_bytes(model: nn.Module) -> dict[str, int]:
+    """The storage figures of ``model`` in bytes: the package's one definition.
+
+    A masked model: the four figures of :class:`ModelSummary` (``fp32_bytes``,
+    ``sign_mask_bytes``, ``seeded_mask_bytes``, ``entropy_bound_bytes``). A model without masked
+    layers: ``{"fp32_bytes": 4 * (its floating-point parameters and buffers)}``, the same rule
+    as a masked model's ``fp32_bytes`` (BatchNorm statistics included, integer buffers not).
+    """
+    s = summarize(model)
+    return s.storage() if s.layers else {"fp32_bytes": s.fp32_bytes}
+
+
+def format_storage(storage: Mapping[str, int]) -> str:
+    """``"fp32_bytes 44.698 MB, sign_mask_bytes ..."``: how every report prints :func:`storage_bytes`."""
+    return ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in storage.items())
 
 
 def summary(model: nn.Module) -> ModelSummary:

@@ -46,7 +46,9 @@ FAMILIES = [
 @pytest.mark.parametrize("sparse_below", [0.0, 0.05, 1.0], ids=["all-dense", "default", "all-sparse"])
 def test_deploy_logits_equal_masked_model(name, kwargs, shape, sparse_below):
     model = _calibrated(timm.create_model(name, **kwargs), shape)
-    deploy = deploy_model(model, sparse_below=sparse_below)
+    # default: dense layers keep a sparse form for inputs of at most 1000 positions (the 1-image batch)
+    small = dict(sparse_below_small=0.0) if sparse_below in (0.0, 1.0) else dict(sparse_below_small=0.5, small_positions=1000)
+    deploy = deploy_model(model, sparse_below=sparse_below, **small)
     x = torch.rand(5, *shape, generator=torch.Generator().manual_seed(1))
     _assert_close(deploy, model, x)
     _assert_close(deploy, model, x[:1])  # batch 1, and a second shape through the cached masks
@@ -167,3 +169,18 @@ def test_malformed_deploy_files_are_refused(tmp_path, edit, match):
     path = save_deploy(deploy_model(model, sparse_below=0.05), tmp_path / "ok.safetensors")
     with pytest.raises(DeployFormatError, match=match):
         load_deploy(_tamper(path, tmp_path, edit))
+
+
+def test_robin_export_format_deploy(tmp_path, capsys):
+    from robin_plugin.cli import main
+
+    model = _calibrated(timm.create_model("robin_resnet18", width=4, keep_ratio=0.05), (3, 16, 16))
+    torch.save(model.state_dict(), tmp_path / "sd.pt")  # loaded with weights_only=True
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "sd.safetensors"))
+    out = tmp_path / "model.deploy.safetensors"
+    code = main(["export", "--model", "robin_resnet18", "--model-kwargs", '{"width": 4, "keep_ratio": 0.05}',
+                 "--checkpoint", str(tmp_path / "sd.safetensors"), "--format", "deploy", "--out", str(out)])
+    assert code == 0 and "deploy model" in capsys.readouterr().out
+    x = torch.rand(3, 3, 16, 16)
+    _assert_close(load_deploy(out), model, x)

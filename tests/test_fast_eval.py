@@ -33,14 +33,16 @@ def test_attack_model_computes_the_model(kwargs):
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert not model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())  # folded into the convolutions
-    x = torch.rand(6, 1, 28, 28, requires_grad=True)
-    y = torch.randint(0, 10, (6,))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(6, 1, 28, 28, generator=g).requires_grad_(True)
+    y = torch.randint(0, 10, (6,), generator=g)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
     g_fast, = torch.autograd.grad(F.cross_entropy(fast(x), y), x)
     g_model, = torch.autograd.grad(F.cross_entropy(model(x), y), x)
     # a ReLU input within rounding of 0 may switch, so compare the whole gradient, not each entry
-    assert (g_fast - g_model).norm() <= 1e-3 * g_model.norm()
+    # (a wrongly folded layer gives a relative difference of order 1)
+    assert (g_fast - g_model).norm() <= 1e-2 * g_model.norm()
 
 
 def test_attack_model_without_folding_is_the_model_itself():

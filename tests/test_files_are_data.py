@@ -280,7 +280,7 @@ def test_evaluate_converts_float64_images_and_refuses_integer_ones():
     x64, _ = check_eval_inputs(x.double(), y, None)
     assert x64.dtype == torch.float32 and torch.equal(x64, x)
     assert _evaluate(x=x.double(), y=y).to_dict() | {"seconds": 0} == _evaluate(x=x, y=y).to_dict() | {"seconds": 0}
-    with pytest.raises(InputError, match="images must be floats in \\[0, 1\\] or uint8, got dtype torch.int16"):
+    with pytest.raises(InputError, match=r"images must be uint8 \(0..255\) or floats in \[0, 1\], got dtype torch.int16"):
         check_eval_inputs(torch.zeros(4, 1, 8, 8, dtype=torch.int16), y, None)
 
 

@@ -33,41 +33,16 @@ import robin_plugin
 PACKAGE = "robin_plugin"
 ROOT = Path(robin_plugin.__file__).resolve().parent
 
-#: Import edges that still close a cycle, in modules outside the issue-14 part that removed the
-#: others from models/, export/ and layers/ (eval/ here). Each entry is ``(importer,
-#: imported)``: the edge the test ignores to break that cycle. To be emptied as those modules are
-#: reworked; ``test_allowed_cycle_edges_still_exist`` fails for an entry whose import is gone, and
-#: ``test_no_import_cycles_at_all`` (strict xfail) passes, and so fails, once none is needed.
-ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    ("robin_plugin.eval.leaderboard", "robin_plugin.eval.cli"):
-        "eval.cli imports leaderboard (in functions) and leaderboard's __main__ block imports eval.cli",
-}
+#: Import edges that may close a cycle: ``(importer, imported) -> reason``; the edge is ignored by
+#: :func:`test_no_import_cycles`. Empty: the package has no cycle
+#: (``test_no_import_cycles_at_all``), and an entry whose import is gone fails
+#: ``test_allowed_cycle_edges_still_exist``.
+ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 #: Function-level imports of robin_plugin modules, ``(importer, imported) -> reason``. Anything
-#: else belongs at the top of its module. Entries under "to review" are in modules outside the
-#: issue-14 part that cleaned models/, export/ and layers/; they are listed so that a new hiding
-#: import anywhere fails this test.
+#: else belongs at the top of its module, so that a new hiding import anywhere fails this test.
 LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("robin_plugin.export.cli", "robin_plugin.viz"): "matplotlib takes a second to import; only `robin inspect` needs it",
-    # to review (outside models/, export/, layers/):
-    ("robin_plugin._cli_common", "robin_plugin"): "to review: registers the models when the CLI helpers run alone",
-    ("robin_plugin.eval.cli", "robin_plugin"): "to review: registers the models",
-    ("robin_plugin.eval.cli", "robin_plugin.data"): "to review: looked up at call time (tests substitute a stand-in)",
-    ("robin_plugin.eval.cli", "robin_plugin.eval.attacks"): "to review",
-    ("robin_plugin.eval.cli", "robin_plugin.eval.evaluate"): "to review",
-    ("robin_plugin.eval.cli", "robin_plugin.eval.leaderboard"): "to review: closes a cycle (see ALLOWED_CYCLE_EDGES)",
-    ("robin_plugin.eval.cli", "robin_plugin.eval.report"): "to review",
-    ("robin_plugin.eval.cli", "robin_plugin.models.spec"): "to review",
-    ("robin_plugin.eval.cli", "robin_plugin.pruning"): "to review",
-    ("robin_plugin.eval.cli", "robin_plugin.training"): "to review",
-    ("robin_plugin.eval.report", "robin_plugin.summary"): "to review",
-    ("robin_plugin.training.run", "robin_plugin.data"): "to review",
-    ("robin_plugin.training.run", "robin_plugin.errors"): "to review",
-    ("robin_plugin.training.run", "robin_plugin.eval.attacks"): "to review",
-    ("robin_plugin.training.run", "robin_plugin.io"): "to review",
-    ("robin_plugin.training.run", "robin_plugin.training.checkpoint"): "to review",
-    ("robin_plugin.training.run", "robin_plugin.training.config"): "to review",
-    ("robin_plugin.training.run", "robin_plugin.training.trainer"): "to review",
 }
 
 
@@ -262,8 +237,6 @@ def test_allowed_cycle_edges_still_exist(edges) -> None:
     assert not stale, f"remove these entries from ALLOWED_CYCLE_EDGES, the imports are gone: {stale}"
 
 
-@pytest.mark.xfail(bool(ALLOWED_CYCLE_EDGES), strict=True,
-                   reason="ALLOWED_CYCLE_EDGES still lists cycles outside models/, export/ and layers/")
 def test_no_import_cycles_at_all(edges) -> None:
     cycles = find_cycles(_graph(edges))
     assert not cycles, _describe(cycles, edges)
@@ -289,3 +262,44 @@ def test_models_never_import_export_training_or_eval(edges) -> None:
     bad = [(a, b, line) for a, b, _, line in edges
            if a.startswith(low) and (b == "robin_plugin" or b.startswith(high))]
     assert not bad, f"lower floors import higher ones: {bad}"
+
+
+#: The floors of the package, lowest first (``docs/layout.md``): a module imports only from its own
+#: floor or lower ones. The command-line modules, :mod:`robin_plugin.loading` (which reads every
+#: kind of model file) and the package ``__init__`` sit on the top floor.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("errors", "io", "rng", "progress", "memory_format", "pgd"),
+    ("layers", "data"),
+    ("pruning", "summary"),
+    ("formats",),
+    ("models", "viz", "testing"),
+    ("training", "export"),
+    ("eval",),
+    ("loading", "_cli_common", "cli", "training.cli", "export.cli", "eval.cli", ""),
+)
+
+
+def floor_of(module: str) -> int:
+    """The floor of a package module: the longest :data:`FLOORS` entry it is, or lies under."""
+    rel = module[len(PACKAGE) + 1:] if module != PACKAGE else ""
+    best, floor = -1, None
+    for level, names in enumerate(FLOORS):
+        for name in names:
+            if (rel == name or (name and rel.startswith(name + "."))) and len(name) > best:
+                best, floor = len(name), level
+    assert floor is not None, f"{module} is on no floor: add it to FLOORS (and to docs/layout.md)"
+    return floor
+
+
+def test_floor_of_the_longest_match() -> None:
+    assert floor_of("robin_plugin.eval.cli") == len(FLOORS) - 1 > floor_of("robin_plugin.eval.measure")
+    assert floor_of("robin_plugin") == len(FLOORS) - 1 and floor_of("robin_plugin.errors") == 0
+    with pytest.raises(AssertionError, match="no floor"):
+        floor_of("robin_plugin.nowhere")
+
+
+def test_imports_flow_down_the_floors(edges) -> None:
+    """No module imports from a higher floor (models never import training, training never the CLI, ...)."""
+    bad = [f"{a}:{line} (floor {floor_of(a)}) imports {b} (floor {floor_of(b)})"
+           for a, b, _, line in edges if floor_of(b) > floor_of(a)]
+    assert not bad, "imports going up the floors:\n" + "\n".join(bad)

@@ -9,8 +9,8 @@ import torch.nn as nn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robin_plugin import ModelSummary, masked_layers, summarize
-from robin_plugin.summary import LayerSummary, binary_entropy
+from robin_plugin import ModelSummary, masked_layers, robinify, storage_bytes, summarize
+from robin_plugin.summary import LayerSummary, binary_entropy, format_storage
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +40,51 @@ def test_other_bytes_are_the_float_statistics(tiny: nn.Module) -> None:
     assert summarize(tiny).other_bytes == expected
 
 
-def test_storage_figures(tiny: nn.Module) -> None:
-    s = summarize(tiny)
-    o = s.other_bytes
-    assert s.fp32_bytes == 4 * s.total + o
-    assert s.sign_mask_bytes == math.ceil(2 * s.total / 8) + o
-    assert s.seeded_mask_bytes == math.ceil(s.total / 8) + o
-    bits = sum(row.numel * binary_entropy(row.kept / row.numel) for row in s.layers)
-    assert s.entropy_bound_bytes == math.ceil(bits / 8) + o
-    assert s.entropy_bound_bytes < s.seeded_mask_bytes < s.sign_mask_bytes < s.fp32_bytes
-    assert s.storage() == {
-        "fp32_bytes": s.fp32_bytes,
-        "sign_mask_bytes": s.sign_mask_bytes,
-        "seeded_mask_bytes": s.seeded_mask_bytes,
-        "entropy_bound_bytes": s.entropy_bound_bytes,
-    }
+def _two_linear_layers() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 4, bias=False), nn.BatchNorm1d(4), nn.Linear(4, 2, bias=False))
+
+
+def test_storage_figures_by_hand() -> None:
+    """Two masked layers of 32 and 8 weights keeping 1/8 each (4 and 1), a non-affine BatchNorm of 4."""
+    model = robinify(_two_linear_layers(), keep_ratio=0.125, p=1.0)
+    s = summarize(model)
+    assert [(row.numel, row.kept) for row in s.layers] == [(32, 4), (8, 1)]
+    assert s.other_bytes == 32  # running mean and var: 8 floats (num_batches_tracked is an integer)
+    # fp32: 40 weights * 4 + 32; signs + mask: 80 bits = 10 bytes + 32; mask: 40 bits = 5 bytes + 32;
+    # bound: 40 * H(1/8) = 40 * 0.5436 = 21.7 bits -> 3 bytes + 32
+    assert storage_bytes(model) == s.storage() == {
+        "fp32_bytes": 192, "sign_mask_bytes": 42, "seeded_mask_bytes": 37, "entropy_bound_bytes": 35}
+    # the same layers dense: 40 weights, BatchNorm weight and bias, running mean and var: 56 floats
+    assert storage_bytes(_two_linear_layers()) == {"fp32_bytes": 224}
+    assert format_storage({"fp32_bytes": 1_234_567, "x": 5}) == "fp32_bytes 1.235 MB, x 0.000 MB"
+
+
+def _storage_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if "storage:" in ln]
+    assert len(lines) == 1, text
+    return lines[0][lines[0].index("storage:"):]
+
+
+@pytest.mark.parametrize("name", ["robin_resnet18", "robin_resnet18_dense"])
+def test_the_three_reports_print_the_same_storage(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`robin models`, `robin train`'s results and `robin eval`'s report print one set of figures."""
+    from robin_plugin.cli import main
+    from robin_plugin.eval.report import format_report, storage_of
+    from robin_plugin.training.cli import _print_result
+    from robin_plugin.training.run import model_figures
+
+    assert main(["models", "--pattern", name, "--no-layers"]) == 0
+    models_line = _storage_line(capsys.readouterr().out)
+    kwargs = {} if name.endswith("_dense") else dict(keep_ratio=0.01, p=0.1)  # what `robin models` builds
+    model = timm.create_model(name, **kwargs)
+    run = dict(model="m", dataset="d", attack="pgd", eps=0.1, epochs=1, train_images=1, train_time_s=0.0,
+               machine={"device": "cpu"}, **model_figures(model))
+    _print_result(run, "out")
+    train_line = _storage_line(capsys.readouterr().out)
+    eval_line = _storage_line(format_report({"name": "m", "clean_acc": "50.00", "autoattack_acc": "40.00",
+                                             **storage_of(model)}))
+    assert models_line == train_line == eval_line == f"storage: {format_storage(storage_bytes(model))}"
+    assert run["storage"] == storage_of(model)["storage_bytes"] == storage_bytes(model)
 
 
 def test_full_size_resnet34_storage() -> None:

@@ -23,7 +23,7 @@ from robin_plugin.training import (
     PersistentFGSM, ProgressivePruning, RandomCropFlip, TrainConfig, Trainer, TrainState, apply_overrides,
     epoch_order, fire, get_preset, progressive_keep_ratio, resolve_attack_sizes, trades_loss, PRESETS,
 )
-from robin_plugin.training.attacks import isolated_rng
+from robin_plugin.rng import isolated_rng
 from robin_plugin.training.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from robin_plugin.training.config import parse_override
 from robin_plugin.training.schedules import cosine_lr, lr_at, step_lr
@@ -96,11 +96,11 @@ def test_progressive_pruning_hook_sets_and_logs_keep_ratio():
     state = TrainState(model, epochs=4)
     hook.on_fit_start(state)
     assert state.metrics["prune/keep_ratio"] == pytest.approx(0.1)
-    assert robin_plugin.summary(model).keep_ratio == pytest.approx(0.1, rel=0.05)
+    assert robin_plugin.summarize(model).keep_ratio == pytest.approx(0.1, rel=0.05)
     state.epoch = 2
     hook.on_epoch_start(state)
     assert state.metrics["prune/keep_ratio"] == pytest.approx(0.01)
-    assert robin_plugin.summary(model).keep_ratio == pytest.approx(0.01, rel=0.2)
+    assert robin_plugin.summarize(model).keep_ratio == pytest.approx(0.01, rel=0.2)
 
 
 def test_metric_logger_writes_csv_and_restores_history(tmp_path):

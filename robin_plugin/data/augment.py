@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
+from .base import to_float  # noqa: F401  (re-exported: it lived here before)
 
 __all__ = ["CropFlip", "apply_crop_flip", "invert_crop_flip", "sample_crop_flip", "to_float"]
 
@@ -165,12 +166,3 @@ def invert_crop_flip(delta_aug: torch.Tensor, params: CropFlip, previous: torch.
     flat = (i.clamp(0, h - 1)[:, :, None] * w + j.clamp(0, w - 1)[:, None, :]).view(n, 1, h * w)
     moved = delta_aug.reshape(n, c, h * w).gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
     return torch.where(visible[:, None], moved.to(previous.dtype), previous)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """``uint8`` images (any shape) to ``float32`` in [0, 1]; float inputs are returned as is."""
-    if images.dtype == torch.uint8:
-        return images.float().div_(255)
-    if not images.is_floating_point():
-        raise InputError(f"expected uint8 or floating-point images, got {images.dtype}")
-    return images

@@ -1,8 +1,8 @@
 """The in-memory dataset class, the dataset error and the argument checks every format shares.
 
 Images stay ``uint8`` in memory (a 4x saving over float32) and are converted to floats in
-[0, 1] (pixel / 255) one batch at a time by whoever consumes them (the trainer, evaluation;
-:func:`robin_plugin.data.augment.to_float` for a loop of your own).
+[0, 1] (pixel / 255) one batch at a time by whoever consumes them, all with :func:`to_float`
+(the trainer, validation, the guard, evaluation, and a loop of your own).
 
 Every dataset yields ``(image, label, index)`` triples: the trainer's fast attack keeps one
 perturbation per training sample and needs the sample's index to find it.
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, RobinError, UnknownNameError, closest
+from ..errors import ConfigError, InputError, RobinError, UnknownNameError, closest
 
 __all__ = [
     "DatasetError",
@@ -30,8 +30,29 @@ __all__ = [
     "check_indices",
     "check_root",
     "check_split",
+    "to_float",
 ]
 
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """Images as ``float32`` in [0, 1]: the package's one input conversion.
+
+    Args:
+        images: a tensor of any shape, ``uint8`` (0..255, divided by 255) or floating point
+            (float16 / 32 / 64, converted to float32 as they are; their range is not checked here).
+
+    Returns:
+        A float32 tensor (a new one for uint8 and float16 / 64; ``images`` itself for float32).
+
+    Raises:
+        InputError: any other dtype.
+    """
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    if not images.is_floating_point():
+        raise InputError(f"images must be uint8 (0..255) or floats in [0, 1], got dtype {images.dtype}")
+    return images.float()
 
 
 class DatasetError(RobinError, OSError):

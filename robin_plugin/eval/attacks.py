@@ -20,20 +20,21 @@ comparable with RobustBench's. :func:`standard_attacks` builds the components wi
 original settings; ``docs/evaluation.md`` lists the differences.
 
 torchattacks' APGD, APGD-T, FAB and Square call ``torch.manual_seed`` on every call; every attack
-here runs inside :func:`isolated_rng`, so an evaluation leaves the caller's random state as it was.
+here runs inside :func:`robin_plugin.rng.isolated_rng`, so an evaluation leaves the caller's random
+state as it was. The PGD baseline is the package's one PGD, :func:`robin_plugin.pgd.pgd_attack`
+(re-exported here with :func:`~robin_plugin.pgd.check_eps`, :func:`~robin_plugin.pgd.default_pgd_step`
+and :func:`~robin_plugin.rng.isolated_rng`, their names before they moved).
 """
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 import torchattacks
 
 from ..errors import ConfigError, UnknownNameError, closest
+from ..pgd import check_eps, default_pgd_step, pgd_attack
+from ..rng import isolated_rng
 
 __all__ = [
     "STANDARD_ATTACKS",
@@ -79,26 +80,6 @@ class AutoAttackConfig:
                 raise ConfigError(f"AutoAttackConfig.{name} must be an integer >= 1, got {value!r}")
         if not 0.0 < self.square_p_init <= 1.0:
             raise ConfigError(f"AutoAttackConfig.square_p_init must be in (0, 1], got {self.square_p_init!r}")
-
-
-def check_eps(eps: float) -> float:
-    """Return ``eps`` as a float, or raise :class:`ConfigError` unless it is in (0, 1].
-
-    eps is the Linf radius in [0, 1] pixel units (8/255 = 0.0314 for CIFAR).
-    """
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0.0 < eps <= 1.0:
-        raise ConfigError(
-            f"eps must be a number in (0, 1] (Linf radius in [0, 1] pixel units, e.g. 8/255 = 0.0314), got {eps!r}"
-        )
-    return float(eps)
-
-
-@contextlib.contextmanager
-def isolated_rng() -> Iterator[None]:
-    """Run the block with the CPU (and CUDA) random state saved and restored afterwards."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        yield
 
 
 def build_attack(
@@ -161,29 +142,3 @@ def standard_attacks(
 ) -> dict[str, torchattacks.Attack]:
     """The AutoAttack ensemble as ``{name: attack}`` in run order (see :func:`build_attack`)."""
     return {name: build_attack(name, model, eps, num_classes=num_classes, seed=seed, config=config) for name in attacks}
-
-
-def default_pgd_step(eps: float) -> float:
-    """The PGD step size used when none is given: ``eps / 4`` (2/255 at eps 8/255, 0.025 at 0.1)."""
-    return eps / 4
-
-
-def pgd_attack(model: nn.Module, eps: float, steps: int, *, alpha: float | None = None) -> torchattacks.PGD:
-    """Linf PGD with a random start (Madry et al., ICLR 2018) through torchattacks.
-
-    Args:
-        model: maps (N, C, H, W) images in [0, 1] to (N, classes) logits.
-        eps: Linf radius in [0, 1] pixel units.
-        steps: gradient steps (>= 1).
-        alpha: step size in pixel units; default :func:`default_pgd_step` (``eps / 4``, the
-            paper's 2/255 at eps 8/255), the same rule ``robin train`` uses for its validation and
-            test, so both commands report the same PGD-k accuracy.
-    """
-    eps = check_eps(eps)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"pgd steps must be an integer >= 1, got {steps!r}")
-    if alpha is None:
-        alpha = default_pgd_step(eps)
-    if not 0.0 < alpha <= 1.0:
-        raise ConfigError(f"pgd step size alpha must be in (0, 1] pixel units, got {alpha!r}")
-    return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)

@@ -10,23 +10,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import DATASETS, dataset_info
+import torch
+
+from .. import data
 from .._cli_common import check_model_name, parse_model_kwargs
+from ..data.registry import DATASETS, dataset_info
 from ..errors import ConfigError, InputError, UnknownNameError, closest
+from ..loading import load_model, load_state_file
+from ..pruning import is_masked, masked_layers
+from ..training.run import load_run
+from .attacks import STANDARD_ATTACKS
+from .evaluate import evaluate
+from .leaderboard import (LEADERBOARDS, comparability, format_ranking, leaderboard_for, load_leaderboard,
+                          plot_size_vs_accuracy, rank, rebuild_leaderboard_main)
+from .report import format_report, load_result, make_model_info, parse_eps, write_result
 
 __all__ = ["add_eval_parser", "add_leaderboard_parser", "rebuild_leaderboard_main", "run_eval", "run_leaderboard"]
 
 logger = logging.getLogger(__name__)
 
 def _eps_arg(text: str) -> float:
-    from .report import parse_eps
-
     try:
         return parse_eps(text)
     except InputError as e:
@@ -79,8 +85,6 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``robin leaderboard`` to ``subparsers``."""
-    from .leaderboard import LEADERBOARDS
-
     p = subparsers.add_parser(
         "leaderboard", help="rank a result on the RobustBench leaderboard snapshot and plot accuracy vs storage",
         description="Where a result (robin eval JSON) would rank on RobustBench's Linf leaderboard, its neighbours, "
@@ -99,11 +103,7 @@ def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _load_model(args: argparse.Namespace, info):
     """The timm model of ``--model`` / ``--model-kwargs`` for the dataset ``info`` (classes, channels,
-    and the input statistics ``robin train`` uses), with ``--checkpoint`` loaded."""
-    import timm
-
-    import robin_plugin  # noqa: F401  (registers the robin models with timm)
-
+    and the input statistics ``robin train`` uses), with ``--checkpoint`` loaded (:func:`~robin_plugin.loading.load_model`)."""
     kwargs = parse_model_kwargs(args.model_kwargs)
     check_model_name(args.model)
     kwargs.setdefault("in_chans", info.in_chans)
@@ -111,59 +111,25 @@ def _load_model(args: argparse.Namespace, info):
     if kwargs["in_chans"] == info.in_chans:  # the statistics robin train builds its models with
         kwargs.setdefault("mean", tuple(info.mean))
         kwargs.setdefault("std", tuple(info.std))
-    from ..models.spec import ModelSpec, build_model
-
-    model = build_model(ModelSpec.parse(args.model, kwargs, source="--model-kwargs"))
-    if args.checkpoint:
-        _load_checkpoint(model, Path(args.checkpoint))
-    return model.eval()
+    if args.checkpoint and Path(args.checkpoint).suffix != ".safetensors":
+        raise ConfigError(f"--checkpoint must be a .safetensors state dict, got {args.checkpoint}")
+    return load_model(Path(args.checkpoint) if args.checkpoint else None, model=args.model, model_kwargs=kwargs)
 
 
-def _load_checkpoint(model, path: Path) -> None:
-    """Load a plain state dict from a .safetensors file (never unpickles)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if path.suffix != ".safetensors":
-        raise ConfigError(f"--checkpoint must be a .safetensors state dict, got {path}")
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"cannot read checkpoint {path}: {e}") from None
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e)[:200])
-        raise InputError(f"checkpoint {path} does not match the model ({first}; wrong architecture or model kwargs?)") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            f"checkpoint {path} does not match the model: missing {result.missing_keys[:5]}"
-            f"{'...' if len(result.missing_keys) > 5 else ''}, unexpected {result.unexpected_keys[:5]}"
-            f"{'...' if len(result.unexpected_keys) > 5 else ''} (wrong architecture or model kwargs?)"
-        )
+_load_checkpoint = load_state_file  # its name before robin_plugin.loading
 
 
 def default_entry_name(timm_name: str, model: Any) -> str:
     """A RobustBench-style entry name for a robin model: what it is, not only its timm name."""
-    from ..pruning import masked_layers
-
-    layers = masked_layers(model)
-    if not layers:
+    if not is_masked(model):
         return f"{timm_name}: dense baseline"
+    layers = masked_layers(model)
     kept = sum(m.kept for _, m in layers) / sum(m.weight.numel() for _, m in layers)
     return f"{timm_name}: robust binary subnetwork, keep ratio {kept:.3g}"
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``robin eval``; returns the exit code (see the module docstring)."""
-    import torch
-
-    from .attacks import STANDARD_ATTACKS
-    from .evaluate import evaluate
-    from .report import format_report, make_model_info, write_result
-
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
@@ -180,8 +146,6 @@ def run_eval(args: argparse.Namespace) -> int:
             raise UnknownNameError(f"unknown attack {a!r}{closest(a, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
     run_model = None
     if args.run:
-        from ..training import load_run
-
         run_model, run_config = load_run(args.run, "best")
         args.model = args.model or run_config.model
         args.dataset = args.dataset or run_config.dataset
@@ -196,9 +160,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
 
-    from ..data import get_dataset  # looked up at call time (tests substitute a stand-in)
-
-    ds = get_dataset(args.dataset, args.data_root, split="test")
+    ds = data.get_dataset(args.dataset, args.data_root, split="test")
     model = run_model if run_model is not None else _load_model(args, info)
     result = evaluate(model, ds.images, ds.labels, eps, n=args.n, attacks=attacks, pgd_steps=args.pgd_steps,
                       reference=args.reference, batch_size=args.batch_size, seed=args.seed, run_checks=args.checks,
@@ -221,9 +183,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_leaderboard(args: argparse.Namespace) -> int:
     """Run ``robin leaderboard``; returns the exit code."""
-    from .leaderboard import comparability, format_ranking, leaderboard_for, load_leaderboard, plot_size_vs_accuracy, rank
-    from .report import load_result
-
     result = load_result(args.result)
     if args.neighbours < 0:
         raise ConfigError(f"--neighbours must be >= 0, got {args.neighbours}")
@@ -236,25 +195,4 @@ def run_leaderboard(args: argparse.Namespace) -> int:
         plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")
         plot_size_vs_accuracy(result, board, plot, size_key=args.size_key, notes=notes)
         print(f"wrote {plot}")
-    return 0
-
-
-def rebuild_leaderboard_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m robin_plugin.eval.leaderboard --rebuild SRC [--out DIR] [--date YYYY-MM-DD]``."""
-    parser = argparse.ArgumentParser(prog="python -m robin_plugin.eval.leaderboard",
-                                     description="Rebuild the RobustBench leaderboard snapshot shipped with robin_plugin.")
-    parser.add_argument("--rebuild", metavar="SRC", required=True, help="folder of RobustBench model_info/<dataset>/<threat>/*.json")
-    parser.add_argument("--out", default=None, help="output folder (default: the package's leaderboard_data)")
-    parser.add_argument("--date", default=None, help="snapshot date to record (default: today)")
-    args = parser.parse_args(argv)
-    if args.date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
-        parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
-    try:
-        from .leaderboard import build_snapshot
-
-        for board, path in build_snapshot(args.rebuild, args.out, date=args.date).items():
-            print(f"{board}: {path}")
-    except (InputError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return 0

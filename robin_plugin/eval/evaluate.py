@@ -31,7 +31,10 @@ import torch.nn as nn
 
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..progress import progress as progress_bar
-from .attacks import STANDARD_ATTACKS, AutoAttackConfig, check_eps, isolated_rng, standard_attacks
+from ..data.base import to_float
+from ..pgd import check_eps
+from ..rng import isolated_rng
+from .attacks import STANDARD_ATTACKS, AutoAttackConfig, standard_attacks
 from .fast import attack_model
 from .checks import (
     CheckResult,
@@ -151,11 +154,7 @@ def check_eval_inputs(images: torch.Tensor, labels: torch.Tensor, n: int | None)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total:
         raise ConfigError(f"n must be an integer in [1, {total}] (the test set has {total} points), got {n!r}")
     x, y = images[:n], labels[:n].long()
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    elif not x.is_floating_point():
-        raise InputError(f"images must be floats in [0, 1] or uint8, got dtype {x.dtype}")
-    x = x.float()
+    x = to_float(x)  # uint8 / 255; float16 / 64 -> float32; other dtypes refused
     if not torch.isfinite(x).all():
         raise InputError("images contain NaN or Inf")
     lo, hi = x.min().item(), x.max().item()

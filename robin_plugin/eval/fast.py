@@ -30,8 +30,8 @@ import torch.nn as nn
 
 from ..export.dense import dense_model
 from ..memory_format import channels_last_crash_convs
-from ..pruning import masked_layers
-from .attacks import isolated_rng
+from ..pruning import is_masked
+from ..rng import isolated_rng
 
 __all__ = ["attack_model"]
 
@@ -67,7 +67,7 @@ def attack_model(model: nn.Module, *, fold: bool = True, channels_last: bool = T
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         fast: nn.Module = model
         if fold:
-            if len(masked_layers(model)):
+            if is_masked(model):
                 with isolated_rng():  # building the twin draws (then overwrites) initial weights
                     fast = dense_model(model).to(device)
             try:

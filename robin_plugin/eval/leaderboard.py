@@ -10,7 +10,7 @@ Flammarion, Chiang, Mittal, Hein, "RobustBench: a standardized adversarial robus
 benchmark", NeurIPS 2021 Datasets and Benchmarks Track.
 
 Parameter counts (:data:`ARCH_PARAMS`) are counted, not taken from the papers: the CIFAR
-WideResNet-d-k, ResNet-18 and ResNet-50 with robin's dense twins (``robin_wrn34_dense`` with
+WideResNet-d-k, ResNet-18 and ResNet-50 with robin's dense twins (``robin_wrn34_10_dense`` with
 ``depth``/``widen_factor``, ``robin_resnet18_dense``, ``robin_resnet50_dense``: the same layouts as
 RobustBench's CIFAR models), the ImageNet architectures with timm's models of that name, at the
 dataset's class count. Approximations, marked ``"approx"`` in the snapshot: PreActResNet-18 is
@@ -22,6 +22,7 @@ the Neural-ODE and mixing-network models and the 5-layer CNN.
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import logging
@@ -399,7 +400,24 @@ def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], p
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-if __name__ == "__main__":  # the command itself lives with the other CLI code
-    from .cli import rebuild_leaderboard_main
+def rebuild_leaderboard_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m robin_plugin.eval.leaderboard --rebuild SRC [--out DIR] [--date YYYY-MM-DD]``."""
+    parser = argparse.ArgumentParser(prog="python -m robin_plugin.eval.leaderboard",
+                                     description="Rebuild the RobustBench leaderboard snapshot shipped with robin_plugin.")
+    parser.add_argument("--rebuild", metavar="SRC", required=True, help="folder of RobustBench model_info/<dataset>/<threat>/*.json")
+    parser.add_argument("--out", default=None, help="output folder (default: the package's leaderboard_data)")
+    parser.add_argument("--date", default=None, help="snapshot date to record (default: today)")
+    args = parser.parse_args(argv)
+    if args.date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
+        parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
+    try:
+        for board, path in build_snapshot(args.rebuild, args.out, date=args.date).items():
+            print(f"{board}: {path}")
+    except (InputError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
+
+if __name__ == "__main__":
     sys.exit(rebuild_leaderboard_main())

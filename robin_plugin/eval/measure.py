@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import isolated_rng, pgd_attack
+from ..pgd import pgd_attack
+from ..rng import isolated_rng
 
 __all__ = ["accuracy", "batches", "max_logit_diff", "pgd_robust", "predict", "project", "zero_gradient_count"]
 
@@ -75,14 +76,14 @@ def pgd_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, s
 
     The attack runs on ``model``; its adversarial examples are judged on ``judge`` (default:
     ``model``), e.g. the masked model when ``model`` is its fast copy
-    (:func:`~robin_plugin.eval.fast.attack_model`). The attack is seeded with ``seed`` inside
-    :func:`~robin_plugin.eval.attacks.isolated_rng`, so the global random state is left as it was.
+    (:func:`~robin_plugin.eval.fast.attack_model`). The attack (:func:`robin_plugin.pgd.pgd_attack`)
+    is seeded once with ``seed`` inside :func:`robin_plugin.rng.isolated_rng`, so the global
+    random state is left as it was.
     """
     judge = model if judge is None else judge
     attack = pgd_attack(model, eps, steps)
     out = []
-    with isolated_rng():
-        torch.manual_seed(seed)
+    with isolated_rng(seed):
         for s in batches(x.shape[0], batch_size):
             adv = project(attack(x[s], y[s]), x[s], eps)
             out.append(predict(judge, adv, batch_size) == y[s])

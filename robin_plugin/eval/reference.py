@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import RobinError
-from .attacks import STANDARD_ATTACKS, check_eps, isolated_rng
+from ..pgd import check_eps
+from ..rng import isolated_rng
+from .attacks import STANDARD_ATTACKS
 from .measure import accuracy
 
 __all__ = ["parse_autoattack_log", "reference_autoattack", "stage_seconds"]

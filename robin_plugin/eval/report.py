@@ -5,8 +5,8 @@ RobustBench's ``model_info/<dataset>/<threat>/<Name>.json`` files hold percent s
 the same fields, so a result can sit next to the leaderboard entries, and adds ours:
 
 - ``keep_ratio``, ``p``, ``kept_weights``, ``total_weights``: the masked model's sparsity;
-- ``storage_bytes``: the figures of :func:`robin_plugin.summary` (``fp32_bytes``,
-  ``sign_mask_bytes``, ``seeded_mask_bytes``, ``entropy_bound_bytes``);
+- ``storage_bytes``: the figures of :func:`robin_plugin.summary.storage_bytes` (``fp32_bytes``,
+  ``sign_mask_bytes``, ``seeded_mask_bytes``, ``entropy_bound_bytes``; a dense model: ``fp32_bytes``);
 - ``n_points``, ``pgd_acc``, ``pgd_steps``, ``robust_acc_after`` (percent strings per attack),
   ``worst_case_acc``, ``checks``, ``checks_passed``, ``warnings``, ``reference``, ``seconds``.
 """
@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..io import atomic_write_json
+from ..summary import format_storage, storage_bytes, summarize
 from .evaluate import EvalResult
 
 __all__ = ["REQUIRED_FIELDS", "eps_string", "format_report", "load_result", "make_model_info", "parse_eps",
@@ -70,22 +71,20 @@ def _pct(x: float) -> str:
 
 
 def storage_of(model: nn.Module) -> dict[str, Any]:
-    """Sparsity and storage of ``model``: the masked-layer summary, or fp32 size for a dense model.
+    """Sparsity and storage of ``model``: the masked-layer summary, or the parameter count of a dense model.
 
     Returns:
         ``{"keep_ratio", "p", "kept_weights", "total_weights", "storage_bytes": {...}}``;
-        keep_ratio, p and kept_weights are None for a model without masked layers.
+        keep_ratio, p and kept_weights are None for a model without masked layers, whose
+        total_weights is its parameter count. storage_bytes: :func:`robin_plugin.summary.storage_bytes`.
     """
-    from ..summary import summary
-
-    s = summary(model)
+    s = summarize(model)
     if s.total:
         mk = getattr(model, "masked_kwargs", {}) or {}
         return {"keep_ratio": s.keep_ratio, "p": mk.get("p"), "kept_weights": s.kept, "total_weights": s.total,
-                "storage_bytes": s.storage()}
-    total = sum(t.numel() for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point())
-    return {"keep_ratio": None, "p": None, "kept_weights": None, "total_weights": total,
-            "storage_bytes": {"fp32_bytes": 4 * total}}
+                "storage_bytes": storage_bytes(model)}
+    return {"keep_ratio": None, "p": None, "kept_weights": None,
+            "total_weights": sum(t.numel() for t in model.parameters()), "storage_bytes": storage_bytes(model)}
 
 
 def make_model_info(
@@ -241,7 +240,7 @@ def format_report(info: Mapping[str, Any]) -> str:
         lines.append(f"weights kept {info['kept_weights']:,} of {info['total_weights']:,} "
                      f"(keep_ratio {info['keep_ratio']:.4f}, p {info.get('p')})")
     if sb:
-        lines.append("storage: " + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sb.items()))
+        lines.append(f"storage: {format_storage(sb)}")
     checks = info.get("checks") or []
     if checks:
         lines.append("gradient-masking checks:")

@@ -4,6 +4,9 @@
   statistics in one safetensors file, close to the information bound, exact logits on load.
 - :func:`export_dense` / :func:`dense_model`: plain dense weights (mask * weight) for the dense
   twin architecture, optionally with all-pruned channels physically removed (``shrink=True``).
+- :func:`deploy_model` / :func:`save_deploy` / :func:`load_deploy`: a plain inference module
+  that runs sparse convolutions over the kept weights (faster than the dense twin at low keep
+  ratios; docs/performance.md), and its file.
 - :func:`export_hub`: a timm hub folder (``config.json`` + ``model.safetensors`` + model card)
   that ``timm.create_model('local-dir:FOLDER', pretrained=True)`` loads.
 - :func:`checkpoint_filter_fn` / :func:`compact_load_pre_hook`: let timm's ``pretrained=True``
@@ -17,6 +20,7 @@ uses the models and the formats; nothing below it imports ``export``.
 from __future__ import annotations
 
 from ..formats.codec import CodecError
+from ..formats.compact import ModelFileError
 from ..models.timm_loading import checkpoint_filter_fn, compact_load_pre_hook
 from .compact import (
     ExportError,
@@ -26,11 +30,13 @@ from .compact import (
     load_compact,
 )
 from .dense import dense_model, dense_state_dict, export_dense, pruned_channels, shrink_model
+from .deploy import DeployError, DeployFormatError, DeployModel, deploy_model, load_deploy, save_deploy
 from .hub import export_hub
 
 __all__ = [
-    "CodecError", "ExportError", "ExportFormatError",
+    "CodecError", "ExportError", "ExportFormatError", "ModelFileError",
     "compact_size_report", "export_compact", "load_compact",
     "dense_model", "dense_state_dict", "export_dense", "pruned_channels", "shrink_model",
     "checkpoint_filter_fn", "compact_load_pre_hook", "export_hub",
+    "DeployError", "DeployFormatError", "DeployModel", "deploy_model", "load_deploy", "save_deploy",
 ]

@@ -17,24 +17,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
-import timm
 import torch.nn as nn
 
 from .._cli_common import check_model_name, parse_model_kwargs
 from ..errors import ConfigError
-from ..formats.compact import ExportFormatError, _looks_like_pickle, _looks_like_safetensors
-from ..models.spec import ModelSpec, build_model
-from ..training.run import load_run
+from ..loading import load_model, read_state_dict
 from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
+from .deploy import deploy_model, save_deploy
 from .hub import export_hub
 
 __all__ = ["add_export_parser", "add_inspect_parser", "load_model_for_cli"]
-
-_TRAINING_FORMAT = "robin_plugin.checkpoint/1"
-
 
 def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     src = p.add_argument_group("model source (a run folder, a compact file, or a model name with a checkpoint)")
@@ -51,30 +44,12 @@ def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.set_defaults(_source_required=required)
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """Plain state dict from a safetensors checkpoint (robin training checkpoints unwrapped)."""
-    if not path.is_file():
-        raise ExportFormatError(f"no checkpoint at {path}")
-    head = path.read_bytes()[:16]
-    if not _looks_like_safetensors(head + b"\0" * 8) and _looks_like_pickle(head):
-        raise ExportFormatError(f"{path} is a pickle / torch.save file; robin reads safetensors checkpoints only")
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = safetensors.torch.load_file(str(path))
-    except Exception as e:
-        raise ExportFormatError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
-    if metadata.get("format") == _TRAINING_FORMAT:
-        tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    return tensors
-
-
 def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
-    """Build the model named by ``--run``, ``--compact`` or ``--model/--model-kwargs/--checkpoint``."""
+    """The model named by ``--run``, ``--compact`` or ``--model/--model-kwargs/--checkpoint`` (:func:`~robin_plugin.loading.load_model`)."""
     if args.run is not None:
         if args.compact is not None or args.model is not None or args.checkpoint is not None:
             raise ConfigError("give one model source: --run, --compact, or --model with --checkpoint")
-        return load_run(args.run, args.which)[0]
+        return load_model(args.run, which=args.which)
     if args.compact is not None:
         if args.model is not None or args.checkpoint is not None:
             raise ConfigError("give either --compact or --model with --checkpoint, not both")
@@ -89,12 +64,10 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
     kwargs = parse_model_kwargs(args.model_kwargs)
     if args.checkpoint is None:
         raise ConfigError("--model needs --checkpoint (a freshly initialised model has nothing to export or inspect)")
-    model = build_model(ModelSpec.parse(args.model, kwargs, source="--model-kwargs"))
-    try:
-        model.load_state_dict(_read_checkpoint(args.checkpoint), strict=True)
-    except RuntimeError as e:
-        raise ExportFormatError(f"{args.checkpoint} does not fit {args.model} with {kwargs}: {e}") from e
-    return model.eval()
+    return load_model(args.checkpoint, model=args.model, model_kwargs=kwargs)
+
+
+_read_checkpoint = read_state_dict  # its name before robin_plugin.loading
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -123,6 +96,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 0
     if args.model_info is not None:
         raise ConfigError("--model-info only goes into a hub folder's model card (--format hub)")
+    if args.format == "deploy":
+        deploy = deploy_model(model)
+        save_deploy(deploy, out, overwrite=args.overwrite)
+        kinds = deploy.kinds()
+        print(f"wrote {out}: deploy model, {len(deploy.program)} operations ({kinds.get('sparse_conv', 0)} sparse and "
+              f"{kinds.get('dense_conv', 0)} dense convolutions), {deploy.nnz:,} kept convolution weights, "
+              f"{out.stat().st_size:,} bytes")
+        print("  load it with: robin_plugin.export.load_deploy(path)(images)  # (N, C, H, W) in [0, 1] -> logits")
+        return 0
     if args.format == "compact":
         export_compact(model, out, overwrite=args.overwrite)
         r = compact_size_report(model)
@@ -152,10 +134,11 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                     "masks and the BatchNorm statistics (load with robin_plugin.export.load_compact or timm "
                     "pretrained_cfg_overlay=dict(file=...)). dense: a plain state dict for the <model>_dense twin. "
                     "dense-shrunk: the same with provably dead channels removed (load with "
-                    "robin_plugin.export.dense.load_dense).",
+                    "robin_plugin.export.dense.load_dense). deploy: a fast inference program with sparse "
+                    "convolutions over the kept weights (load with robin_plugin.export.load_deploy).",
     )
     _add_source_args(p, required=True)
-    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub"), default="compact",
+    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub", "deploy"), default="compact",
                    help="what to write (default: compact); hub: a timm folder for timm.create_model('local-dir:OUT')")
     p.add_argument("--out", type=Path, required=True, help="output file (.safetensors), or folder for --format hub")
     p.add_argument("--model-info", type=Path, default=None,

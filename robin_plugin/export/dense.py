@@ -53,7 +53,7 @@ from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..models._common import RobinNetBase
 from ..models.channels import ChannelGraph
 from ..models.spec import ModelSpec, build_model
-from ..pruning import masked_layers
+from ..pruning import is_masked, masked_layers
 from .compact import ExportError, ExportFormatError, infer_model_spec
 
 __all__ = [
@@ -250,10 +250,10 @@ def _constants(dense: nn.Module, graph: ChannelGraph) -> list[_Value]:
 
 def _groups(dense: nn.Module) -> list[_Group]:
     """The channel groups of ``dense`` with, per consumer, which of its input channels are exactly zero."""
-    if not isinstance(dense, RobinNetBase) or dense.masked:
+    if not isinstance(dense, RobinNetBase) or is_masked(dense):
         raise ExportError(
             f"channel shrinking supports the dense twins of robin models, got {type(dense).__name__}"
-            + (" (masked)" if getattr(dense, "masked", False) else "") + "; use dense_model(model, shrink=True)"
+            + (" (masked)" if is_masked(dense) else "") + "; use dense_model(model, shrink=True)"
         )
     try:
         graph = dense.channel_graph()

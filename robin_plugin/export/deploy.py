@@ -48,7 +48,7 @@ from ..errors import RobinError
 from ..io import save_safetensors
 from ..layers.masked import MaskedLayer
 
-__all__ = ["DEPLOY_ATOL", "DEPLOY_FORMAT", "DEPLOY_RTOL", "SPARSE_BELOW", "DeployError", "DeployFormatError",
+__all__ = ["DEPLOY_ATOL", "DEPLOY_FORMAT", "DEPLOY_RTOL", "SMALL_POSITIONS", "SPARSE_BELOW", "SPARSE_BELOW_SMALL", "DeployError", "DeployFormatError",
            "DeployModel", "deploy_model", "kept_macs", "load_deploy", "save_deploy"]
 
 # |deploy - masked| <= DEPLOY_ATOL + DEPLOY_RTOL * |masked| on every logit (float32, CPU, eval)
@@ -57,6 +57,10 @@ DEPLOY_RTOL, DEPLOY_ATOL = 1e-4, 1e-4
 # a convolution keeping at most this fraction of its weights runs sparse, a denser one densely
 # (the crossover measured by benchmarks/bench_deploy.py on a 2-core x86 CPU, see docs/export.md)
 SPARSE_BELOW = 0.05
+# a convolution keeping at most this fraction runs sparse on small inputs (at most SMALL_POSITIONS
+# input positions N * H * W, e.g. batch 1 to 4 at 32 x 32): there the sparse kernel wins at higher
+# kept fractions than on large batches
+SPARSE_BELOW_SMALL, SMALL_POSITIONS = 0.25, 4096
 
 
 class DeployError(RobinError, ValueError):
@@ -186,7 +190,13 @@ def _bias_relu(t: torch.Tensor, p: dict[str, Any]) -> None:
         t.relu_()
 
 
-def _k_dense_conv(p: dict[str, Any], x: Any, interior: _InteriorMasks) -> torch.Tensor:
+def _k_dense_conv(p: dict[str, Any], x: Any, interior: _InteriorMasks) -> Any:
+    """An ordinary convolution; with ``alt``, its sparse form when the input is small (batch 1)."""
+    alt = p.get("alt")
+    if alt is not None:
+        n, h, w = (x.n, x.h, x.w) if isinstance(x, _Grid) else (x.shape[0], x.shape[-2], x.shape[-1])
+        if n * h * w <= p["alt_positions"]:
+            return _k_sparse_conv(alt, x, interior)
     y = F.conv2d(_plain(x), p["weight"], p["bias"], p["stride"], p["padding"], p["dilation"], p["groups"])
     return torch.relu_(y) if p["relu"] else y
 
@@ -392,7 +402,7 @@ def _csr(dense: torch.Tensor) -> torch.Tensor:
     """A 2-D tensor as CSR with int32 indices (what MKL's sparse kernels take: no conversion per call)."""
     c = dense.contiguous().to_sparse_csr()
     return torch.sparse_csr_tensor(c.crow_indices().to(torch.int32), c.col_indices().to(torch.int32), c.values(),
-                                   size=c.shape)
+                                   size=c.shape, check_invariants=True)
 
 
 def _sparse_conv_params(weight: torch.Tensor, bias: torch.Tensor | None, stride: int, relu: bool, pad: int) -> dict[str, Any]:
@@ -413,7 +423,8 @@ _RELU_FNS = (F.relu, torch.relu)
 _ADD_FNS = (operator.add, torch.add, operator.iadd)
 
 
-def deploy_model(model: nn.Module, *, sparse_below: float = SPARSE_BELOW) -> DeployModel:
+def deploy_model(model: nn.Module, *, sparse_below: float = SPARSE_BELOW,
+                 sparse_below_small: float = SPARSE_BELOW_SMALL, small_positions: int = SMALL_POSITIONS) -> DeployModel:
     """A fast inference copy of ``model``: sparse convolutions over the kept weights.
 
     Args:
@@ -421,23 +432,29 @@ def deploy_model(model: nn.Module, *, sparse_below: float = SPARSE_BELOW) -> Dep
             ``torch.fx`` traces (masked layers are leaves).
         sparse_below: a convolution that keeps at most this fraction of its weights runs sparse;
             denser ones run as ordinary (mask-folded) convolutions. 0: all dense, 1: all sparse.
+        sparse_below_small, small_positions: a convolution keeping more than ``sparse_below`` but
+            at most ``sparse_below_small`` runs sparse when its input has at most
+            ``small_positions`` positions (N * H * W), densely otherwise; 0 turns this off.
 
     Returns:
         A :class:`DeployModel` that shares no tensors with ``model``. Its logits match
         ``model(x)`` in eval mode within ``DEPLOY_RTOL`` / ``DEPLOY_ATOL`` (float32).
     """
-    if not 0.0 <= sparse_below <= 1.0:
-        raise DeployError(f"sparse_below must be in [0, 1], got {sparse_below!r}")
+    for name, v in (("sparse_below", sparse_below), ("sparse_below_small", sparse_below_small)):
+        if not 0.0 <= v <= 1.0:
+            raise DeployError(f"{name} must be in [0, 1], got {v!r}")
+    if isinstance(small_positions, bool) or not isinstance(small_positions, int) or small_positions < 0:
+        raise DeployError(f"small_positions must be an integer >= 0, got {small_positions!r}")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return _build(model, sparse_below)
+            return _build(model, sparse_below, sparse_below_small, small_positions)
     finally:
         model.train(was_training)
 
 
-def _build(model: nn.Module, sparse_below: float) -> DeployModel:
+def _build(model: nn.Module, sparse_below: float, sparse_below_small: float, small_positions: int) -> DeployModel:
     graph = _Tracer().trace(model)
     nodes = list(graph.nodes)
     mod = {n: model.get_submodule(n.target) for n in nodes if n.op == "call_module"}
@@ -502,11 +519,16 @@ def _build(model: nn.Module, sparse_below: float) -> DeployModel:
                 if r is not None:
                     folded.add(r)
                     last, relu = r, True
-                if _is_same_conv(m) and torch.count_nonzero(weight) <= sparse_below * weight.numel():
+                kept = int(torch.count_nonzero(weight))
+                if _is_same_conv(m) and kept <= sparse_below * weight.numel():
                     emit(n, "sparse_conv", x, **_sparse_conv_params(weight, bias, m.stride[0], relu, pad))
                 else:
+                    alt = {}
+                    if _is_same_conv(m) and kept <= sparse_below_small * weight.numel() and small_positions:
+                        alt = {"alt": _sparse_conv_params(weight, bias, m.stride[0], relu, pad),
+                               "alt_positions": small_positions}
                     emit(n, "dense_conv", x, weight=weight.contiguous(), bias=bias, stride=tuple(m.stride),
-                         padding=tuple(m.padding), dilation=tuple(m.dilation), groups=m.groups, relu=relu)
+                         padding=tuple(m.padding), dilation=tuple(m.dilation), groups=m.groups, relu=relu, **alt)
                 if last is not n:
                     alias[last] = n
             elif isinstance(m, nn.BatchNorm2d):
@@ -589,23 +611,31 @@ def save_deploy(deploy: DeployModel, path: str | os.PathLike, *, overwrite: bool
         if op.kind in _IN_MEMORY_ONLY:
             raise DeployError(f"operation {op.params.get('name', op.kind)!r} runs a Python {op.kind} and cannot be "
                               "saved; deploy_model() in memory still runs it")
-        params: dict[str, Any] = {}
-        for key, v in op.params.items():
-            if key == "weights":  # CSR matrices of the sparse taps
-                for j, w in enumerate(v):
-                    tensors[f"{i}.w{j}.crow"] = w.crow_indices().to(torch.int64).contiguous()
-                    tensors[f"{i}.w{j}.col"] = w.col_indices().to(torch.int64).contiguous()
-                    tensors[f"{i}.w{j}.val"] = w.values().contiguous()
-            elif isinstance(v, torch.Tensor):
-                tensors[f"{i}.{key}"] = v.contiguous()
-            elif key == "taps":
-                params[key] = [list(t) for t in v]
-            else:
-                params[key] = list(v) if isinstance(v, tuple) else v
+        params = _params_to_file(op.params, f"{i}", tensors)
         program.append({"kind": op.kind, "out": op.out, "args": list(op.args), "params": params})
     meta = {"format": DEPLOY_FORMAT, "version": DEPLOY_VERSION, "output": str(deploy.output),
             "num_classes": str(deploy.num_classes), "program": json.dumps(program, separators=(",", ":"))}
     return save_safetensors(tensors, path, metadata=meta, overwrite=overwrite)
+
+
+def _params_to_file(op_params: dict[str, Any], prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """JSON-able parameters; tensors go to ``tensors`` under ``<prefix>.<key>``."""
+    params: dict[str, Any] = {}
+    for key, v in op_params.items():
+        if key == "weights":  # CSR matrices of the sparse taps
+            for j, w in enumerate(v):
+                tensors[f"{prefix}.w{j}.crow"] = w.crow_indices().to(torch.int64).contiguous()
+                tensors[f"{prefix}.w{j}.col"] = w.col_indices().to(torch.int64).contiguous()
+                tensors[f"{prefix}.w{j}.val"] = w.values().contiguous()
+        elif key == "alt":  # the sparse form of a dense convolution, for small inputs
+            params[key] = _params_to_file(v, f"{prefix}.alt", tensors)
+        elif isinstance(v, torch.Tensor):
+            tensors[f"{prefix}.{key}"] = v.contiguous().clone()  # may share memory with the alt form
+        elif key == "taps":
+            params[key] = [list(t) for t in v]
+        elif v is not None:
+            params[key] = list(v) if isinstance(v, tuple) else v
+    return params
 
 
 def load_deploy(path: str | os.PathLike) -> DeployModel:
@@ -693,11 +723,16 @@ def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, 
                 raise bad(i, f"{key} must be true or false, got {v!r:.40}")
             return v
 
-        params: dict[str, Any] = {}
-        if kind == "sparse_conv":
-            cout, cin, k = integer("cout", 1, 1 << 16), integer("cin", 1, 1 << 16), integer("k", 1, 31)
-            pad = integer("pad", (k - 1) // 2, 15)
-            taps = raw.get("taps")
+        def sparse_params(raw_p: dict[str, Any], prefix: str) -> dict[str, Any]:
+            def integer_p(key: str, lo: int, hi: int) -> int:
+                v = raw_p.get(key)
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise bad(i, f"{key} must be an integer in [{lo}, {hi}], got {v!r:.40}")
+                return v
+
+            cout, cin, k = integer_p("cout", 1, 1 << 16), integer_p("cin", 1, 1 << 16), integer_p("k", 1, 31)
+            pad = integer_p("pad", (k - 1) // 2, 15)
+            taps = raw_p.get("taps")
             r = (k - 1) // 2
             if not isinstance(taps, list) or not all(isinstance(t, list) and len(t) == 2 and all(
                     isinstance(e, int) and not isinstance(e, bool) and -r <= e <= r for e in t) for t in taps) \
@@ -705,7 +740,7 @@ def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, 
                 raise bad(i, f"taps must be at most {k * k} offset pairs in [-{r}, {r}]")
             weights = []
             for j in range(len(taps)):
-                crow, col, val = (tensors.get(f"{i}.w{j}.{s}") for s in ("crow", "col", "val"))
+                crow, col, val = (tensors.get(f"{prefix}.w{j}.{x}") for x in ("crow", "col", "val"))
                 if crow is None or col is None or val is None:
                     raise bad(i, f"tap {j}: CSR tensors missing")
                 if crow.dtype != torch.int64 or col.dtype != torch.int64 or not val.dtype.is_floating_point:
@@ -716,12 +751,22 @@ def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, 
                     raise bad(i, f"tap {j}: not a valid ({cout}, {cin}) CSR matrix")
                 weights.append(torch.sparse_csr_tensor(crow.to(torch.int32), col.to(torch.int32), val.float(),
                                                        size=(cout, cin), check_invariants=True))
-                used.update(f"{i}.w{j}.{s}" for s in ("crow", "col", "val"))
-            bias = tensor("bias", 1, optional=True)
-            if bias is not None and bias.shape != (cout,):
-                raise bad(i, f"bias must have {cout} entries")
-            params = {"cout": cout, "cin": cin, "k": k, "stride": integer("stride", 1, 64), "relu": flag("relu"),
-                      "pad": pad, "taps": [tuple(t) for t in taps], "weights": weights, "bias": bias}
+                used.update(f"{prefix}.w{j}.{x}" for x in ("crow", "col", "val"))
+            bias = tensors.get(f"{prefix}.bias")
+            if bias is not None:
+                if not bias.dtype.is_floating_point or bias.shape != (cout,) or not torch.isfinite(bias).all():
+                    raise bad(i, f"bias must have {cout} finite entries")
+                used.add(f"{prefix}.bias")
+                bias = bias.float()
+            relu = raw_p.get("relu")
+            if not isinstance(relu, bool):
+                raise bad(i, f"relu must be true or false, got {relu!r:.40}")
+            return {"cout": cout, "cin": cin, "k": k, "stride": integer_p("stride", 1, 64), "relu": relu,
+                    "pad": pad, "taps": [tuple(t) for t in taps], "weights": weights, "bias": bias}
+
+        params: dict[str, Any] = {}
+        if kind == "sparse_conv":
+            params = sparse_params(raw, f"{i}")
         elif kind == "dense_conv":
             weight = tensor("weight", 4)
             groups = integer("groups", 1, 1 << 16)
@@ -732,6 +777,14 @@ def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, 
                 raise bad(i, f"bias must have {weight.shape[0]} entries")
             params = {"weight": weight, "bias": bias, "stride": pair("stride", 1, 64), "padding": pair("padding", 0, 64),
                       "dilation": pair("dilation", 1, 64), "groups": groups, "relu": flag("relu")}
+            if "alt" in raw:
+                if not isinstance(raw["alt"], dict):
+                    raise bad(i, "alt must be an object")
+                alt = sparse_params(raw["alt"], f"{i}.alt")
+                if (alt["cout"], alt["cin"], alt["k"], alt["k"]) != tuple(weight.shape) or alt["relu"] != params["relu"]:
+                    raise bad(i, "alt must be the same convolution as weight")
+                params["alt"] = alt
+                params["alt_positions"] = integer("alt_positions", 0, 1 << 30)
         elif kind in ("affine2d", "affine1d"):
             scale, shift = tensor("scale", 1), tensor("shift", 1)
             if scale.shape != shift.shape:

@@ -35,6 +35,7 @@ from ..errors import ConfigError
 from ..io import FileExistsRobinError, WriteError, _umask, save_safetensors
 from ..formats.compact import METADATA
 from ..models.spec import model_spec
+from ..pruning import is_masked
 from ..summary import summarize
 from .compact import ExportError, compact_tensors
 
@@ -49,10 +50,11 @@ _CFG_FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "
 
 def hub_config(model: nn.Module) -> dict[str, Any]:
     """The ``config.json`` of ``model``'s hub folder (see the module docstring)."""
-    spec = model_spec(model, include_masked=getattr(model, "masked", False))
+    spec = model_spec(model, include_masked=is_masked(model))
     if spec is None:
         raise ExportError(f"{type(model).__name__} is not a robin timm model; a hub folder needs a registered architecture")
     cfg = model.pretrained_cfg
+    masked = is_masked(model)
     model_args = spec.to_json()["kwargs"]
     return {
         "architecture": spec.name,
@@ -63,9 +65,9 @@ def hub_config(model: nn.Module) -> dict[str, Any]:
         "model_args": model_args,
         "robin": {
             "format": HUB_FORMAT,
-            "encoding": "robin_compact" if model.masked else "state_dict",
-            "masked": bool(model.masked),
-            "keep_ratio": summarize(model).keep_ratio if model.masked else 1.0,
+            "encoding": "robin_compact" if masked else "state_dict",
+            "masked": masked,
+            "keep_ratio": summarize(model).keep_ratio if masked else 1.0,
             "dataset_mean": list(cfg["dataset_mean"]),
             "dataset_std": list(cfg["dataset_std"]),
         },
@@ -101,7 +103,7 @@ def export_hub(
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} exists and is not a folder")
     config = hub_config(model)
-    if model.masked:
+    if is_masked(model):
         tensors, _ = compact_tensors(model)
         metadata = METADATA
     else:

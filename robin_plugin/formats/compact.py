@@ -47,7 +47,7 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
-from ..errors import RobinError
+from ..errors import InputError, RobinError
 from ..layers.masked import KEEP_RATIO_KEY, MaskedLayer
 from ..layers.selection import kept_count
 from ..pruning import masked_layers
@@ -64,6 +64,7 @@ __all__ = [
     "STATE_PREFIX",
     "VALUES_KEY",
     "ExportFormatError",
+    "ModelFileError",
     "checksum",
     "decode_compact",
     "is_compact",
@@ -83,6 +84,7 @@ VALUES_KEY = "robin.values"
 STATE_PREFIX = "state."
 METADATA = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION)}
 """The safetensors metadata of every compact file."""
+# written into every compact header as it was first written (the function now lives in robin_plugin.rng)
 RECIPE_GENERATOR = (
     "torch.Generator (CPU) per named stream, seeded with the first 8 bytes of "
     "sha256(f'{seed}/{stream}') (robin_plugin.models._common.stream_generator)"
@@ -95,6 +97,14 @@ Regenerate = Callable[[dict[str, Any]], nn.Module]
 
 class ExportFormatError(RobinError, ValueError):
     """A file is not a valid compact export: missing, truncated, corrupt, foreign, or a mismatch."""
+
+
+class ModelFileError(ExportFormatError, InputError):
+    """A model file given to :func:`robin_plugin.loading.load_model` (a state dict) cannot be read or does not fit.
+
+    An :class:`ExportFormatError` (the export commands read it) and an :class:`InputError`
+    (``robin eval --checkpoint`` reads it), as before the loaders were one.
+    """
 
 
 def kept_digest(weights_and_masks: list[tuple[torch.Tensor, torch.Tensor]]) -> str:

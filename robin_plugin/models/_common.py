@@ -1,8 +1,14 @@
-"""Pieces shared by the robin model families: the layer factory, input normalisation, the head, the base class."""
+"""Pieces shared by the robin model families: the layer factory, input normalisation, the head, the base class.
+
+Long (about 590 lines) because the base class :class:`RobinNetBase` is the whole timm model
+contract every family answers the same way (``forward_features`` / ``forward_head``,
+``reset_classifier``, ``forward_intermediates`` and ``prune_intermediate_layers``, gradient
+checkpointing, ``group_matcher``, the legacy state-dict hook): splitting it would scatter one
+class over several files. The family files keep only their blocks and stage layout.
+"""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -17,6 +23,7 @@ from timm.models._features import feature_take_indices
 from ..errors import ConfigError, InputError
 from ..layers.masked import LegacyStateWarning, MaskedConv2d, MaskedLayer, MaskedLinear, check_init, check_score_scale
 from ..pruning import adaptive_keep_ratios, check_keep_ratio, check_p, masked_layers, set_keep_ratio
+from ..rng import stream_generator  # noqa: F401  (re-exported: it lived here before)
 from .channels import ChannelGraph
 from .timm_loading import compact_load_pre_hook
 
@@ -45,18 +52,6 @@ def default_cfg(pool_size: tuple[int, int], **kwargs) -> dict:
         "crop_pct": 1.0, "interpolation": "bilinear", "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
         "first_conv": "conv1", "classifier": "head.fc", "license": "mit", **kwargs,
     }
-
-
-def stream_generator(seed: int, stream: str) -> torch.Generator:
-    """A CPU generator for one named random stream of a model built from ``seed``.
-
-    Streams are independent of each other and of the global RNG, so the fixed weights can be
-    regenerated from ``(seed, stream)`` alone.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 @dataclass(frozen=True)

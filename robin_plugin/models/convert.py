@@ -10,7 +10,7 @@ import torch.nn as nn
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear, check_init, check_score_scale
 from ..pruning import check_keep_ratio, check_p, masked_layers, set_keep_ratio
-from ._common import stream_generator
+from ..rng import stream_generator
 
 __all__ = ["robinify"]
 

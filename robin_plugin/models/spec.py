@@ -34,6 +34,7 @@ from timm.models import get_deprecated_models
 
 from ..errors import ConfigError, UnknownNameError, closest
 from ..layers.masked import INITS
+from ..pruning import is_masked
 
 __all__ = [
     "ARCH_ARGS", "DEFAULT_MAX_MODEL_BYTES", "Family", "ModelSpec", "build_model", "check_model_args",
@@ -369,7 +370,7 @@ def model_spec(model: nn.Module, *, include_masked: bool = True) -> ModelSpec | 
         std=tuple(float(v) for v in model.normalize.std.flatten().tolist()),
         check_inputs=bool(model.normalize.check_inputs),
     )
-    if include_masked and model.masked:
+    if include_masked and is_masked(model):
         kwargs.update(model.masked_kwargs)
     if getattr(model, "global_pool", "avg") != "avg":  # "" changes what the model returns
         kwargs["global_pool"] = model.global_pool

@@ -1,6 +1,6 @@
 """Training-time attacks (through torchattacks) and the ``AdversarialTraining`` hook.
 
-- ``pgd``: PGD-k with a random start (Madry et al., ICLR 2018), ``torchattacks.PGD``.
+- ``pgd``: PGD-k with a random start (Madry et al., ICLR 2018), ``torchattacks.PGD`` (:func:`robin_plugin.pgd.pgd_attack`).
 - ``ffgsm``: FGSM with a random start ("fast" AT, Wong et al., ICLR 2020), ``torchattacks.FFGSM``.
 - ``fgsm``: plain FGSM, one step of ``eps`` from the clean input (Goodfellow et al., ICLR 2015),
   ``torchattacks.FGSM``; the single-step attack most prone to catastrophic overfitting (an
@@ -13,12 +13,13 @@
 
 Attacks draw their random starts inside an isolated RNG seeded from ``(seed, step)``, so the
 training randomness (shuffling, augmentation) never depends on which attack ran, and a resumed
-run draws the same starts. (Some torchattacks attacks re-seed the global RNG.)
+run draws the same starts. (Some torchattacks attacks re-seed the global RNG.) ``pgd`` is the
+package's one PGD, :func:`robin_plugin.pgd.pgd_attack`; the seeding helpers are in
+:mod:`robin_plugin.rng`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import warnings
 from typing import Any
 
 import torch
@@ -30,6 +31,9 @@ from torchattacks.attack import Attack
 
 from ..data.augment import apply_crop_flip, invert_crop_flip
 from ..errors import ConfigError, UnknownNameError, closest
+from ..pgd import check_eps as _check_eps
+from ..pgd import pgd_attack
+from ..rng import derive_seed, isolated_rng
 from .checkpoint import CheckpointError
 from .distributed import all_gather_cat
 from .events import Hook
@@ -41,25 +45,10 @@ ATTACKS = ("pgd", "ffgsm", "fgsm", "fast", "trades", "none")
 
 
 def check_eps(name: str, value: float, upper: float = 1.0) -> float:
-    """Return ``value`` if it is a finite number in (0, upper], else raise :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= upper:
-        raise ConfigError(f"{name} must be in (0, {upper}] (pixel units of images in [0, 1]), got {value!r}")
-    return float(value)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed derived from ``parts`` (stable across runs and machines)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-@contextlib.contextmanager
-def isolated_rng(seed: int, device: torch.device):
-    """Run the body with the global RNG seeded to ``seed``, then restore the caller's RNG state."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+    """Deprecated: :func:`robin_plugin.pgd.check_eps` ``(value, name, upper)`` (the arguments in that order)."""
+    warnings.warn("robin_plugin.training.attacks.check_eps(name, value) is now robin_plugin.pgd.check_eps(value, name); "
+                  "the old one goes in the next release", DeprecationWarning, stacklevel=2)
+    return _check_eps(value, name, upper)
 
 
 def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, labels: torch.Tensor, beta: float = 6.0) -> torch.Tensor:
@@ -116,23 +105,15 @@ class PersistentFGSM(Attack):
             shape = (self.num_samples, *images.shape[1:])
             self.bank = (torch.rand(shape, device=self.device) * 2 - 1) * self.eps
         stored = self.bank[index]
-        delta = stored if crop_flip is None else _apply_crop_flip(stored, crop_flip)
+        delta = stored if crop_flip is None else apply_crop_flip(stored, crop_flip)
         adv = torch.clamp(images + delta, 0, 1).detach().requires_grad_(True)
         cost = F.cross_entropy(self.get_logits(adv), labels)
         grad = torch.autograd.grad(cost, adv)[0]
         delta = torch.clamp(adv.detach() + self.alpha * grad.sign() - images, -self.eps, self.eps)
         adv = torch.clamp(images + delta, 0, 1).detach()
         moved = adv - images
-        self.bank[index] = moved if crop_flip is None else _invert_crop_flip(moved, crop_flip, stored)
+        self.bank[index] = moved if crop_flip is None else invert_crop_flip(moved, crop_flip, stored)
         return adv
-
-
-def _apply_crop_flip(delta: torch.Tensor, crop_flip: Any) -> torch.Tensor:
-    return apply_crop_flip(delta, crop_flip)
-
-
-def _invert_crop_flip(delta: torch.Tensor, crop_flip: Any, previous: torch.Tensor) -> torch.Tensor:
-    return invert_crop_flip(delta, crop_flip, previous)
 
 
 class AdversarialTraining(Hook):
@@ -166,8 +147,8 @@ class AdversarialTraining(Hook):
                  sample_shape: tuple[int, ...] | None = None):
         if attack not in ATTACKS:
             raise UnknownNameError(f"unknown attack {attack!r}{closest(attack, ATTACKS)}; valid: {', '.join(ATTACKS)}")
-        check_eps("eps", eps)
-        check_eps("step_size", step_size)
+        _check_eps(eps, "eps")
+        _check_eps(step_size, "step_size")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"attack steps must be an integer >= 1, got {steps!r}")
         if attack == "fast" and not num_samples:
@@ -181,7 +162,7 @@ class AdversarialTraining(Hook):
     def build(self, model: nn.Module) -> None:
         """Create the torchattacks attack for ``model`` (called at FIT_START)."""
         if self.attack_name == "pgd":
-            self.attack = torchattacks.PGD(model, eps=self.eps, alpha=self.step_size, steps=self.steps, random_start=True)
+            self.attack = pgd_attack(model, self.eps, self.steps, alpha=self.step_size)
         elif self.attack_name == "ffgsm":
             self.attack = torchattacks.FFGSM(model, eps=self.eps, alpha=self.step_size)
         elif self.attack_name == "fgsm":

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..summary import format_storage
 from .checkpoint import CHECKPOINT
 from .config import DEFAULT_PRESET, PRESETS, apply_overrides, get_preset, load_config_file, parse_override
 from .run import train
@@ -78,5 +79,5 @@ def _print_result(r: dict, out_dir: str) -> None:
               f"{pgd_key.split('_')[0].upper()} accuracy {100 * t[pgd_key]:.2f}%")
     s = r["storage"]
     print(f"keep ratio {r['keep_ratio']:.4f} ({r.get('kept_weights', r['total_weights']):,} of {r['total_weights']:,} weights); "
-          + "storage: " + ", ".join(f"{k.replace('_bytes', '')} {v / 1e6:.3f} MB" for k, v in s.items()))
+          + f"storage: {format_storage(s)}")
     print(f"files in {out_dir}: config.json, metrics.csv, checkpoint.safetensors, model.safetensors, model_best.safetensors, results.json")

@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torchattacks
 
-from ..data.augment import to_float
+from ..data.base import to_float
 from ..errors import ConfigError, RobinError
-from .attacks import AdversarialTraining, derive_seed, isolated_rng
+from ..pgd import pgd_attack
+from ..rng import derive_seed, isolated_rng
+from .attacks import AdversarialTraining
 from .events import Hook
 from .state import TrainState
 
@@ -86,7 +87,7 @@ class CatastrophicOverfittingGuard(Hook):
             raise ConfigError("the guard needs a non-empty check batch: images (N, C, H, W) and labels (N,)")
         self.adversarial, self.eps, self.pgd_steps, self.every = adversarial, float(eps), pgd_steps, every
         self.action, self.drop, self.gap, self.max_rollbacks, self.seed = action, drop, gap, max_rollbacks, seed
-        self.images = to_float(images).float()  # uint8 -> [0, 1]; float16 / 64 -> float32
+        self.images = to_float(images)  # uint8 -> [0, 1]; float16 / 64 -> float32
         self.labels = labels.long()
         self.best = -1.0
         self.collapses = 0
@@ -101,7 +102,7 @@ class CatastrophicOverfittingGuard(Hook):
         device = next(model.parameters()).device
         x, y = self.images.to(device), self.labels.to(device)
         was_training = model.training
-        attack = torchattacks.PGD(model, eps=self.eps, alpha=self.eps / 4, steps=self.pgd_steps, random_start=True)
+        attack = pgd_attack(model, self.eps, self.pgd_steps)  # step eps / 4
         try:
             with isolated_rng(derive_seed(self.seed, "guard", step), device):
                 x_adv = attack(x, y)

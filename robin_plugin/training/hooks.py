@@ -23,8 +23,8 @@ import torch.distributed as dist
 from ..data.augment import CropFlip, apply_crop_flip, sample_crop_flip
 from ..errors import ConfigError
 from ..io import atomic_write_bytes
-from ..pruning import check_p, masked_layers, set_keep_ratio
-from .attacks import derive_seed
+from ..pruning import check_p, is_masked, masked_layers, set_keep_ratio
+from ..rng import stream_generator
 from .checkpoint import CHECKPOINT, CheckpointError, save_checkpoint, save_state_dict, training_state
 from .events import Hook, fire  # re-exported: their home is .events
 from .schedules import _stages, lr_at, progressive_keep_ratio
@@ -87,7 +87,7 @@ class RandomCropFlip(Hook):
         self._epoch: int | None = None
 
     def on_epoch_start(self, state: TrainState) -> None:
-        self._generator = torch.Generator().manual_seed(derive_seed(self.seed, "augment", state.epoch))
+        self._generator = stream_generator(self.seed, "augment", state.epoch)
         self._epoch = state.epoch
 
     def on_batch_start(self, state: TrainState) -> None:
@@ -170,7 +170,7 @@ class ProgressivePruning(Hook):
                              name, given, own[name])
 
     def on_fit_start(self, state: TrainState) -> None:
-        if not masked_layers(state.model):
+        if not is_masked(state.model):
             raise ConfigError("ProgressivePruning needs a model with masked layers (a robin model or robinify(model))")
         self._resolve_targets(state.model)
         self._apply(state)

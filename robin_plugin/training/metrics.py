@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchattacks
 
-from .attacks import derive_seed, isolated_rng
+from ..data.base import to_float
+from ..pgd import pgd_attack
+from ..rng import derive_seed, isolated_rng
 
 __all__ = ["clean_and_pgd_accuracy"]
 
@@ -14,7 +15,10 @@ def clean_and_pgd_accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float, steps: int,
     batch_size: int = 256, seed: int = 0, device: torch.device | None = None,
 ) -> dict[str, float]:
-    """Clean accuracy and PGD-``steps`` accuracy (random start, torchattacks.PGD) in eval mode.
+    """Clean accuracy and PGD-``steps`` accuracy (random start, :func:`robin_plugin.pgd.pgd_attack`) in eval mode.
+
+    Each batch's random start is seeded from ``(seed, "eval-pgd", start)`` (start: the batch's
+    first index), so the numbers do not depend on the global RNG or on what ran before.
 
     Args:
         images: (N, C, H, W) floats in [0, 1] or uint8 (divided by 255).
@@ -27,12 +31,12 @@ def clean_and_pgd_accuracy(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    attack = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
+    attack = pgd_attack(model, eps, steps, alpha=step_size)
     clean = robust = 0
     try:
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size].to(device)
-            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            x = to_float(x)
             y = labels[start:start + batch_size].to(device)
             with torch.no_grad():
                 clean += (model(x).argmax(1) == y).sum().item()

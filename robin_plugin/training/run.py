@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -11,17 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from ..io import atomic_write_json
+from ..data import dataset_info, get_dataset, validation_split
+from ..errors import RobinError
+from ..io import atomic_write_json, read_limited
 from ..layers.masked import LegacyStateWarning
-from ..summary import summary
-from .config import TrainConfig
+from ..pgd import default_pgd_step
+from ..pruning import is_masked
+from ..summary import storage_bytes, summarize
+from .checkpoint import CheckpointError
+from .config import MAX_CONFIG_BYTES, TrainConfig
 from .hooks import Hook
 from .metrics import clean_and_pgd_accuracy
-from .trainer import Trainer, _gather, build_model, resolve_device
+from .trainer import Trainer, build_model, gather
 
-__all__ = ["resolve_attack_sizes", "load_data", "load_run", "train"]
+__all__ = ["resolve_attack_sizes", "load_data", "load_run", "model_figures", "train"]
 
 _log = logging.getLogger(__name__)
 
@@ -34,9 +41,6 @@ def resolve_attack_sizes(config: TrainConfig) -> TrainConfig:
     for the paper's ``fast``. eval_step_size (validation and test PGD): eps / 4, the rule
     ``robin eval`` uses.
     """
-    from ..data import dataset_info
-    from ..eval.attacks import default_pgd_step
-
     info = dataset_info(config.dataset)
     eps = config.eps if config.eps is not None else info.default_eps
     step = config.step_size
@@ -49,8 +53,6 @@ def resolve_attack_sizes(config: TrainConfig) -> TrainConfig:
 
 def load_data(config: TrainConfig):
     """(train, val, test) datasets of ``config``: subset, then the held-out validation split."""
-    from ..data import get_dataset, validation_split
-
     train_full = get_dataset(config.dataset, config.data_root, split="train")
     if config.train_subset is not None and config.train_subset < len(train_full):
         train_full = train_full.subset(torch.arange(config.train_subset))
@@ -72,8 +74,6 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
     Returns:
         The results dict (also in ``results.json``).
     """
-    from ..data import dataset_info
-
     config = resolve_attack_sizes(config)
     info = dataset_info(config.dataset)
     train_set, val_set, test_set = load_data(config)
@@ -92,29 +92,34 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
                     "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
                     "torch": torch.__version__},
     }
-    if getattr(model, "masked", False):
-        s = summary(model)
-        result.update(keep_ratio=s.keep_ratio, kept_weights=s.kept, total_weights=s.total, storage=s.storage())
-    else:
-        n = sum(p.numel() for p in model.parameters())
-        result.update(keep_ratio=1.0, total_weights=n, storage={"fp32_bytes": 4 * n})
+    result.update(model_figures(model))
     best = out_dir / "model_best.safetensors"
     if best.is_file():  # the paper's protocol: evaluate the epoch with the best held-out PGD accuracy
-        from safetensors.torch import load_file
-
         model.load_state_dict(load_file(str(best)))
         result["evaluated"] = f"best epoch ({trainer.best.get('epoch')})"
     else:
         result["evaluated"] = "last epoch"
     if test_set is not None and config.test_n:
         n = min(config.test_n, len(test_set))
-        x, y = _gather(test_set, torch.arange(n))  # in-memory or lazily decoded (ImageNet-100)
+        x, y = gather(test_set, torch.arange(n))  # in-memory or lazily decoded (ImageNet-100)
         m = clean_and_pgd_accuracy(model, x, y, eps=config.eps, step_size=config.eval_step_size,
                                    steps=config.test_pgd_steps, seed=config.seed, device=trainer.device)
         result["test"] = {"n": n, "clean_acc": m["clean_acc"], f"pgd{config.test_pgd_steps}_acc": m["robust_acc"]}
     if trainer.rank == 0:
         atomic_write_json(out_dir / "results.json", result)
     return result
+
+
+def model_figures(model: torch.nn.Module) -> dict[str, Any]:
+    """The model fields of ``results.json``: keep_ratio, kept_weights (masked models), total_weights, storage.
+
+    ``storage`` is :func:`robin_plugin.summary.storage_bytes`, the figures ``robin models`` and
+    ``robin eval`` print too. A dense model: keep_ratio 1.0 and total_weights its parameter count.
+    """
+    if is_masked(model):
+        s = summarize(model)
+        return dict(keep_ratio=s.keep_ratio, kept_weights=s.kept, total_weights=s.total, storage=storage_bytes(model))
+    return dict(keep_ratio=1.0, total_weights=sum(p.numel() for p in model.parameters()), storage=storage_bytes(model))
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, TrainConfig]:
@@ -127,15 +132,6 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     Raises:
         CheckpointError: the folder, its config or its weights are missing or do not match.
     """
-    import json
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..data import dataset_info
-    from .checkpoint import CheckpointError
-    from .trainer import build_model
-
     run_dir = Path(run_dir)
     files = {"best": "model_best.safetensors", "last": "model.safetensors"}
     if which not in files:
@@ -143,10 +139,6 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     cfg_path, weights = run_dir / "config.json", run_dir / files[which]
     if not cfg_path.is_file() or not weights.is_file():
         raise CheckpointError(f"{run_dir} is not a finished robin run: expected config.json and {files[which]} in it")
-    from ..errors import RobinError
-    from ..io import read_limited
-    from .config import MAX_CONFIG_BYTES
-
     try:  # a run folder may come from elsewhere: its config.json is data, refused with CheckpointError
         raw = read_limited(cfg_path, MAX_CONFIG_BYTES)
     except OSError as e:

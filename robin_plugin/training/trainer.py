@@ -22,8 +22,10 @@ from ..io import FolderLock, atomic_write_json, remove_stale_temp_files
 from ..memory_format import to_channels_last
 from ..models.spec import ModelSpec, build_model as build_from_spec
 from ..progress import progress
-from ..pruning import masked_layers
-from .attacks import AdversarialTraining, derive_seed
+from ..data.base import to_float
+from ..pruning import is_masked
+from ..rng import derive_seed, stream_generator
+from .attacks import AdversarialTraining
 from .checkpoint import CHECKPOINT, CheckpointError, restore_training_state
 from .config import TrainConfig
 from .distributed import convert_sync_batchnorm, wrap_ddp
@@ -33,7 +35,7 @@ from .hooks import BestModel, Checkpointing, LRSchedule, MetricLogger, Progressi
 from .metrics import clean_and_pgd_accuracy
 from .state import TrainState
 
-__all__ = ["Trainer", "TrainResult", "build_model", "epoch_order", "make_optimizer", "resolve_device", "CHECKPOINT"]
+__all__ = ["Trainer", "TrainResult", "build_model", "epoch_order", "gather", "make_optimizer", "resolve_device", "CHECKPOINT"]
 
 _log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ class Trainer:
 
         # --- the built-in hooks, declared --------------------------------------------------
         self.lr_schedule = LRSchedule(config.lr_schedule, config.lr, config.lr_milestones)
-        self.pruning = ProgressivePruning(config.keep_ratio, config.p, config.prune_steps) if masked_layers(self.model) else None
+        self.pruning = ProgressivePruning(config.keep_ratio, config.p, config.prune_steps) if is_masked(self.model) else None
         self.augmentation = RandomCropFlip(pad=4, seed=config.seed) if config.augmentation_on else None
         self.adversarial = AdversarialTraining(
             config.attack, eps=eps, step_size=step, steps=config.attack_steps, trades_beta=config.trades_beta,
@@ -169,7 +171,7 @@ class Trainer:
             return None
         source = val_set if val_set is not None and len(val_set) else train_set
         idx = torch.arange(min(config.co_guard_n, len(source)))
-        x, y = _gather(source, idx)
+        x, y = gather(source, idx)
         return CatastrophicOverfittingGuard(self.adversarial, x, y, eps=config.eps, every=config.co_guard_every,
                                             action=config.co_guard, seed=config.seed)
 
@@ -181,7 +183,7 @@ class Trainer:
         for b in range(self.steps_per_epoch):
             idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
             idx = idx[self.rank * per_rank:(self.rank + 1) * per_rank]
-            x, y = _gather(self.train_set, idx)
+            x, y = gather(self.train_set, idx)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), idx.to(self.device)
 
     # --- loop ------------------------------------------------------------------------------
@@ -276,7 +278,7 @@ class Trainer:
         if self.val_set is None or len(self.val_set) == 0:
             return
         cfg = self.config
-        x, y = _gather(self.val_set, torch.arange(len(self.val_set)))
+        x, y = gather(self.val_set, torch.arange(len(self.val_set)))
         m = clean_and_pgd_accuracy(
             self.model, x, y, eps=cfg.eps, step_size=cfg.eval_step_size or cfg.step_size,
             steps=cfg.val_pgd_steps, seed=derive_seed(cfg.seed, "val", epoch), device=self.device,
@@ -290,7 +292,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
     Stateless, so a resumed run visits the samples in the same order without saving RNG state.
     """
-    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "shuffle", epoch)))
+    return torch.randperm(n, generator=stream_generator(seed, "shuffle", epoch))
 
 
 def _check_data(model: nn.Module, train_set: Any, val_set: Any) -> None:
@@ -326,7 +328,7 @@ def _check_hook_names(hooks: Sequence[Hook]) -> None:
 def _check_images(name: str, images: Any) -> None:
     """In-memory images: uint8 (0..255) or floats in [0, 1] (checked once, before training)."""
     if not isinstance(images, torch.Tensor):
-        return  # lazily decoded datasets: each batch is checked by _gather and the model
+        return  # lazily decoded datasets: each batch is checked by gather and the model
     if images.dtype == torch.uint8:
         return
     if not images.is_floating_point():
@@ -341,11 +343,12 @@ def _image_shape(dataset: Any) -> tuple[int, ...]:
     return tuple(images.shape[1:]) if isinstance(images, torch.Tensor) else ()
 
 
-def _gather(dataset: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gather(dataset: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as float32 in [0, 1] and labels for the given indices.
 
-    uint8 images are divided by 255; floating-point images (float16 / 32 / 64) are converted
-    to float32 as they are; any other dtype is refused with :class:`InputError`.
+    The images go through :func:`robin_plugin.data.base.to_float`: uint8 images are divided by
+    255, floating-point images (float16 / 32 / 64) are converted to float32 as they are, any
+    other dtype is refused with :class:`InputError`.
     """
     if hasattr(dataset, "images") and hasattr(dataset, "labels"):
         x, y = dataset.images[idx], dataset.labels[idx]
@@ -353,13 +356,7 @@ def _gather(dataset: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         items = [dataset[int(i)] for i in idx]
         x = torch.stack([it[0] for it in items])
         y = torch.as_tensor([int(it[1]) for it in items])
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255)
-    elif x.is_floating_point():
-        x = x.float()
-    else:
-        raise InputError(f"images must be uint8 (0..255) or floats in [0, 1], got dtype {x.dtype}")
-    return x, y.long()
+    return to_float(x), y.long()
 
 
 def _mean_over_ranks(v: float, device: torch.device, distributed: bool) -> float:
