@@ -8,7 +8,8 @@ memory on CUDA).
     .venv/bin/python benchmarks/bench_train_step.py            # width-16 ResNet-18, Fashion-MNIST size
     .venv/bin/python benchmarks/bench_train_step.py --model robin_resnet34 --width 64 --size 32 --in-chans 3
 
-Targets: time ratio <= 1.10 and memory ratio <= 1.25 (robin / dense). Also reported, not a
+Targets: time ratio <= 1.05 and memory ratio <= 1.25 (robin / dense); the time target is for 1 thread
+(OMP_NUM_THREADS=1). Also reported, not a
 target: the robin step with ``channels_last`` (NHWC) memory layout over the default layout.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from robin_plugin.io import atomic_write_json
 from robin_plugin.memory_format import to_channels_last
 from robin_plugin.training import AdversarialTraining, TrainState
 
-TIME_TARGET, MEMORY_TARGET = 1.10, 1.25
+TIME_TARGET, MEMORY_TARGET = 1.05, 1.25
 
 
 CL = " channels_last"

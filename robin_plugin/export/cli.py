@@ -24,7 +24,8 @@ from ..errors import ConfigError
 from ..loading import load_model, read_state_dict
 from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
-from .deploy import deploy_model, save_deploy
+from .deploy import deploy_model
+from .deploy_file import save_deploy
 from .hub import export_hub
 
 __all__ = ["add_export_parser", "add_inspect_parser", "load_model_for_cli"]

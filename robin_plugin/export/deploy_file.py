@@ -1,0 +1,250 @@
+"""The deploy file: a :class:`~robin_plugin.export.deploy.DeployModel` as one safetensors file.
+
+The program is stored as JSON metadata (operation kinds from a fixed list, integer arguments,
+flags) and its tensors (dense weights, CSR index and value arrays of the sparse taps, biases,
+BatchNorm scales) as safetensors entries named ``<op>.<key>``. :func:`load_deploy` checks every
+field (kinds, argument order, integer ranges, CSR structure, shapes, finiteness, no unused
+tensors) before it builds anything; nothing in the file is executed or unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import torch
+
+from ..io import save_safetensors
+from .deploy import _ARITY, _IN_MEMORY_ONLY, DeployError, DeployModel, _Op
+
+__all__ = ["DEPLOY_FORMAT", "DEPLOY_VERSION", "DeployFormatError", "load_deploy", "save_deploy"]
+
+
+DEPLOY_FORMAT = "robin-deploy"
+DEPLOY_VERSION = "1"
+MAX_DEPLOY_OPS = 100_000
+
+
+def save_deploy(deploy: DeployModel, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``deploy`` as one safetensors file: its tensors, and its program as JSON metadata.
+
+    The file holds data only: operation kinds from a fixed list, integer arguments and tensors;
+    :func:`load_deploy` validates every field before building. Programs with operations that run
+    arbitrary modules (``deploy.fallbacks`` other than max-pooling) cannot be saved.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    program = []
+    for i, op in enumerate(deploy.program):
+        if op.kind in _IN_MEMORY_ONLY:
+            raise DeployError(f"operation {op.params.get('name', op.kind)!r} runs a Python {op.kind} and cannot be "
+                              "saved; deploy_model() in memory still runs it")
+        params = _params_to_file(op.params, f"{i}", tensors)
+        program.append({"kind": op.kind, "out": op.out, "args": list(op.args), "params": params})
+    meta = {"format": DEPLOY_FORMAT, "version": DEPLOY_VERSION, "output": str(deploy.output),
+            "num_classes": str(deploy.num_classes), "program": json.dumps(program, separators=(",", ":"))}
+    return save_safetensors(tensors, path, metadata=meta, overwrite=overwrite)
+
+
+def _params_to_file(op_params: dict[str, Any], prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """JSON-able parameters; tensors go to ``tensors`` under ``<prefix>.<key>``."""
+    params: dict[str, Any] = {}
+    for key, v in op_params.items():
+        if key == "weights":  # CSR matrices of the sparse taps
+            for j, w in enumerate(v):
+                tensors[f"{prefix}.w{j}.crow"] = w.crow_indices().to(torch.int64).contiguous()
+                tensors[f"{prefix}.w{j}.col"] = w.col_indices().to(torch.int64).contiguous()
+                tensors[f"{prefix}.w{j}.val"] = w.values().contiguous()
+        elif key == "alt":  # the sparse form of a dense convolution, for small inputs
+            params[key] = _params_to_file(v, f"{prefix}.alt", tensors)
+        elif isinstance(v, torch.Tensor):
+            tensors[f"{prefix}.{key}"] = v.contiguous().clone()  # may share memory with the alt form
+        elif key == "taps":
+            params[key] = [list(t) for t in v]
+        elif v is not None:
+            params[key] = list(v) if isinstance(v, tuple) else v
+    return params
+
+
+def load_deploy(path: str | os.PathLike) -> DeployModel:
+    """Read a file written by :func:`save_deploy`; every field is checked, nothing is executed.
+
+    Raises:
+        DeployFormatError: not a deploy file, or a field is missing, of the wrong type or out of
+            range (the message names it).
+    """
+    path = Path(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != DEPLOY_FORMAT:
+                raise DeployFormatError(f"{path}: not a robin deploy file (format {meta.get('format')!r})")
+            if meta.get("version") != DEPLOY_VERSION:
+                raise DeployFormatError(f"{path}: deploy format version {meta.get('version')!r} is not supported "
+                                        f"(this robin_plugin reads version {DEPLOY_VERSION})")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, safetensors.SafetensorError) as e:
+        raise DeployFormatError(f"{path}: cannot read a safetensors file ({e})") from e
+    try:
+        program = json.loads(meta["program"])
+        output, num_classes = int(meta["output"]), int(meta["num_classes"])
+    except (KeyError, ValueError) as e:
+        raise DeployFormatError(f"{path}: bad deploy metadata ({type(e).__name__}: {e})") from e
+    return DeployModel(_check_program(program, tensors, output, path), output, num_classes=num_classes,
+                       source=str(path))
+
+
+class DeployFormatError(DeployError):
+    """A deploy file is malformed."""
+
+
+def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, path: Path) -> list[_Op]:
+    def bad(i: int, msg: str) -> DeployFormatError:
+        return DeployFormatError(f"{path}: operation {i}: {msg}")
+
+    if not isinstance(program, list) or not 0 < len(program) <= MAX_DEPLOY_OPS:
+        raise DeployFormatError(f"{path}: the program must be a list of 1 to {MAX_DEPLOY_OPS} operations")
+    ops: list[_Op] = []
+    used: set[str] = set()
+    for i, item in enumerate(program):
+        if not isinstance(item, dict) or set(item) != {"kind", "out", "args", "params"}:
+            raise bad(i, "must be an object with kind, out, args and params")
+        kind, out, args, raw = item["kind"], item["out"], item["args"], item["params"]
+        if kind not in _ARITY:
+            raise bad(i, f"unknown kind {kind!r} (known: {', '.join(sorted(_ARITY))})")
+        if out != i + 1:
+            raise bad(i, f"out must be {i + 1}, got {out!r}")
+        if not isinstance(args, list) or len(args) != _ARITY[kind] or not all(
+                isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= i for a in args):
+            raise bad(i, f"{kind} takes {_ARITY[kind]} arguments, each an earlier value in [0, {i}]; got {args!r:.80}")
+        if not isinstance(raw, dict):
+            raise bad(i, "params must be an object")
+
+        def tensor(key: str, dims: int | None = None, optional: bool = False) -> torch.Tensor | None:
+            name = f"{i}.{key}"
+            t = tensors.get(name)
+            if t is None:
+                if optional:
+                    return None
+                raise bad(i, f"tensor {name!r} is missing")
+            if not t.dtype.is_floating_point or (dims is not None and t.dim() != dims) or not torch.isfinite(t).all():
+                raise bad(i, f"tensor {name!r} must be a finite float tensor with {dims} dimensions")
+            used.add(name)
+            return t.float()
+
+        def integer(key: str, lo: int, hi: int) -> int:
+            v = raw.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise bad(i, f"{key} must be an integer in [{lo}, {hi}], got {v!r:.40}")
+            return v
+
+        def pair(key: str, lo: int, hi: int) -> tuple[int, int]:
+            v = raw.get(key)
+            if not (isinstance(v, list) and len(v) == 2 and all(isinstance(e, int) and not isinstance(e, bool)
+                                                               and lo <= e <= hi for e in v)):
+                raise bad(i, f"{key} must be two integers in [{lo}, {hi}], got {v!r:.40}")
+            return tuple(v)
+
+        def flag(key: str) -> bool:
+            v = raw.get(key)
+            if not isinstance(v, bool):
+                raise bad(i, f"{key} must be true or false, got {v!r:.40}")
+            return v
+
+        def sparse_params(raw_p: dict[str, Any], prefix: str) -> dict[str, Any]:
+            def integer_p(key: str, lo: int, hi: int) -> int:
+                v = raw_p.get(key)
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise bad(i, f"{key} must be an integer in [{lo}, {hi}], got {v!r:.40}")
+                return v
+
+            cout, cin, k = integer_p("cout", 1, 1 << 16), integer_p("cin", 1, 1 << 16), integer_p("k", 1, 31)
+            pad = integer_p("pad", (k - 1) // 2, 15)
+            taps = raw_p.get("taps")
+            r = (k - 1) // 2
+            if not isinstance(taps, list) or not all(isinstance(t, list) and len(t) == 2 and all(
+                    isinstance(e, int) and not isinstance(e, bool) and -r <= e <= r for e in t) for t in taps) \
+                    or len(taps) > k * k:
+                raise bad(i, f"taps must be at most {k * k} offset pairs in [-{r}, {r}]")
+            weights = []
+            for j in range(len(taps)):
+                crow, col, val = (tensors.get(f"{prefix}.w{j}.{x}") for x in ("crow", "col", "val"))
+                if crow is None or col is None or val is None:
+                    raise bad(i, f"tap {j}: CSR tensors missing")
+                if crow.dtype != torch.int64 or col.dtype != torch.int64 or not val.dtype.is_floating_point:
+                    raise bad(i, f"tap {j}: CSR indices must be int64 and values float")
+                if crow.shape != (cout + 1,) or col.dim() != 1 or val.shape != col.shape or int(crow[0]) != 0 \
+                        or int(crow[-1]) != col.numel() or bool((crow[1:] < crow[:-1]).any()) \
+                        or (col.numel() and (int(col.min()) < 0 or int(col.max()) >= cin)) or not torch.isfinite(val).all():
+                    raise bad(i, f"tap {j}: not a valid ({cout}, {cin}) CSR matrix")
+                weights.append(torch.sparse_csr_tensor(crow.to(torch.int32), col.to(torch.int32), val.float(),
+                                                       size=(cout, cin), check_invariants=True))
+                used.update(f"{prefix}.w{j}.{x}" for x in ("crow", "col", "val"))
+            bias = tensors.get(f"{prefix}.bias")
+            if bias is not None:
+                if not bias.dtype.is_floating_point or bias.shape != (cout,) or not torch.isfinite(bias).all():
+                    raise bad(i, f"bias must have {cout} finite entries")
+                used.add(f"{prefix}.bias")
+                bias = bias.float()
+            relu = raw_p.get("relu")
+            if not isinstance(relu, bool):
+                raise bad(i, f"relu must be true or false, got {relu!r:.40}")
+            return {"cout": cout, "cin": cin, "k": k, "stride": integer_p("stride", 1, 64), "relu": relu,
+                    "pad": pad, "taps": [tuple(t) for t in taps], "weights": weights, "bias": bias}
+
+        params: dict[str, Any] = {}
+        if kind == "sparse_conv":
+            params = sparse_params(raw, f"{i}")
+        elif kind == "dense_conv":
+            weight = tensor("weight", 4)
+            groups = integer("groups", 1, 1 << 16)
+            if weight.shape[0] % groups:
+                raise bad(i, "weight's output channels must be a multiple of groups")
+            bias = tensor("bias", 1, optional=True)
+            if bias is not None and bias.shape != (weight.shape[0],):
+                raise bad(i, f"bias must have {weight.shape[0]} entries")
+            params = {"weight": weight, "bias": bias, "stride": pair("stride", 1, 64), "padding": pair("padding", 0, 64),
+                      "dilation": pair("dilation", 1, 64), "groups": groups, "relu": flag("relu")}
+            if "alt" in raw:
+                if not isinstance(raw["alt"], dict):
+                    raise bad(i, "alt must be an object")
+                alt = sparse_params(raw["alt"], f"{i}.alt")
+                if (alt["cout"], alt["cin"], alt["k"], alt["k"]) != tuple(weight.shape) or alt["relu"] != params["relu"]:
+                    raise bad(i, "alt must be the same convolution as weight")
+                params["alt"] = alt
+                params["alt_positions"] = integer("alt_positions", 0, 1 << 30)
+        elif kind in ("affine2d", "affine1d"):
+            scale, shift = tensor("scale", 1), tensor("shift", 1)
+            if scale.shape != shift.shape:
+                raise bad(i, "scale and shift must have the same length")
+            params = {"scale": scale, "shift": shift}
+        elif kind == "linear":
+            weight = tensor("weight", 2)
+            bias = tensor("bias", 1, optional=True)
+            if bias is not None and bias.shape != (weight.shape[0],):
+                raise bad(i, f"bias must have {weight.shape[0]} entries")
+            params = {"weight": weight, "bias": bias}
+        elif kind == "const":
+            value = tensor("value")
+            params = {"value": value}
+        elif kind == "mean":
+            params = {"keepdim": flag("keepdim")}
+        elif kind == "add":
+            params = {"relu": flag("relu")}
+        elif kind == "flatten":
+            params = {"start_dim": integer("start_dim", -8, 8), "end_dim": integer("end_dim", -8, 8)}
+        elif kind == "max_pool2d":
+            def one_or_pair(key: str, lo: int) -> Any:
+                v = raw.get(key)
+                return integer(key, lo, 64) if not isinstance(v, list) else pair(key, lo, 64)
+            params = {"kernel_size": one_or_pair("kernel_size", 1), "stride": one_or_pair("stride", 1),
+                      "padding": one_or_pair("padding", 0), "dilation": one_or_pair("dilation", 1),
+                      "ceil_mode": flag("ceil_mode"), "name": str(raw.get("name", "max_pool2d"))[:200]}
+        ops.append(_Op(kind, out, tuple(args), params))
+    if not isinstance(output, int) or not 0 <= output <= len(ops):
+        raise DeployFormatError(f"{path}: output must be a value index in [0, {len(ops)}]")
+    extra = set(tensors) - used
+    if extra:
+        raise DeployFormatError(f"{path}: tensors no operation uses: {sorted(extra)[:3]}")
+    return ops
