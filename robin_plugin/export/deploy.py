@@ -13,8 +13,11 @@ multiply-adds:
   k * k taps of ``W_tap @ X[:, shift_tap:]``, where ``W_tap`` is the (C_out, C_in) slice of the
   masked weight at that tap, stored as a CSR sparse matrix, and ``X[:, shift_tap:]`` is a
   *view* of the activations shifted by the tap's offset: no im2col matrix is materialised, and the
-  cost is the kept multiply-adds (plus the padding border). Strided convolutions compute the
-  stride-1 result and subsample it;
+  cost is the kept multiply-adds (plus the padding border). Strided convolutions gather their
+  input at the output positions, tap by tap;
+- a convolution runs sparse only where that wins: when it keeps at most ``SPARSE_BELOW`` of its
+  weights, or at most ``SPARSE_BELOW_SMALL`` on small inputs (``SMALL_POSITIONS``); denser ones
+  (the early layers at adaptive keep ratios) run as ordinary convolutions with the masks folded;
 - a BatchNorm after a convolution (and a ReLU after that) is folded into the sparse weights (the
   BatchNorm's per-channel scale multiplies the +-1 values), a bias and the ReLU flag; other
   BatchNorms become per-channel affine maps, and the borders are re-zeroed after each operation
@@ -22,12 +25,18 @@ multiply-adds:
 - global average pooling sums the grid (borders are zero) and the masked classifier with its
   logit BatchNorm becomes one small dense affine map.
 
-Operations it does not know (e.g. a max-pool) run through the original module on the ordinary
-``(N, C, H, W)`` layout, so any model traces; the speed comes from the convolutions.
+Operations it does not know run through the original module on the ordinary ``(N, C, H, W)``
+layout (max-pooling has its own kind), so any model traces; the speed comes from the
+convolutions. Residual additions (and a ReLU after them) run in place on the grid.
 
 The logits equal the masked model's to float32 rounding: folding the BatchNorm scale into the
 weights and summing the taps in another order changes the last bits. ``DEPLOY_RTOL`` /
 ``DEPLOY_ATOL`` state the tolerance that the tests check on every robin family.
+
+Size: this is the package's largest module (about 600 lines) because its three parts are one
+thing: the kernels (one function per operation kind), the program that lists them, and the
+``torch.fx`` builder that emits it; split, each would need the others' private layout. The file
+format is :mod:`robin_plugin.export.deploy_file`.
 """
 from __future__ import annotations
 
