@@ -220,11 +220,13 @@ def _k_relu(p: dict[str, Any], x: Any, interior: _InteriorMasks) -> Any:
 
 
 def _k_add(p: dict[str, Any], a: Any, b: Any, interior: _InteriorMasks) -> Any:
-    """``a + b``, and with ``relu`` the ReLU after it, in place on the fresh sum."""
+    """``a + b``, and with ``relu`` the ReLU after it, in place on the fresh sum. With one value in
+    each layout, the sum is made in the layout its readers use (``grid``: a sparse convolution
+    reads it), so that no layout goes back and forth."""
     if isinstance(a, _Grid) and isinstance(b, _Grid) and a.pad == b.pad and a.data.shape == b.data.shape:
         out = a.data + b.data
         return _Grid(out.relu_() if p["relu"] else out, a.n, a.h, a.w, a.pad)
-    if isinstance(a, _Grid) != isinstance(b, _Grid):  # one layout of each: add on the grid
+    if isinstance(a, _Grid) != isinstance(b, _Grid) and p["grid"]:
         g = a if isinstance(a, _Grid) else b
         other = _as_grid(b if g is a else a, g.pad)
         if other.data.shape == g.data.shape:
@@ -486,6 +488,13 @@ def _build(model: nn.Module, sparse_below: float, sparse_below_small: float, sma
         return (isinstance(mod.get(node), nn.ReLU) or (node.op == "call_function" and node.target in _RELU_FNS)
                 or (node.op == "call_method" and node.target == "relu"))
 
+    def sparse_rule(m: nn.Module) -> bool:  # the kernel choice for large inputs (see SPARSE_BELOW)
+        w = _weight(m)
+        return _is_same_conv(m) and int(torch.count_nonzero(w)) <= sparse_below * w.numel()
+
+    runs_sparse = {n: sparse_rule(m) for n, m in mod.items()
+                   if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros"}
+
     def emit(node: torch.fx.Node, kind: str, args: tuple[int, ...], **params: Any) -> None:
         index[node] = len(index)
         program.append(_Op(kind, index[node], args, params))
@@ -525,7 +534,7 @@ def _build(model: nn.Module, sparse_below: float, sparse_below_small: float, sma
                     folded.add(r)
                     last, relu = r, True
                 kept = int(torch.count_nonzero(weight))
-                if _is_same_conv(m) and kept <= sparse_below * weight.numel():
+                if runs_sparse[n]:
                     emit(n, "sparse_conv", x, **_sparse_conv_params(weight, bias, m.stride[0], relu, pad))
                 else:
                     alt = {}
@@ -561,7 +570,9 @@ def _build(model: nn.Module, sparse_below: float, sparse_below_small: float, sma
             if r is not None:
                 folded.add(r)
                 alias[r] = n
-            emit(n, "add", (ref(n.args[0]), ref(n.args[1])), relu=r is not None)
+            readers = list((r or n).users)
+            emit(n, "add", (ref(n.args[0]), ref(n.args[1])), relu=r is not None,
+                 grid=any(runs_sparse.get(u, False) for u in readers))
         elif n.op == "call_function" and n.target in (operator.sub, operator.truediv) and not n.kwargs \
                 and all(isinstance(a, torch.fx.Node) for a in n.args):
             emit(n, "sub" if n.target is operator.sub else "div", (ref(n.args[0]), ref(n.args[1])))

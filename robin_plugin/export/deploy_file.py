@@ -231,7 +231,7 @@ def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, 
         elif kind == "mean":
             params = {"keepdim": flag("keepdim")}
         elif kind == "add":
-            params = {"relu": flag("relu")}
+            params = {"relu": flag("relu"), "grid": flag("grid")}
         elif kind == "flatten":
             params = {"start_dim": integer("start_dim", -8, 8), "end_dim": integer("end_dim", -8, 8)}
         elif kind == "max_pool2d":
