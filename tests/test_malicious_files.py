@@ -288,3 +288,32 @@ def test_spec_refuses_unknown_and_non_robin_names():
         ModelSpec.parse("robin_resnet81", {})
     with pytest.raises(robin_plugin.UnknownNameError):
         ModelSpec.parse("resnet18", {})  # a stock timm model is not built from robin files
+
+
+# --- the deploy file: a program of known operation kinds, nothing executed ------------------------
+@pytest.mark.parametrize("edit, match", [
+    # an operation that would call a Python function or module named by the file
+    (lambda p: p[3].update(kind="call", params={"target": "os.system", "method": False, "kwargs": {},
+                                                 "template": ["echo pwned"]}), "unknown kind 'call'"),
+    (lambda p: p[3].update(kind="module", params={"module": "torch.hub.load"}), "unknown kind 'module'"),
+    # a sparse convolution claiming 65,536 output channels without the index data behind them
+    (lambda p: next(o for o in p if o["kind"] == "sparse_conv")["params"].update(cout=65536), "not a valid"),
+])
+def test_deploy_file_cannot_run_code_or_claim_a_huge_layer(tmp_path, watch, edit, match):
+    import warnings
+
+    import timm
+    from robin_plugin.export import DeployFormatError, deploy_model, load_deploy, save_deploy
+
+    model = timm.create_model("robin_resnet18", width=4, keep_ratio=0.05).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "sparse CSR support is in beta"
+        path = save_deploy(deploy_model(model), tmp_path / "model.deploy.safetensors")
+    _rewrite_metadata(path, lambda m: m.update(program=json.dumps(_edited(json.loads(m["program"]), edit))))
+    with pytest.raises(DeployFormatError, match=match):
+        load_deploy(path)
+
+
+def _edited(program: list, edit) -> list:
+    edit(program)
+    return program
