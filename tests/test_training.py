@@ -70,8 +70,14 @@ def test_lr_schedules():
     assert cosine_lr(0.5, 0.1) == pytest.approx(0.05)
     assert step_lr(0.6, 0.1) == pytest.approx(0.01) and step_lr(0.8, 0.1) == pytest.approx(0.001)
     assert lr_at("constant", 0.9, 0.1) == 0.1
+    # one cycle (Wong et al. 2020): 0 -> base at 40% of training -> 0
+    assert lr_at("onecycle", 0.0, 0.2) == 0.0 and lr_at("onecycle", 0.4, 0.2) == pytest.approx(0.2)
+    assert lr_at("onecycle", 0.2, 0.2) == pytest.approx(0.1) and lr_at("onecycle", 0.7, 0.2) == pytest.approx(0.1)
+    assert lr_at("onecycle", 1.0, 0.2) == 0.0
     with pytest.raises(ConfigError):
         lr_at("linear", 0.5, 0.1)
+    with pytest.raises(UnknownNameError, match="did you mean 'onecycle'"):
+        TrainConfig(lr_schedule="one_cycle")
     with pytest.raises(ConfigError):
         progressive_keep_ratio(0.5, 1.5, 2)
 

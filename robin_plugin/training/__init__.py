@@ -13,7 +13,7 @@ from .guard import CatastrophicOverfittingError, CatastrophicOverfittingGuard, i
 from .hooks import BestModel, Checkpointing, LRSchedule, MetricLogger, ProgressivePruning, RandomCropFlip
 from .metrics import clean_and_pgd_accuracy
 from .run import load_run, resolve_attack_sizes, train
-from .schedules import cosine_lr, lr_at, progressive_keep_ratio, step_lr
+from .schedules import LR_SCHEDULES, cosine_lr, lr_at, one_cycle_lr, progressive_keep_ratio, step_lr
 from .state import TrainState
 from .trainer import Trainer, build_model, epoch_order, make_optimizer
 
@@ -25,6 +25,6 @@ __all__ = [
     "BestModel", "Checkpointing", "LRSchedule", "MetricLogger", "ProgressivePruning", "RandomCropFlip",
     "CatastrophicOverfittingError", "CatastrophicOverfittingGuard", "is_collapse",
     "clean_and_pgd_accuracy", "load_run", "resolve_attack_sizes", "train",
-    "cosine_lr", "lr_at", "progressive_keep_ratio", "step_lr",
+    "cosine_lr", "lr_at", "one_cycle_lr", "progressive_keep_ratio", "step_lr", "LR_SCHEDULES",
     "TrainState", "Trainer", "build_model", "epoch_order", "make_optimizer",
 ]

@@ -19,6 +19,7 @@ from ..io import read_limited
 from ..models.spec import check_model_args
 from ..pruning import check_keep_ratio, check_p
 from .attacks import ATTACKS
+from .schedules import LR_SCHEDULES
 
 __all__ = ["TrainConfig", "PRESETS", "AUGMENTED_DATASETS", "MAX_CONFIG_BYTES", "MAX_SEED", "get_preset", "apply_overrides",
            "load_config_file", "parse_override"]
@@ -54,7 +55,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 128
     lr: float = 0.1
-    lr_schedule: str = "cosine"            # cosine | step | constant (per optimizer step)
+    lr_schedule: str = "cosine"            # cosine | onecycle | step | constant (per optimizer step)
     lr_milestones: tuple = (0.5, 0.75)     # for step: fractions of training where lr drops 10x
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -109,8 +110,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1] (pixel units of images in [0, 1]) or null, got {v}")
-        if self.lr_schedule not in ("cosine", "step", "constant"):
-            raise UnknownNameError(f"unknown lr_schedule {self.lr_schedule!r}{closest(self.lr_schedule, ('cosine', 'step', 'constant'))}; valid: cosine, step, constant")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UnknownNameError(f"unknown lr_schedule {self.lr_schedule!r}{closest(self.lr_schedule, LR_SCHEDULES)}; "
+                                   f"valid: {', '.join(LR_SCHEDULES)}")
         if not timm.is_model(self.model):
             names = timm.list_models("robin_*")
             raise UnknownNameError(f"unknown model {self.model!r}{closest(self.model, names)}; robin models: {', '.join(names)}")

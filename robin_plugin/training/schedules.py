@@ -8,7 +8,10 @@ from collections.abc import Sequence
 from ..errors import ConfigError
 from ..pruning import check_keep_ratio
 
-__all__ = ["progressive_keep_ratio", "cosine_lr", "step_lr", "lr_at"]
+__all__ = ["progressive_keep_ratio", "cosine_lr", "one_cycle_lr", "step_lr", "lr_at", "LR_SCHEDULES"]
+
+LR_SCHEDULES = ("cosine", "onecycle", "step", "constant")
+"""Names :func:`lr_at` (and ``TrainConfig.lr_schedule``) accepts."""
 
 
 def progressive_keep_ratio(progress: float, target: float, stages: int | None = None, *, steps: int | None = None) -> float:
@@ -52,17 +55,27 @@ def cosine_lr(progress: float, base_lr: float) -> float:
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * progress))
 
 
+def one_cycle_lr(progress: float, base_lr: float, peak: float = 0.4) -> float:
+    """One cycle: linear from 0 up to ``base_lr`` at ``peak`` (fraction of training), then linear
+    down to 0 at progress 1; the cyclic schedule of fast FGSM training (Wong et al. 2020)."""
+    if progress < peak:
+        return base_lr * progress / peak
+    return base_lr * max(0.0, 1.0 - progress) / (1.0 - peak)
+
+
 def step_lr(progress: float, base_lr: float, milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1) -> float:
     """``base_lr`` times ``gamma`` for every milestone (fraction of training) already passed."""
     return base_lr * gamma ** sum(progress >= m for m in milestones)
 
 
 def lr_at(schedule: str, progress: float, base_lr: float, milestones: Sequence[float] = (0.5, 0.75)) -> float:
-    """Learning rate of the named schedule (``cosine``, ``step`` or ``constant``) at ``progress``."""
+    """Learning rate of the named schedule (one of :data:`LR_SCHEDULES`) at ``progress``."""
     if schedule == "cosine":
         return cosine_lr(progress, base_lr)
+    if schedule == "onecycle":
+        return one_cycle_lr(progress, base_lr)
     if schedule == "step":
         return step_lr(progress, base_lr, milestones)
     if schedule == "constant":
         return base_lr
-    raise ConfigError(f"unknown lr_schedule {schedule!r}; valid: cosine, step, constant")
+    raise ConfigError(f"unknown lr_schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
