@@ -166,6 +166,11 @@ def check_cache(config: TrainConfig) -> bool:
 
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
+    with contextlib.suppress(Exception):  # Linux: a worker dies with the command instead of training on alone
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def run_one(config: TrainConfig, heldout: tuple[int, int] | None, log: bool) -> dict[str, Any]:
@@ -214,7 +219,9 @@ def run_all(jobs: list[tuple[TrainConfig, tuple[int, int] | None]], args) -> Non
         started = {ex.submit(run_one, c, h, True): (c, time.perf_counter()) for c, h in todo}
         for fut in as_completed(started):
             c, t = started[fut]
-            fut.result()  # a failed run stops the command (its folder keeps the checkpoint to resume)
+            if fut.exception() is not None:  # stop: start nothing more (the folder keeps its checkpoint to resume)
+                ex.shutdown(wait=True, cancel_futures=True)
+                raise RuntimeError(f"{c.out_dir}: training failed (see its train.log)") from fut.exception()
             print(f"  {Path(c.out_dir).name}: done ({(time.perf_counter() - t) / 60:.1f} min since queued; "
                   f"log in {c.out_dir}/train.log)", flush=True)
 
