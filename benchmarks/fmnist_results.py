@@ -299,7 +299,7 @@ def choose(side_runs: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> dic
 
 
 # --- statistics and claims (pure) --------------------------------------------------------------
-def summary(values: list[float]) -> dict[str, float] | None:
+def seed_stats(values: list[float]) -> dict[str, float] | None:
     """Mean, sample standard deviation (0 for one value), min and max of ``values``."""
     if not values:
         return None
@@ -512,8 +512,8 @@ def write_report(rows, sweep_runs, tuned, runs, args, wall: float) -> None:
         per_seed = ", ".join(f"s{s} {_pct(r['test']['pgd20_acc'])}" for s, r in by.items() if r is not None and "test" in r)
         L.append(
             f"| {row['label']} | {_point(tuned[row['side']])} | {r0['keep_ratio']:.4f} | {r0.get('kept_weights', r0['total_weights']):,} | "
-            f"{storage / 1e3:,.0f} KB ({kind}) | {_ms(summary([r['test']['clean_acc'] for r in done]))} | "
-            f"{_ms(summary([r['test']['pgd20_acc'] for r in done]))} | {per_seed} | {_pct(aa)} | "
+            f"{storage / 1e3:,.0f} KB ({kind}) | {_ms(seed_stats([r['test']['clean_acc'] for r in done]))} | "
+            f"{_ms(seed_stats([r['test']['pgd20_acc'] for r in done]))} | {per_seed} | {_pct(aa)} | "
             f"{', '.join('%.0f' % r['guard_collapses'] for r in done)} | "
             f"{statistics.fmean(r['train_minutes'] for r in done):.1f} min |")
     if missing:
@@ -605,7 +605,7 @@ def plot(rows, runs, img: Path, prefix: str) -> None:
     import matplotlib.pyplot as plt
 
     def ms(name, key="pgd20_acc"):
-        s = summary([r["test"][key] for r in finished(runs.get(name, {}))])
+        s = seed_stats([r["test"][key] for r in finished(runs.get(name, {}))])
         return (100 * s["mean"], 100 * s["sd"]) if s else None
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
