@@ -19,6 +19,8 @@ page lists what has not finished yet.
     .venv/bin/python benchmarks/fmnist_results.py --jobs 2   # everything (hours on 2 cores; resumable)
     .venv/bin/python benchmarks/fmnist_results.py --no-train # write the page now from the finished runs
     .venv/bin/python benchmarks/fmnist_results.py --quick    # a smoke run: tiny budget, minutes
+    python benchmarks/fmnist_results.py --jobs 8 --no-aa &    # on a GPU machine: training and AutoAttack
+    python benchmarks/fmnist_results.py --jobs 3 --aa-only    #   side by side (training follows config.device)
 
 Writes docs/results.md (or --out), plots next to it in docs/img/, and results.json in the cache
 (``--quick``: everything in its own cache folder, runs/fmnist_results_quick/).
@@ -47,6 +49,7 @@ import torch
 import robin_plugin  # noqa: F401
 from robin_plugin.io import atomic_write_bytes, atomic_write_json
 from robin_plugin.training import TrainConfig, apply_overrides, load_run, train
+from robin_plugin.training.trainer import resolve_device
 
 # The budget every run gets, written out in full so that a later change of the presets cannot change
 # it: the default `robin train` preset's budget (fmnist-fast: batch 64, 5 epochs, channels-last).
@@ -87,7 +90,7 @@ ROWS: list[dict[str, Any]] = [
 WIDTH_TWINS = {"k0.01": "7k", "k0.05": "35k"}
 """The width study: at each wider width, one row per width-16 row here, with the keep ratio that keeps
 the same number of weights (its label names the budget)."""
-WIDTHS = (32,)
+WIDTHS = (32,)  # 48 too with --widths 32 48 (about 9x the compute of width 16 per run)
 QUICK = {"train_subset": 600, "epochs": 1, "test_n": 100, "val_pgd_steps": 2}
 QUICK_HELDOUT = (59900, 60000)
 
@@ -173,7 +176,7 @@ def _worker_init(threads: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def run_one(config: TrainConfig, heldout: tuple[int, int] | None, log: bool) -> dict[str, Any]:
+def run_one(config: TrainConfig, heldout: tuple[int, int] | None, log: bool, device: str = "cpu") -> dict[str, Any]:
     """Train ``config`` (resuming), then, for a tuning run, score it on the held-out images.
     With ``log`` its output goes to ``train.log`` in its folder (parallel workers)."""
     out = Path(config.out_dir)
@@ -185,65 +188,82 @@ def run_one(config: TrainConfig, heldout: tuple[int, int] | None, log: bool) -> 
                 stack.enter_context(r)
             result = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else train(config, resume=True)
             if heldout is not None and not (out / "heldout.json").is_file():
-                atomic_write_json(out / "heldout.json", score_heldout(out, config, heldout))
+                atomic_write_json(out / "heldout.json", score_heldout(out, config, heldout, device))
     return result
 
 
-def score_heldout(out: Path, config: TrainConfig, span: tuple[int, int]) -> dict[str, Any]:
+def score_heldout(out: Path, config: TrainConfig, span: tuple[int, int], device: str = "cpu") -> dict[str, Any]:
     """Clean and PGD-20 accuracy of the run's best epoch on training images ``span`` (never trained on)."""
     from robin_plugin.data import get_dataset
     from robin_plugin.training.metrics import clean_and_pgd_accuracy
 
     model, _ = load_run(out, "best")
+    model.to(device)
     data = get_dataset(config.dataset, config.data_root, split="train")
     x, y = data.images[span[0]:span[1]], data.labels[span[0]:span[1]]
     m = clean_and_pgd_accuracy(model, x, y, eps=config.eps, step_size=config.eval_step_size, steps=config.test_pgd_steps,
-                               seed=config.seed)
+                               seed=config.seed, device=torch.device(device))
     return {"images": list(span), "clean_acc": m["clean_acc"], "pgd20_acc": m["robust_acc"]}
 
 
 def run_all(jobs: list[tuple[TrainConfig, tuple[int, int] | None]], args) -> None:
-    """Run every unfinished job, ``args.jobs`` at a time (each with ``args.threads`` torch threads)."""
+    """Train every unfinished job, ``args.jobs`` at a time (each with ``args.threads`` torch threads)."""
     todo = [(c, h) for c, h in jobs if not (check_cache(c) and (h is None or (Path(c.out_dir) / "heldout.json").is_file()))]
-    if not todo:
-        return
-    print(f"  {len(todo)} run(s) to do: {', '.join(Path(c.out_dir).name for c, _ in todo)}", flush=True)
+    if todo:
+        print(f"  {len(todo)} run(s) to do: {', '.join(Path(c.out_dir).name for c, _ in todo)}", flush=True)
+        in_pool([(functools.partial(run_one, c, h, args.jobs > 1, args.device), c.out_dir) for c, h in todo], args, "training")
+
+
+def in_pool(tasks: list[tuple[Any, str]], args, what: str) -> None:
+    """Call each ``(fn, folder)``: in this process with ``--jobs 1``, else ``args.jobs`` worker processes
+    (``args.threads`` torch threads each). The first failure cancels what is queued and names the folder."""
     if args.jobs == 1:
-        for c, h in todo:
+        for fn, folder in tasks:
             t = time.perf_counter()
-            run_one(c, h, log=False)
-            print(f"  {Path(c.out_dir).name}: done ({(time.perf_counter() - t) / 60:.1f} min)", flush=True)
+            fn()
+            print(f"  {Path(folder).name}: {what} done ({(time.perf_counter() - t) / 60:.1f} min)", flush=True)
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init, initargs=(args.threads,)) as ex:
-        started = {ex.submit(run_one, c, h, True): (c, time.perf_counter()) for c, h in todo}
+        started = {ex.submit(fn): (folder, time.perf_counter()) for fn, folder in tasks}
         for fut in as_completed(started):
-            c, t = started[fut]
+            folder, t = started[fut]
             if fut.exception() is not None:  # stop: start nothing more (the folder keeps its checkpoint to resume)
                 ex.shutdown(wait=True, cancel_futures=True)
-                raise RuntimeError(f"{c.out_dir}: training failed (see its train.log)") from fut.exception()
-            print(f"  {Path(c.out_dir).name}: done ({(time.perf_counter() - t) / 60:.1f} min since queued; "
-                  f"log in {c.out_dir}/train.log)", flush=True)
+                raise RuntimeError(f"{folder}: {what} failed (see its train.log)") from fut.exception()
+            print(f"  {Path(folder).name}: {what} done ({(time.perf_counter() - t) / 60:.1f} min since queued; "
+                  f"log in {folder}/train.log)", flush=True)
 
 
-def autoattack(out: Path, config: TrainConfig, args) -> dict[str, Any]:
-    path = out / f"autoattack_{args.aa_n}.json"
+def autoattack(out: Path, config: TrainConfig, aa_n: int, device: str = "cpu", log: bool = False) -> dict[str, Any]:
+    """AutoAttack (standard) on the first ``aa_n`` test images of the run's best epoch, cached in the run folder."""
+    path = out / f"autoattack_{aa_n}.json"
     if path.is_file():
         return json.loads(path.read_text())
     from robin_plugin.data import get_dataset
     from robin_plugin.eval import evaluate
 
-    model, _ = load_run(out, "best")
-    test = get_dataset(config.dataset, config.data_root, split="test")
-    t = time.perf_counter()
-    r = evaluate(model, test.images, test.labels, eps=config.eps, n=args.aa_n, pgd_steps=20, seed=0,
-                 state_path=out / f"autoattack_{args.aa_n}.state.json", progress=sys.stderr.isatty())
+    with (open(out / "train.log", "a") if log else contextlib.nullcontext()) as f, \
+            (contextlib.redirect_stdout(f) if f else contextlib.nullcontext()), \
+            (contextlib.redirect_stderr(f) if f else contextlib.nullcontext()):
+        model, _ = load_run(out, "best")
+        model.to(device)
+        test = get_dataset(config.dataset, config.data_root, split="test")
+        t = time.perf_counter()
+        r = evaluate(model, test.images, test.labels, eps=config.eps, n=aa_n, pgd_steps=20, seed=0,
+                     state_path=out / f"autoattack_{aa_n}.state.json", progress=sys.stderr.isatty())
     info = {"n": r.n, "clean_acc": r.clean_acc, "pgd20_acc": r.pgd_acc, "autoattack_acc": r.autoattack_acc,
             "robust_acc_after": r.robust_acc_after,
             "checks": [dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for c in r.checks],
-            "seconds": time.perf_counter() - t, "torch_threads": torch.get_num_threads(), "stage_seconds": r.seconds}
+            "seconds": time.perf_counter() - t, "torch_threads": torch.get_num_threads(), "device": _device_name(device),
+            "stage_seconds": r.seconds}
     atomic_write_json(path, info)
     return info
+
+
+def _device_name(device: str) -> str:
+    d = torch.device(device)
+    return f"cuda ({torch.cuda.get_device_name(d)})" if d.type == "cuda" else "cpu"
 
 
 # --- reading finished runs -----------------------------------------------------------------------
@@ -263,7 +283,7 @@ def read_run(config: TrainConfig) -> dict[str, Any] | None:
     aa = [p for p in aa if not p.name.endswith(".state.json")]
     if aa:
         r["autoattack"] = json.loads(aa[0].read_text())
-    if not config.model.endswith("_dense") and (out / "model_best.safetensors").is_file():
+    if not config.model.endswith("_dense") and any((out / f).is_file() for f in ("compact.json", "model_best.safetensors")):
         r["compact_bytes"] = compact_bytes(out)
     return r
 
@@ -284,10 +304,16 @@ def _is_float(v: str) -> bool:
 
 
 def compact_bytes(out: Path) -> int:
+    """The size of the best epoch's compact file, measured once and kept in ``compact.json`` in the run folder."""
+    cached = out / "compact.json"
+    if cached.is_file():
+        return int(json.loads(cached.read_text())["file_bytes"])
     from robin_plugin.export import compact_size_report
 
     model, _ = load_run(out, "best")
-    return int(compact_size_report(model)["file_bytes"])
+    size = int(compact_size_report(model)["file_bytes"])
+    atomic_write_json(cached, {"file_bytes": size, "of": "model_best.safetensors"})
+    return size
 
 
 def choose(side_runs: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> dict[str, Any] | None:
@@ -333,7 +359,9 @@ CLAIMS = [  # (claim, a, b, matches): the paper's claims, decided by verdict() o
     ("+-1 weights beat Kaiming normal weights", "k0.05", "k0.05-kaimingnormal", False),
     ("PGD training beats single-step (FGSM-RS) training", "k0.05-pgd", "k0.05", False),
     ("At ~7k kept weights, a wider network pruned harder beats width 16", "w32-7k", "k0.01", False),
+    ("... width 48 beats width 32 (~7k kept weights)", "w48-7k", "w32-7k", False),
     ("At ~35k kept weights, a wider network pruned harder beats width 16", "w32-35k", "k0.05", False),
+    ("... width 48 beats width 32 (~35k kept weights)", "w48-35k", "w32-35k", False),
 ]
 
 
@@ -350,10 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: CPUs / jobs)")
     ap.add_argument("--no-train", action="store_true", help="start nothing: write the page from the finished runs")
     ap.add_argument("--no-aa", action="store_true", help="train, but start no AutoAttack")
+    ap.add_argument("--aa-only", action="store_true", help="start no training: only AutoAttack on finished headline rows")
+    ap.add_argument("--device", default="auto", help="where held-out scoring and AutoAttack run: auto (CUDA if "
+                    "available), cpu, cuda; training follows the recipe's device (auto)")
     ap.add_argument("--quick", action="store_true", help="tiny budget to check the command works (numbers meaningless)")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
+    if args.aa_only and (args.no_train or args.no_aa):
+        ap.error("--aa-only cannot be combined with --no-train or --no-aa")
+    args.device = str(resolve_device(args.device))
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     if args.quick:
         args.aa_n = min(args.aa_n, 20)
@@ -362,13 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     heldout = QUICK_HELDOUT if args.quick else HELDOUT
     t0 = time.perf_counter()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, torch {torch.__version__}; "
-          f"{args.jobs} job(s) x {args.threads} thread(s)", flush=True)
+          f"{args.jobs} job(s) x {args.threads} thread(s); device {_device_name(args.device)}", flush=True)
     torch.set_num_threads(args.threads)
 
     # 1. tuning
     sweep = {side: [(p, make_config(side_config(side), p, 0, sweep_name(side, p), args)) for p in sweep_points(args)]
              for side in SIDES}
-    if not args.no_train:
+    train_now = not (args.no_train or args.aa_only)
+    if train_now:
         print("tuning:", flush=True)
         run_all([(c, heldout) for side in SIDES for _, c in sweep[side]], args)
     sweep_runs = {side: [(p, read_run(c)) for p, c in sweep[side]] for side in SIDES}
@@ -385,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             config = make_config(side_config(row["side"], tuned[row["side"]]), row.get("set", {}), seed, row["name"], args)
             twin = next((c for _, c in sweep[row["side"]] if _same(c, config)), None)
             plan[row["name"]][seed] = twin or config
-    if not args.no_train:
+    if train_now:
         print("rows:", flush=True)
         order = sorted(((row, s) for row in rows if row["name"] in plan for s in plan[row["name"]]),
                        key=lambda rs: (priority(rs[0]), rs[1]))
@@ -394,11 +429,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. AutoAttack, headline rows, first seed
     if args.aa_n and not args.no_train and not args.no_aa:
-        for row in rows:
-            r0 = runs.get(row["name"], {}).get(args.seeds[0])
-            if row["kind"] == "headline" and r0 is not None:
-                print(f"  {row['name']}: AutoAttack on {args.aa_n} points ...", flush=True)
-                r0["autoattack"] = autoattack(Path(plan[row["name"]][args.seeds[0]].out_dir), plan[row["name"]][args.seeds[0]], args)
+        todo = [plan[row["name"]][args.seeds[0]] for row in rows
+                if row["kind"] == "headline" and runs.get(row["name"], {}).get(args.seeds[0]) is not None]
+        todo = [c for c in todo if not (Path(c.out_dir) / f"autoattack_{args.aa_n}.json").is_file()]
+        if todo:
+            print(f"AutoAttack on {args.aa_n} points: {', '.join(Path(c.out_dir).name for c in todo)}", flush=True)
+            in_pool([(functools.partial(autoattack, Path(c.out_dir), c, args.aa_n, args.device, args.jobs > 1), c.out_dir)
+                     for c in todo], args, "AutoAttack")
+        runs = {name: {s: read_run(c) for s, c in by_seed.items()} for name, by_seed in plan.items()}
 
     wall = time.perf_counter() - t0
     record = {"sweep": {side: [{"point": p, "run": r} for p, r in sweep_runs[side]] for side in SIDES},
@@ -448,14 +486,19 @@ def write_report(rows, sweep_runs, tuned, runs, args, wall: float) -> None:
     img.mkdir(parents=True, exist_ok=True)
     prefix = "results_quick" if args.quick else "results"
     all_runs = [r for side in sweep_runs.values() for _, r in side if r] + [r for by in runs.values() for r in by.values() if r]
-    train_min = sum(r.get("train_minutes", 0.0) for r in {r["name"]: r for r in all_runs}.values())
+    unique = {r["name"]: r for r in all_runs}.values()
+    where: dict[str, list[dict]] = {}
+    for r in unique:
+        where.setdefault(_where(r), []).append(r)
     threads = sorted({r["machine"]["torch_threads"] for r in all_runs if "machine" in r})
     L = [
-        "# Results on Fashion-MNIST (CPU, small scale)" + (" — QUICK SMOKE RUN, numbers meaningless" if args.quick else ""),
+        "# Results on Fashion-MNIST (small scale)" + (" — QUICK SMOKE RUN, numbers meaningless" if args.quick else ""),
         "",
         "Produced by `.venv/bin/python benchmarks/fmnist_results.py" + "".join(f" {a}" for a in sys.argv[1:])
         + "`; run it without `--no-train` to train what is missing (it resumes).",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}; torch threads per run: {threads}.",
+        f"Page written on: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Runs trained on: "
+        + "; ".join(f"{w}: {len(rs)} run(s) ({', '.join(sorted(r['name'] for r in rs))})" if len(where) > 1 else f"{w}: all {len(rs)} runs"
+                    for w, rs in sorted(where.items())) + f"; torch threads per run: {threads}.",
         "",
         "**Budget of every run** (`BUDGET` in the script): width-16 CIFAR-style ResNet-18, eps 0.1 (Linf, pixels in [0, 1]), "
         "FGSM with random start (step 0.125), **5 epochs on the first 20,000 training images** (2% held out to pick the best "
@@ -463,8 +506,9 @@ def write_report(rows, sweep_runs, tuned, runs, args, wall: float) -> None:
         "Learning rate, schedule and batch size are each side's own tuning (below). Accuracies in %: clean and PGD-20 "
         "(step 0.025, random start) on the first 1,000 test images"
         + (f"; AutoAttack (standard, original strength) on the first {args.aa_n}, headline rows, seed {args.seeds[0]}." if args.aa_n else "."),
-        f"Compute: {train_min:.0f} min of training in the finished runs (sum of epoch times; runs of a `--jobs 2` invocation "
-        f"shared the 2 cores); this invocation took {wall / 60:.1f} min.",
+        "Compute (sum of epoch times of the finished runs; parallel runs shared their machine): "
+        + "; ".join(f"{sum(r.get('train_minutes', 0.0) for r in rs):.0f} min on {w}" for w, rs in sorted(where.items()))
+        + f"; this invocation took {wall / 60:.1f} min.",
         "",
         "## 1. Each side tuned on its own, on the same budget",
         "",
@@ -515,7 +559,7 @@ def write_report(rows, sweep_runs, tuned, runs, args, wall: float) -> None:
             f"{storage / 1e3:,.0f} KB ({kind}) | {_ms(seed_stats([r['test']['clean_acc'] for r in done]))} | "
             f"{_ms(seed_stats([r['test']['pgd20_acc'] for r in done]))} | {per_seed} | {_pct(aa)} | "
             f"{', '.join('%.0f' % r['guard_collapses'] for r in done)} | "
-            f"{statistics.fmean(r['train_minutes'] for r in done):.1f} min |")
+            f"{statistics.fmean(r['train_minutes'] for r in done):.1f} min ({', '.join(sorted({_where(r).split(' ')[0] for r in done}))}) |")
     if missing:
         L += ["", "Not finished yet (blank or partial rows): " + ", ".join(missing) + "."]
     L += [""] + keep01_section(runs) + aa_section(rows, runs, args) + claims_section(runs) + [
@@ -526,6 +570,14 @@ def write_report(rows, sweep_runs, tuned, runs, args, wall: float) -> None:
         "CIFAR runs of full-width networks; they test the direction of each claim at small scale, not its size.", ""]
     plot(rows, runs, img, prefix)
     atomic_write_bytes(out, ("\n".join(L) + "\n").encode())
+
+
+def _where(r: dict[str, Any]) -> str:
+    """Where a run trained: 'CPU (N cores)' or 'CUDA (<GPU name>)'."""
+    m = r.get("machine", {})
+    if str(m.get("device", "cpu")).startswith("cuda"):
+        return f"CUDA ({m.get('accelerator', 'GPU')})"
+    return f"CPU ({m.get('cpu_count', '?')} cores)"
 
 
 def keep01_section(runs) -> list[str]:
@@ -574,8 +626,8 @@ def aa_section(rows, runs, args) -> list[str]:
         failed = [c for c in a.get("checks", []) if isinstance(c, dict) and not c.get("passed", True)]
         L.append(f"- {n}: AutoAttack {_pct(a['autoattack_acc'])}% vs PGD-20 {_pct(a['pgd20_acc'])}% on the same {a['n']} points; "
                  f"gradient-masking checks {'all passed' if not failed else 'FAILED: ' + ', '.join(c.get('name', '?') for c in failed)}; "
-                 f"{sum(a['stage_seconds'].values()) / 60 if 'stage_seconds' in a else a['seconds'] / 60:.0f} min at "
-                 f"{a.get('torch_threads', '?')} thread(s).")
+                 f"{sum(a['stage_seconds'].values()) / 60 if 'stage_seconds' in a else a['seconds'] / 60:.1f} min on "
+                 f"{a.get('device', 'cpu')} at {a.get('torch_threads', '?')} thread(s).")
     return L + [""]
 
 
@@ -587,6 +639,8 @@ def claims_section(runs) -> list[str]:
          "contradicts when d < -2s and agrees otherwise. A row with fewer than 2 finished seeds leaves its claims undecided.",
          ""]
     for claim, a, b, matches in CLAIMS:
+        if a not in runs or b not in runs:  # a row this invocation does not plan (e.g. a width not asked for)
+            continue
         va, vb = pgd_values(runs, a), pgd_values(runs, b)
         if not va or not vb:
             L.append(f"- {claim}: not run yet ({a} vs {b}).")

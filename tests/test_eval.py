@@ -6,6 +6,7 @@ AutoAttack and the original (pyautoattack) on the same points.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -84,6 +85,11 @@ def test_progress_resume_and_state(tmp_path, trained):
     assert again.robust == first.robust and again.robust_acc_after == first.robust_acc_after
     with pytest.raises(RobinError, match="different evaluation"):
         evaluate(model, xt, yt, EPS, n=21, attacks=("apgd-ce",), config=cfg, run_checks=False, state_path=state, progress=False)
+    other = copy.deepcopy(model)  # another checkpoint: one parameter changed
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1.0
+    with pytest.raises(RobinError, match="different evaluation"):
+        evaluate(other, xt, yt, EPS, n=20, attacks=("apgd-ce",), config=cfg, run_checks=False, state_path=state, progress=False)
     state.write_text("{not json")
     with pytest.raises(RobinError, match="not a valid evaluation state"):
         evaluate(model, xt, yt, EPS, n=20, attacks=("apgd-ce",), config=cfg, run_checks=False, state_path=state, progress=False)
@@ -315,6 +321,22 @@ def test_parse_autoattack_log():
     assert after == pytest.approx({"apgd-ce": 0.625, "apgd-t": 0.5, "square": 0.495})
     assert warnings == ["Square Attack has decreased the robust accuracy of 0.50%."]
     assert parse_autoattack_log([]) == ({}, [])
+
+
+def test_model_fingerprint_follows_the_state_dict():
+    """Equal state dicts share a fingerprint; a changed weight or buffer changes it."""
+    from robin_plugin.eval.resume import model_fingerprint
+
+    m = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2, affine=False))
+    fp = model_fingerprint(m)
+    assert len(fp) == 64 and fp == model_fingerprint(copy.deepcopy(m))
+    other = copy.deepcopy(m)
+    other[1].running_mean[0] = 1.0
+    assert model_fingerprint(other) != fp
+    other = copy.deepcopy(m)
+    with torch.no_grad():
+        other[0].weight[0, 0] += 1e-6
+    assert model_fingerprint(other) != fp
 
 
 def test_resume_file_round_trip_and_refusals(tmp_path):

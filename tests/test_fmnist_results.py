@@ -117,7 +117,8 @@ def test_the_verdict_rule(a, b, matches, expected):
     assert d == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
 
 
-def _fake_run(cfg: TrainConfig, pgd: float, heldout: float | None = None, collapses: int = 0) -> None:
+def _fake_run(cfg: TrainConfig, pgd: float, heldout: float | None = None, collapses: int = 0,
+              machine: dict | None = None) -> None:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict()))
@@ -125,7 +126,9 @@ def _fake_run(cfg: TrainConfig, pgd: float, heldout: float | None = None, collap
     (out / "results.json").write_text(json.dumps({
         "test": {"n": 1000, "clean_acc": pgd + 0.1, "pgd20_acc": pgd}, "keep_ratio": 1.0 if dense else cfg.keep_ratio,
         "total_weights": 700000, "kept_weights": int(700000 * cfg.keep_ratio), "storage": {"fp32_bytes": 2_800_000},
-        "best_epoch": 5, "machine": {"torch_threads": 1}}))
+        "best_epoch": 5, "machine": machine or {"torch_threads": 1, "device": "cpu", "cpu_count": 2}}))
+    if not dense:
+        (out / "compact.json").write_text(json.dumps({"file_bytes": 23_000}))  # measured once by read_run
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["epoch", "time/epoch_s", "val/robust_acc", "guard/collapses"])
         w.writeheader()
@@ -153,7 +156,8 @@ def test_the_page_is_written_from_finished_runs_only(tmp_path, monkeypatch):
             if seed == 0 and row["name"] in ("dense", "k0.05"):
                 continue
             cfg = fr.make_config(fr.side_config(row["side"], tuned[row["side"]]), row.get("set", {}), seed, row["name"], args)
-            _fake_run(cfg, pgd[row["name"]] + 0.01 * seed, collapses=3 if row["name"] == "k0.1" else 0)
+            gpu = {"torch_threads": 2, "device": "cuda:0", "accelerator": "NVIDIA H200"} if row["name"] == "k0.1" else None
+            _fake_run(cfg, pgd[row["name"]] + 0.01 * seed, collapses=3 if row["name"] == "k0.1" else 0, machine=gpu)
     out = tmp_path / "docs" / "results.md"
     monkeypatch.setattr("sys.argv", ["fmnist_results.py", "--no-train"])
     assert fr.main(["--no-train", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
@@ -166,6 +170,22 @@ def test_the_page_is_written_from_finished_runs_only(tmp_path, monkeypatch):
     assert "k0.01 61.0 vs dense 72.5 (d = -11.5 points, s = 1.0; seeds 3 and 3): **contradicts**" in page
     assert "k0.05 71.0 vs dense 72.5 (d = -1.5 points, s = 1.0; seeds 3 and 3): **agrees**" in page
     assert "w32-7k vs k0.01" in page  # a width claim that has no runs yet says so
+    assert "w48" not in page          # ... and one of a width not asked for is left out
+    assert "23 KB (compact file)" in page  # the compact size kept in the run folder, without the model file
+    assert "CUDA (NVIDIA H200): 2 run(s) (k0.1-s0, k0.1-s1)" in page and "min (CUDA) |" in page
     assert (out.parent / "img" / "results_width.png").is_file()
     record = json.loads((tmp_path / "cache" / "results.json").read_text())
     assert record["tuned"] == tuned and set(record["rows"]["dense"]) == {"0", "1", "2"}
+
+
+def test_where_a_run_trained():
+    assert fr._where({"machine": {"device": "cpu", "cpu_count": 2}}) == "CPU (2 cores)"
+    assert fr._where({"machine": {"device": "cuda:0", "accelerator": "NVIDIA H200"}}) == "CUDA (NVIDIA H200)"
+    assert fr._where({}) == "CPU (? cores)"
+
+
+@pytest.mark.parametrize("flags", [["--aa-only", "--no-train"], ["--aa-only", "--no-aa"], ["--jobs", "0"]])
+def test_contradictory_options_are_refused(flags, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        fr.main(flags + ["--cache", str(tmp_path)])
+    assert e.value.code == 2

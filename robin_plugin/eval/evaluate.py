@@ -47,7 +47,7 @@ from .checks import (
 )
 from .measure import accuracy, batches, max_logit_diff, pgd_robust, predict, project, zero_gradient_count
 from .reference import reference_autoattack
-from .resume import load_state, save_state, state_key
+from .resume import load_state, model_fingerprint, save_state, state_key
 
 # reference_autoattack, accuracy and zero_gradient_count live in .reference and .measure; they
 # stay importable from here, where they were defined before the split.
@@ -312,6 +312,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: _Settings) 
     settings = {
         "seed": s.seed, "batch_size": s.batch_size, "attacks": list(s.attacks), "pgd_steps": s.pgd_steps, "eps": s.eps,
         "autoattack": dataclasses.asdict(s.config), "num_classes": num_classes, "fast": s.fast,
+        "model": model_fingerprint(model),  # the resume key: another model's state is refused
     }
 
     t = time.perf_counter()

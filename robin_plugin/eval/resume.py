@@ -1,9 +1,10 @@
 """The resume file of an evaluation: the robust flags written after every attack batch.
 
 A long AutoAttack run writes its state to a JSON file (atomically) after every batch; a rerun
-with the same inputs and settings reads it back and skips the attacks already done. The file
-is keyed by a hash of the points, the labels and the settings, so the state of another
-evaluation is refused instead of silently mixed in, and every field is checked before use.
+with the same model, inputs and settings reads it back and skips the attacks already done. The
+file is keyed by a hash of the points, the labels and the settings, which hold the model's
+fingerprint (:func:`model_fingerprint`), so the state of another evaluation or another model is
+refused instead of silently mixed in, and every field is checked before use.
 
 Layout (version 1)::
 
@@ -24,10 +25,24 @@ import torch
 from ..errors import RobinError
 from ..io import atomic_write_json, read_limited
 
-__all__ = ["STATE_VERSION", "load_state", "save_state", "state_key"]
+__all__ = ["STATE_VERSION", "load_state", "model_fingerprint", "save_state", "state_key"]
 
 STATE_VERSION = 1
 _MAX_STATE_BYTES = 256 * 2**20  # a state file holds one flag per point: ~10 bytes each
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """The hex SHA-256 of ``model``'s state dict: every entry's name, dtype, shape and values.
+
+    Two models with equal state dicts (the same checkpoint, on any device) share it; any changed
+    score, weight, buffer or keep ratio changes it.
+    """
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def state_key(x: torch.Tensor, y: torch.Tensor, settings: Mapping[str, Any]) -> str:

@@ -90,7 +90,8 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
         "final": dict(final), "best_epoch": trainer.best.get("epoch"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__,
+                    **({"accelerator": torch.cuda.get_device_name(trainer.device)} if trainer.device.type == "cuda" else {})},
     }
     result.update(model_figures(model))
     best = out_dir / "model_best.safetensors"
