@@ -498,7 +498,9 @@ def write_report(rows, sweep_runs, tuned, runs, args, wall: float) -> None:
         + "`; run it without `--no-train` to train what is missing (it resumes).",
         f"Page written on: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Runs trained on: "
         + "; ".join(f"{w}: {len(rs)} run(s) ({', '.join(sorted(r['name'] for r in rs))})" if len(where) > 1 else f"{w}: all {len(rs)} runs"
-                    for w, rs in sorted(where.items())) + f"; torch threads per run: {threads}.",
+                    for w, rs in sorted(where.items())) + f"; torch threads per run: {threads}."
+        + (" Same code and recipe on both; the devices' floating-point results differ at rounding level, an effect "
+           "these runs do not separate from seed noise (no row has a seed on each)." if len(where) > 1 else ""),
         "",
         "**Budget of every run** (`BUDGET` in the script): width-16 CIFAR-style ResNet-18, eps 0.1 (Linf, pixels in [0, 1]), "
         "FGSM with random start (step 0.125), **5 epochs on the first 20,000 training images** (2% held out to pick the best "

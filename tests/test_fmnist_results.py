@@ -189,3 +189,18 @@ def test_contradictory_options_are_refused(flags, tmp_path):
     with pytest.raises(SystemExit) as e:
         fr.main(flags + ["--cache", str(tmp_path)])
     assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_the_whole_pipeline(tmp_path, monkeypatch):
+    """--quick (tiny budget, one seed, no width study, no AutoAttack): tuning, rows and the page,
+    end to end on the real data, writing only into its own cache folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["fmnist_results.py", "--quick"])
+    assert fr.main(["--quick", "--seeds", "0", "--ablation-seeds", "0", "--widths", "--no-aa"]) == 0
+    cache = tmp_path / "runs" / "fmnist_results_quick"
+    page = (cache / "results_quick.md").read_text()
+    assert "QUICK SMOKE RUN" in page and "**Status: 9 of 9 row runs finished.**" in page
+    assert not (tmp_path / "docs").exists()
+    record = json.loads((cache / "results.json").read_text())
+    assert set(record["tuned"]) == {"dense", "robin"} and all(record["tuned"].values())
