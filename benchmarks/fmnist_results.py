@@ -630,7 +630,7 @@ def aa_section(rows, runs, args) -> list[str]:
                  f"gradient-masking checks {'all passed' if not failed else 'FAILED: ' + ', '.join(c.get('name', '?') for c in failed)}; "
                  f"{sum(a['stage_seconds'].values()) / 60 if 'stage_seconds' in a else a['seconds'] / 60:.1f} min on "
                  f"{a.get('device', 'cpu')} at {a.get('torch_threads', '?')} thread(s).")
-    return L + [""]
+    return L + ["", "Times are wall-clock; AutoAttacks started together (`--jobs`) shared the machine.", ""]
 
 
 def claims_section(runs) -> list[str]:
