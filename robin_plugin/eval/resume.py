@@ -37,12 +37,9 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     Two models with equal state dicts (the same checkpoint, on any device) share it; any changed
     score, weight, buffer or keep ratio changes it.
     """
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    from ..formats.compact import checksum  # the compact file's checksum: names, dtypes, shapes and bytes
+
+    return bytes(checksum({k: v.detach().cpu() for k, v in model.state_dict().items()}).tolist()).hex()
 
 
 def state_key(x: torch.Tensor, y: torch.Tensor, settings: Mapping[str, Any]) -> str:
