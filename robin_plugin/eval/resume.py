@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import RobinError
+from ..formats.compact import checksum  # names, dtypes, shapes and bytes of every tensor
 from ..io import atomic_write_json, read_limited
 
 __all__ = ["STATE_VERSION", "load_state", "model_fingerprint", "save_state", "state_key"]
@@ -37,8 +38,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     Two models with equal state dicts (the same checkpoint, on any device) share it; any changed
     score, weight, buffer or keep ratio changes it.
     """
-    from ..formats.compact import checksum  # the compact file's checksum: names, dtypes, shapes and bytes
-
     return bytes(checksum({k: v.detach().cpu() for k, v in model.state_dict().items()}).tolist()).hex()
 
 
