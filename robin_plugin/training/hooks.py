@@ -296,11 +296,12 @@ class BestModel(Hook):
 class Checkpointing(Hook):
     """Write the checkpoint to resume from and the last weights, every ``every`` epochs and after the last.
 
-    At EPOCH_CHECKPOINT (after validation): ``out_dir/checkpoint.safetensors`` (model, optimizer,
-    epoch, step, ``state.best``, every hook's state under its name and the run's config; see
-    :func:`robin_plugin.training.checkpoint.training_state`), then ``out_dir/model.safetensors``
-    (the plain state dict, which timm loads). Both are written atomically: a killed run leaves
-    the previous files whole.
+    At EPOCH_CHECKPOINT (after validation): ``out_dir/model.safetensors`` (the plain state dict,
+    which timm loads), then ``out_dir/checkpoint.safetensors`` (model, optimizer, epoch, step,
+    ``state.best``, every hook's state under its name and the run's config; see
+    :func:`robin_plugin.training.checkpoint.training_state`). Both are written atomically: a
+    killed run leaves the previous files whole. The checkpoint is written last, so everything a
+    resumed run does not redo is already on disk.
 
     Args:
         out_dir: folder for the two files.
@@ -317,5 +318,8 @@ class Checkpointing(Hook):
         last = state.epoch == state.epochs - 1
         if (state.epoch + 1) % self.every and not last:
             return
-        save_checkpoint(self.out_dir / CHECKPOINT, state.model.state_dict(), training_state(state, self.config))
+        # the weights first, the checkpoint last: a run killed between the two resumes from the
+        # previous checkpoint and writes both again; the other order would leave model.safetensors
+        # an epoch behind for good when the kill lands in the last epoch (nothing is left to rerun)
         save_state_dict(self.out_dir / "model.safetensors", state.model.state_dict(), metadata={"epoch": str(state.epoch)})
+        save_checkpoint(self.out_dir / CHECKPOINT, state.model.state_dict(), training_state(state, self.config))
