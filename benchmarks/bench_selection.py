@@ -1,4 +1,4 @@
-"""Mask selection time: ``topk_mask`` (kthvalue threshold) versus a full stable sort.
+"""Mask selection time: ``topk_mask`` (partial topk threshold) versus a full stable sort.
 
 For every masked layer of ``robin_resnet34`` at the paper's setting (keep_ratio 0.01, p 0.1,
 adaptive per-layer counts), time :func:`robin_plugin.layers.topk_mask` against
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         cuda_available=torch.cuda.is_available(), repeats=args.repeats,
         model=MODEL, keep_ratio=KEEP_RATIO, p=P, target=TARGET,
     )
-    print("bench_selection: topk_mask (kthvalue threshold) vs full stable sort")
+    print("bench_selection: topk_mask (partial topk threshold) vs full stable sort")
     for k, v in env.items():
         print(f"  {k}: {v}")
 

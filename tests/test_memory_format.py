@@ -82,3 +82,24 @@ class _Toy:
 
     def __len__(self):
         return len(self.labels)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_a_channels_last_masked_model_stays_channels_last_like_its_dense_twin(grad):
+    """Layers whose layout is ambiguous (1 input channel, 1x1 kernels) once got NCHW masked weights,
+    so a channels_last robin model ran its stem in NCHW and converted activations back and forth."""
+    kw = dict(num_classes=10, in_chans=1, width=8, seed=0)
+    robin = timm.create_model("robin_resnet18", keep_ratio=0.05, p=0.1, **kw).to(memory_format=torch.channels_last)
+    dense = timm.create_model("robin_resnet18_dense", **kw).to(memory_format=torch.channels_last)
+    masked = {n: m for n, m in robin.named_modules() if hasattr(m, "masked_weight")}
+    assert any(m.weight.shape[1] == 1 for m in masked.values())  # the ambiguous cases are there
+    assert any(m.weight.shape[-1] == 1 for m in masked.values())
+    with torch.set_grad_enabled(grad):
+        for name, m in masked.items():
+            assert m.masked_weight().stride() == m.weight.stride(), name
+    x = torch.rand(2, 1, 28, 28)
+    with torch.set_grad_enabled(grad):
+        for model in (robin, dense):
+            stem = model.act1(model.bn1(model.conv1(model.normalize(x))))
+            assert stem.is_contiguous(memory_format=torch.channels_last)
+            assert not stem.is_contiguous()  # unambiguously NHWC (8 channels)

@@ -99,7 +99,7 @@ class _MaskedWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores: torch.Tensor, weight: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(scores, weight)
-        return masked.view_as(masked)
+        return masked.detach()  # an alias with the same strides (view_as would recompute them)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -177,7 +177,12 @@ class MaskedLayer(nn.Module):
         if self._mask_cache is None or self._mask_cache[0] != key:
             with torch.no_grad():
                 mask = topk_mask(s.abs(), self.kept)
-                self._mask_cache = (key, mask, w * mask)
+                # the product takes the weight's exact strides: ``w * mask`` would pick NCHW strides
+                # where the layout is ambiguous (1 input channel, 1x1 kernels), and a channels_last
+                # model would then run its stem in NCHW and convert activations back and forth
+                masked = torch.empty_like(w)
+                torch.mul(w, mask, out=masked)
+                self._mask_cache = (key, mask, masked)
         return self._mask_cache[1], self._mask_cache[2]
 
     def masked_weight(self) -> torch.Tensor:
