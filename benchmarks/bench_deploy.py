@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -46,11 +47,12 @@ from robin_plugin.io import atomic_write_json
 TARGET = 2.0
 
 
-def _time(fn, x) -> float:
-    t = time.perf_counter()
+def _time(fn, x) -> tuple[float, int]:
+    """Seconds and minor page faults (memory the allocator had given back, touched anew) of one call."""
+    f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
     with torch.no_grad():
         fn(x)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
 
 
 def main() -> int:
@@ -96,18 +98,23 @@ def main() -> int:
             for v in variants.values():  # warm-up (oneDNN primitive caches, CSR conversions)
                 _time(v, x)
             times: dict[str, list[float]] = {k: [] for k in variants}
+            faults: dict[str, list[int]] = {k: [] for k in variants}
             for _ in range(args.repeats):
                 for k, v in variants.items():
-                    times[k].append(_time(v, x))
+                    t, f = _time(v, x)
+                    times[k].append(t)
+                    faults[k].append(f)
             med = {k: statistics.median(t) for k, t in times.items()}
             row = {"keep_ratio": keep, "batch": bs, "median_s": med,
+                   "median_minor_faults": {k: statistics.median(f) for k, f in faults.items()},
                    "speedup_vs_dense": {k: med["dense"] / t for k, t in med.items()},
                    "kept_macs": kept, "dense_macs": dense_macs, "limit": dense_macs / kept,
                    "deploy_nnz": variants["deploy"].nnz, "logits_within_tolerance": within}
             rows.append(row)
             sp = row["speedup_vs_dense"]
             print(f"keep {keep:<5} batch {bs:>3}: " + "  ".join(f"{k} {med[k] * 1e3:8.1f} ms ({sp[k]:.2f}x)" for k in variants)
-                  + f"  limit {row['limit']:.1f}x  logits ok: {within}")
+                  + f"  limit {row['limit']:.1f}x  logits ok: {within}  page faults/call: dense "
+                  f"{row['median_minor_faults']['dense']:.0f}, deploy {row['median_minor_faults']['deploy']:.0f}")
     at_target = [r for r in rows if r["keep_ratio"] == 0.01]
     met = bool(at_target) and all(r["speedup_vs_dense"]["deploy"] >= TARGET and r["logits_within_tolerance"] for r in at_target)
     print(f"target (deploy >= {TARGET}x the dense twin at keep 0.01, batch {args.batch}): {'MET' if met else 'NOT MET'}")

@@ -70,6 +70,26 @@ def test_deploy_keeps_only_the_kept_weights():
     assert 0 < kept < 0.25 * dense
 
 
+def test_each_intermediate_value_is_freed_right_after_its_last_reader():
+    """Holding every activation to the end of forward made the heap grow and shrink on every call."""
+    model = timm.create_model("robin_resnet18", num_classes=10, width=8, keep_ratio=0.05).eval()
+    dep = deploy_model(model)
+    readers = {}
+    for j, op in enumerate(dep.program):
+        for a in op.args:
+            readers.setdefault(a, []).append(j)
+    released = [v for done in dep._release for v in done]
+    assert len(released) == len(set(released))  # each value once
+    assert dep.output not in released
+    made = {0} | {op.out for op in dep.program}
+    assert set(released) == made - {dep.output}  # every other value, none kept to the end
+    for j, done in enumerate(dep._release):
+        for v in done:
+            assert all(r <= j for r in readers.get(v, [])), f"value {v} freed after op {j} but read later"
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(dep(x), dep(x))  # the release does not touch what later ops read
+
+
 def test_deploy_does_not_follow_later_training():
     model = _calibrated(timm.create_model("robin_resnet18", width=8, keep_ratio=0.1), (3, 16, 16))
     x = torch.rand(3, 3, 16, 16)

@@ -335,6 +335,7 @@ class DeployModel(nn.Module):
         self.num_classes = num_classes
         self.source = source
         self._interior = _InteriorMasks()
+        self._release = _release_after(program, output)
         self.nnz = sum(_op_nnz(op) for op in program)
         self.fallbacks = [op.params.get("name", op.kind) for op in program if op.kind in _IN_MEMORY_ONLY + ("max_pool2d",)]
         self.eval()
@@ -349,8 +350,10 @@ class DeployModel(nn.Module):
         values: list[Any] = [None] * (len(self.program) + 1)
         values[0] = x
         interior = self._interior
-        for op in self.program:
+        for op, done in zip(self.program, self._release):
             values[op.out] = _KERNELS[op.kind](op.params, *(values[a] for a in op.args), interior=interior)
+            for v in done:  # free each value after its last reader, as eager PyTorch would
+                values[v] = None
         return _plain(values[self.output])
 
     def kinds(self) -> dict[str, int]:
@@ -362,6 +365,25 @@ class DeployModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ops={len(self.program)}, nnz={self.nnz}, kinds={self.kinds()}"
+
+
+def _release_after(program: list[_Op], output: int) -> list[tuple[int, ...]]:
+    """For each op, the values no later op reads (never ``output``): freed right after it runs.
+
+    Holding every intermediate to the end of the forward pass made the heap grow by all the
+    activations and shrink again on every call; at batch 64 the allocator then gave the memory
+    back to the kernel, and each call paid some 60,000 page faults to touch it anew.
+    """
+    last: dict[int, int] = {0: -1}  # the input is released after its last reader too
+    for j, op in enumerate(program):
+        last[op.out] = j  # a value nobody reads is released right after the op that made it
+        for a in op.args:
+            last[a] = j
+    done: list[list[int]] = [[] for _ in program]
+    for v, j in last.items():
+        if v != output and j >= 0:
+            done[j].append(v)
+    return [tuple(d) for d in done]
 
 
 def _op_nnz(op: _Op) -> int:
