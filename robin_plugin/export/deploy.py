@@ -372,7 +372,7 @@ def _release_after(program: list[_Op], output: int) -> list[tuple[int, ...]]:
 
     Holding every intermediate to the end of the forward pass made the heap grow by all the
     activations and shrink again on every call; at batch 64 the allocator then gave the memory
-    back to the kernel, and each call paid some 60,000 page faults to touch it anew.
+    back to the kernel, and each call paid tens of thousands of page faults to touch it anew.
     """
     last: dict[int, int] = {0: -1}  # the input is released after its last reader too
     for j, op in enumerate(program):

@@ -2,9 +2,8 @@
 
 The mask of a layer keeps the ``count`` entries with the largest ``|score|``. Ties are broken
 deterministically by position (lower flat index wins), which is exactly what a stable
-descending sort would select. Selection finds the threshold with ``torch.topk`` of the smaller
-side (a partial selection, about twice as fast as ``torch.kthvalue`` on the CPU) instead of
-sorting the whole layer on every forward pass.
+descending sort would select. Selection finds the threshold with a partial ``torch.topk`` of
+the smaller side instead of sorting the whole layer on every forward pass.
 """
 from __future__ import annotations
 
