@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from robin_plugin.errors import ConfigError
-from robin_plugin.layers.selection import kept_count, straight_through, topk_mask, topk_mask_by_sort
+from robin_plugin.layers.selection import kept_count, straight_through, topk_keep, topk_mask, topk_mask_by_sort
 
 
 # --- strategies ------------------------------------------------------------------------------
@@ -73,6 +73,28 @@ def test_topk_mask_equals_full_sort(sc: tuple[torch.Tensor, int]) -> None:
 def test_topk_mask_equals_full_sort_with_many_ties(sc: tuple[torch.Tensor, int]) -> None:
     s, count = sc
     assert torch.equal(topk_mask(s, count), topk_mask_by_sort(s, count))
+
+
+@given(scores_and_count(), st.one_of(st.none(), st.floats(-1.0, 12.0, allow_nan=False)))
+def test_a_hint_never_changes_the_selection(sc: tuple[torch.Tensor, int], hint: float | None) -> None:
+    """Any hint (below, at, above the threshold; far off) gives the full sort's mask and threshold."""
+    s, count = sc
+    keep, threshold = topk_keep(s, count, hint=hint)
+    assert keep.dtype == torch.bool and keep.shape == (s.numel(),)
+    assert torch.equal(keep.to(s.dtype).reshape(s.shape), topk_mask_by_sort(s, count))
+    assert threshold == s.reshape(-1).sort(descending=True).values[count - 1]
+
+
+def test_a_hint_at_the_threshold_searches_only_the_candidates(monkeypatch) -> None:
+    s = torch.arange(1000, dtype=torch.float32)
+    seen = []
+    real = torch.topk
+    monkeypatch.setattr(torch, "topk", lambda t, *a, **k: seen.append(t.numel()) or real(t, *a, **k))
+    keep, threshold = topk_keep(s, 10, hint=985.0)
+    assert seen == [15] and float(threshold) == 990.0 and keep[990:].all() and not keep[:990].any()
+    seen.clear()
+    topk_keep(s, 10, hint=995.0)  # too few candidates: all scores are searched
+    assert seen == [1000]
 
 
 def test_ties_broken_by_lower_index() -> None:

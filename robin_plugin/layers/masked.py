@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError, UnknownNameError, closest
-from .selection import kept_count, straight_through, topk_mask
+from .selection import kept_count, straight_through, topk_keep, topk_mask
 
 __all__ = ["INITS", "KEEP_RATIO_KEY", "LegacyStateWarning", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
 
@@ -26,6 +26,11 @@ INITS = ("binary", "signed_kaiming_constant", "kaiming_normal")
 """Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), and Kaiming normal."""
 
 _RELU_GAIN = math.sqrt(2.0)
+
+HINT_MARGIN = 0.01
+"""A layer searches its next threshold among the scores >= (1 - HINT_MARGIN) x its last one
+(falling back to all scores when fewer than the kept count are there): between two optimizer
+steps the threshold moves far less than 1%."""
 
 KEEP_RATIO_KEY = "keep_ratio"
 """State-dict entry of a masked layer's keep ratio (``<layer>.keep_ratio``, float64 scalar)."""
@@ -144,7 +149,8 @@ class MaskedLayer(nn.Module):
         self.scores = nn.Parameter(init_scores(shape, score_init_scale, score_scale_by_fan_in, g).to(device))
         self.init = init
         self.keep_ratio = keep_ratio
-        self._mask_cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+        self._mask_cache: list | None = None  # [key, keep (bool), weight * mask, float mask or None]
+        self._hint: float | None = None  # the last selection's threshold, lowered by HINT_MARGIN
 
     @property
     def keep_ratio(self) -> float:
@@ -162,13 +168,19 @@ class MaskedLayer(nn.Module):
         return kept_count(self.weight.numel(), self._keep_ratio)
 
     def mask(self) -> torch.Tensor:
-        """The current 0/1 mask (no gradient). Recomputed only when scores or ratio change."""
+        """The current 0/1 mask (no gradient), in the scores' dtype. The selection behind it is
+        recomputed only when the scores or the ratio change."""
         if torch.compiler.is_compiling():  # a compiled graph selects inside the graph, no Python cache
             return topk_mask(self.scores.detach().abs(), self.kept)
-        return self._selection()[0]
+        keep = self._selection()[0]
+        cache = self._mask_cache
+        if cache[3] is None:  # made on first request only: training itself never needs it
+            cache[3] = keep.to(self.scores.dtype)
+        return cache[3]
 
     def _selection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mask, weight * mask)``, cached until the scores, weights or keep ratio change."""
+        """``(keep, weight * mask)``: the boolean mask and the masked weights, cached until the
+        scores, weights or keep ratio change."""
         s, w = self.scores, self.weight
         # _version moves on every in-place update (optimizer step, load_state_dict, copy_), so a
         # PGD attack's many forward passes and the training forward share one selection per step
@@ -176,13 +188,18 @@ class MaskedLayer(nn.Module):
                torch.is_inference_mode_enabled())
         if self._mask_cache is None or self._mask_cache[0] != key:
             with torch.no_grad():
-                mask = topk_mask(s.abs(), self.kept)
+                # the last threshold, a little lowered, narrows the next search (speed only: the
+                # selection is exact for any hint); on a GPU reading it back would wait for the device
+                keep, threshold = topk_keep(s.abs(), self.kept, hint=self._hint)
+                if s.device.type == "cpu":
+                    self._hint = float(threshold) * (1.0 - HINT_MARGIN)
+                keep = keep.view(w.shape)
                 # the product takes the weight's exact strides: ``w * mask`` would pick NCHW strides
                 # where the layout is ambiguous (1 input channel, 1x1 kernels), and a channels_last
                 # model would then run its stem in NCHW and convert activations back and forth
                 masked = torch.empty_like(w)
-                torch.mul(w, mask, out=masked)
-                self._mask_cache = (key, mask, masked)
+                torch.mul(w, keep, out=masked)
+                self._mask_cache = [key, keep, masked, None]  # the 0/1 float mask comes on request
         return self._mask_cache[1], self._mask_cache[2]
 
     def masked_weight(self) -> torch.Tensor:

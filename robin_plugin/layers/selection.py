@@ -11,7 +11,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["kept_count", "topk_mask", "topk_mask_by_sort", "straight_through"]
+__all__ = ["kept_count", "topk_keep", "topk_mask", "topk_mask_by_sort", "straight_through"]
 
 
 def kept_count(numel: int, keep_ratio: float) -> int:
@@ -41,13 +41,29 @@ def topk_mask(abs_scores: torch.Tensor, count: int) -> torch.Tensor:
         abs_scores: non-negative scores of any shape (usually ``|score|``), no NaNs.
         count: number of entries to keep, 1 <= count <= numel.
     """
+    keep, _ = topk_keep(abs_scores, count)
+    return keep.to(abs_scores.dtype).reshape(abs_scores.shape)
+
+
+def topk_keep(abs_scores: torch.Tensor, count: int, hint: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`topk_mask` as a flat boolean tensor, with the threshold it used.
+
+    Args:
+        abs_scores: non-negative scores of any shape, no NaNs.
+        count: number of entries to keep, 1 <= count <= numel.
+        hint: a value believed to lie a little below the threshold (e.g. the previous step's).
+            It only changes the speed, never the result: when at least ``count`` entries are
+            >= ``hint``, the threshold is searched among those entries only; otherwise among all.
+
+    Returns:
+        ``(keep, threshold)``: keep (n,) bool, exactly ``count`` True; threshold the
+        ``count``-th largest value (0-d tensor).
+    """
     flat = abs_scores.detach().reshape(-1)  # (n,)
     n = flat.numel()
     if not 1 <= count <= n:
         raise ConfigError(f"count must be in [1, {n}], got {count}")
-    if count == n:
-        return torch.ones_like(abs_scores)
-    threshold = _kth_largest(flat, count)
+    threshold = _kth_largest(flat, count, hint)
     keep = flat >= threshold
     # ties at the threshold may straddle the cut; then keep the first of them by index. On the CPU
     # the check is free and skips three passes; on a GPU it would wait for the device (and break a
@@ -58,11 +74,19 @@ def topk_mask(abs_scores: torch.Tensor, count: int) -> torch.Tensor:
         ties = flat == threshold
         need = count - above.sum()
         keep = above | (ties & (torch.cumsum(ties, 0) <= need))
-    return keep.to(abs_scores.dtype).reshape(abs_scores.shape)
+    return keep, threshold
 
 
-def _kth_largest(flat: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count``-th largest value of ``flat`` (exact), by ``topk`` of the smaller side."""
+def _kth_largest(flat: torch.Tensor, count: int, hint: float | None = None) -> torch.Tensor:
+    """The ``count``-th largest value of ``flat`` (exact), by ``topk`` of the smaller side.
+
+    With ``hint``: if at least ``count`` entries are >= hint, the ``count``-th largest of all is
+    among them and equals their ``count``-th largest, so only they are searched.
+    """
+    if hint is not None:
+        candidates = flat[flat >= hint]
+        if candidates.numel() >= count:
+            flat = candidates
     n = flat.numel()
     if count <= n - count + 1:
         return torch.topk(flat, count, sorted=False).values.min()
