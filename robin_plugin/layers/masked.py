@@ -28,9 +28,9 @@ INITS = ("binary", "signed_kaiming_constant", "kaiming_normal")
 _RELU_GAIN = math.sqrt(2.0)
 
 HINT_MARGIN = 0.01
-"""A layer searches its next threshold among the scores >= (1 - HINT_MARGIN) x its last one
-(falling back to all scores when fewer than the kept count are there): between two optimizer
-steps the threshold moves far less than 1%."""
+"""A layer searches its next threshold among the scores >= (1 - HINT_MARGIN) x its last one,
+falling back to all scores when fewer than the kept count are there. A guess that only affects
+speed: one optimizer step usually moves the threshold much less, and the result is exact anyway."""
 
 KEEP_RATIO_KEY = "keep_ratio"
 """State-dict entry of a masked layer's keep ratio (``<layer>.keep_ratio``, float64 scalar)."""
