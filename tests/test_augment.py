@@ -1,4 +1,4 @@
-"""Batch crop-and-flip: identities, inverse, a slow per-sample reference, determinism, errors."""
+"""Batch crop-and-flip: identities, the padded-window read and write, a slow per-sample reference, determinism, errors."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robin_plugin.data import CropFlip, apply_crop_flip, invert_crop_flip, sample_crop_flip, to_float
+from robin_plugin.data import CropFlip, apply_crop_flip, put_crop_flip, sample_crop_flip, take_crop_flip, to_float
 from robin_plugin.errors import ConfigError, InputError
 
 _SETTINGS = settings(max_examples=60, deadline=None)
@@ -28,28 +28,16 @@ def batch_and_params(draw, dtype: torch.dtype = torch.float32):
     return x, params
 
 
-def reference_crop_flip(x: torch.Tensor, params: CropFlip) -> torch.Tensor:
+def reference_crop_flip(x: torch.Tensor, params: CropFlip, fill: float = 0.0) -> torch.Tensor:
     """Slow per-sample torchvision-style reference: pad, slice, flip."""
     p = params.pad
     out = []
     for k in range(x.shape[0]):
-        img = torch.nn.functional.pad(x[k], (p, p, p, p))  # (C, H + 2p, W + 2p)
+        img = torch.nn.functional.pad(x[k], (p, p, p, p), value=fill)  # (C, H + 2p, W + 2p)
         dy, dx = int(params.dy[k]), int(params.dx[k])
         crop = img[:, dy: dy + x.shape[2], dx: dx + x.shape[3]]
         out.append(crop.flip(-1) if bool(params.flip[k]) else crop)
     return torch.stack(out) if out else x.clone()
-
-
-def visible_mask(params: CropFlip, n: int, h: int, w: int) -> torch.Tensor:
-    """(N, 1, H, W) bool: original pixels that the crop keeps (computed the slow way)."""
-    m = torch.zeros(n, 1, h, w, dtype=torch.bool)
-    p = params.pad
-    for k in range(n):
-        dy, dx = int(params.dy[k]), int(params.dx[k])
-        for r in range(h):
-            for s in range(w):
-                m[k, 0, r, s] = 0 <= r + p - dy < h and 0 <= s + p - dx < w
-    return m
 
 
 @_SETTINGS
@@ -81,27 +69,44 @@ def test_pad_zero_no_flip_is_identity(bp):
 
 
 @_SETTINGS
-@given(batch_and_params())
-def test_invert_apply(bp):
-    d, params = bp
-    n, _, h, w = d.shape
-    previous = torch.randn(d.shape, generator=torch.Generator().manual_seed(1)) + 100
-    back = invert_crop_flip(apply_crop_flip(d, params), params, previous)
-    vis = visible_mask(params, n, h, w).expand_as(d)
-    assert torch.equal(back[vis], d[vis])
-    assert torch.equal(back[~vis], previous[~vis])
+@given(batch_and_params(), st.sampled_from([0.0, 0.5]))
+def test_fill_matches_reference(bp, fill):
+    x, params = bp
+    assert torch.equal(apply_crop_flip(x, params, fill), reference_crop_flip(x, params, fill))
 
 
 @_SETTINGS
 @given(batch_and_params())
-def test_apply_invert_on_visible_region(bp):
-    """An update made in augmented coordinates lands where the crop put the pixel."""
+def test_take_reads_what_apply_shows(bp):
     x, params = bp
-    delta_aug = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
-    back = invert_crop_flip(delta_aug, params, torch.zeros_like(x))
-    # re-augmenting the stored perturbation shows delta_aug wherever the crop saw real pixels
-    seen = apply_crop_flip(torch.ones_like(x), params).bool()
-    assert torch.equal(apply_crop_flip(back, params)[seen], delta_aug[seen])
+    p = params.pad
+    padded = torch.nn.functional.pad(x, (p, p, p, p))
+    assert torch.equal(take_crop_flip(padded, params, x.shape[2], x.shape[3]), apply_crop_flip(x, params))
+
+
+@_SETTINGS
+@given(batch_and_params())
+def test_put_writes_where_take_reads(bp):
+    """A window written back lands where the crop read it; every other padded pixel keeps its value."""
+    x, params = bp
+    n, c, h, w = x.shape
+    p = params.pad
+    g = torch.Generator().manual_seed(3)
+    padded = torch.randn(n, c, h + 2 * p, w + 2 * p, generator=g) + 100
+    window = torch.randn(n, c, h, w, generator=g)
+    out = put_crop_flip(padded, params, window)
+    assert torch.equal(take_crop_flip(out, params, h, w), window)
+    seen = put_crop_flip(torch.zeros_like(padded), params, torch.ones_like(window)).bool()
+    assert torch.equal(out[~seen], padded[~seen])
+    assert int(seen.sum()) == window.numel()  # crop and flip move each pixel to a distinct place
+    assert torch.equal(put_crop_flip(padded, params, take_crop_flip(padded, params, h, w)), padded)
+
+
+def test_sample_offsets_limit_the_crop_positions():
+    p = sample_crop_flip(4000, 4, torch.Generator().manual_seed(0), offsets=8)  # the official fast attack's draw
+    assert set(p.dy.tolist()) == set(range(8)) and set(p.dx.tolist()) == set(range(8))
+    with pytest.raises(ConfigError, match="offsets"):
+        sample_crop_flip(2, 4, offsets=10)
 
 
 @_SETTINGS
@@ -154,8 +159,10 @@ def test_errors():
         apply_crop_flip(torch.zeros(3, 1, 4, 4), params)
     with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
         apply_crop_flip(torch.zeros(2, 4, 4), params)
-    with pytest.raises(InputError, match="shape of delta_aug"):
-        invert_crop_flip(torch.zeros(2, 1, 4, 4), params, torch.zeros(2, 1, 5, 5))
+    with pytest.raises(InputError, match="padded to"):
+        take_crop_flip(torch.zeros(2, 1, 5, 5), params, 4, 4)
+    with pytest.raises(InputError, match="padded to"):
+        put_crop_flip(torch.zeros(2, 1, 5, 5), params, torch.zeros(2, 1, 4, 4))
 
 
 def test_to_float():

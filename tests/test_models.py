@@ -35,7 +35,8 @@ def small_kwargs(name: str) -> dict:
 
 
 def build(name: str, **kwargs) -> nn.Module:
-    """A small model; masked ones keep 10% so that a tiny net still has signal in every layer."""
+    """A small model with 10 classes; masked ones keep 10% so that a tiny net still has signal in every layer."""
+    kwargs.setdefault("num_classes", 10)  # the ImageNet-stem models default to ImageNet-100's 100
     if not name.endswith("_dense"):
         kwargs.setdefault("keep_ratio", 0.1)
     return timm.create_model(name, **{**small_kwargs(name), **kwargs})
@@ -95,7 +96,8 @@ def test_optimizer_step_trains_only_scores(name: str) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     # 32x32 keeps a 4x4 map in the last stage: on 2x2 maps a corner tap sees one pixel per image,
     # which ReLU can zero in a small batch, legitimately giving a kept weight no gradient
-    x, y = images(8, 1, 32), torch.arange(8) % 10
+    # ImageNet stems reduce 32x: 64 px leaves layer4 at 2x2, where every 3x3 tap sees a pixel
+    x, y = images(8, 1, 64 if "_imagenet" in name else 32), torch.arange(8) % 10
     F.cross_entropy(model(x), y).backward()
     # A kept weight whose output channel no kept classifier weight reads does not matter and
     # rightly gets no gradient (at 10% kept a few such channels exist); all others must get one.
@@ -325,12 +327,16 @@ def test_reset_classifier_keeps_train_mode_and_rejects_other_pools() -> None:
         model.reset_classifier(7, global_pool="max")
 
 
+def expected_cfg(name: str) -> tuple[int, tuple[int, int, int]]:
+    """(num_classes, input_size) a model's default cfg declares: ImageNet-100 at 224 px or CIFAR-10 at 32 px."""
+    return (100, (3, 224, 224)) if "_imagenet" in name else (10, (3, 32, 32))
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_default_cfg(name: str) -> None:
-    model = build(name)
+    model = build(name, num_classes=expected_cfg(name)[0])
     cfg = model.pretrained_cfg
-    assert cfg["num_classes"] == 10
-    assert tuple(cfg["input_size"]) == (3, 32, 32)
+    assert (cfg["num_classes"], tuple(cfg["input_size"])) == expected_cfg(name)
     assert len(cfg["mean"]) == len(cfg["std"]) == 3
     state = model.state_dict()
     assert f"{cfg['first_conv']}.weight" in state
@@ -341,7 +347,7 @@ def test_default_cfg(name: str) -> None:
 def test_pretrained_cfg_also_reachable_without_building() -> None:
     for name in MODEL_NAMES:
         cfg = timm.models.get_pretrained_cfg(name)
-        assert cfg is not None and cfg.num_classes == 10 and tuple(cfg.input_size) == (3, 32, 32)
+        assert cfg is not None and (cfg.num_classes, tuple(cfg.input_size)) == expected_cfg(name)
 
 
 # --- behaviour -------------------------------------------------------------------------------

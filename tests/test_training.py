@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import robin_plugin
 from robin_plugin import masked_layers
-from robin_plugin.data import ImageDataset, sample_crop_flip, apply_crop_flip
+from robin_plugin.data import ImageDataset, apply_crop_flip, sample_crop_flip, take_crop_flip
 from robin_plugin.errors import ConfigError, UnknownNameError
 from robin_plugin.training import (
     AdversarialTraining, BestModel, CheckpointError, Checkpointing, Event, Hook, LRSchedule, MetricLogger,
@@ -153,27 +153,54 @@ def test_attacks_stay_in_ball_and_leave_global_rng_alone(attack):
 
 
 def test_persistent_fgsm_keeps_and_moves_perturbations_with_the_crop():
+    """The official FGSM_RS: perturbations live in padded coordinates and move with the crop."""
     model = tiny_model().eval()
     ds = toy_dataset(8)
     x, y = ds.images.float() / 255, ds.labels
     atk = PersistentFGSM(model, num_samples=8, eps=0.1, alpha=0.05)
     cf = sample_crop_flip(4, 2, torch.Generator().manual_seed(0))
     idx = torch.tensor([1, 3, 5, 7])
+    h, w = x.shape[2:]
     with isolated_rng(0, torch.device("cpu")):
-        adv = atk(apply_crop_flip(x[idx], cf), y[idx], idx, cf)
+        adv = atk(apply_crop_flip(x[idx], cf, 0.5), y[idx], idx, cf)
     bank = atk.bank.clone()
+    assert bank.shape == (8, x.shape[1], h + 4, w + 4)  # (N, C, H + 2 pad, W + 2 pad)
     assert bank.abs().max() <= 0.1 + 1e-6
-    # the stored perturbation, moved through the same crop/flip, is what was applied (on the
-    # pixels of the image; perturbations of the zero padding are not kept)
-    moved = apply_crop_flip(bank[idx], cf)
-    visible = apply_crop_flip(torch.ones_like(x[idx]), cf) > 0
-    expected = (apply_crop_flip(x[idx], cf) + moved).clamp(0, 1)
-    assert torch.allclose(adv[visible], expected[visible], atol=1e-6)
-    assert not torch.equal(bank[idx], torch.zeros_like(bank[idx]))
-    # untouched samples keep their initial perturbation
-    adv2 = atk(x[[0]], y[[0]], torch.tensor([0]), None)
-    assert torch.equal(atk.bank[[2, 4, 6]], bank[[2, 4, 6]])
-    assert (adv2 - x[[0]]).abs().max() <= 0.1 + 1e-6
+    # the stored window, read through the same crop/flip, is exactly what was applied
+    expected = apply_crop_flip(x[idx], cf, 0.5) + take_crop_flip(bank[idx], cf, h, w)
+    assert torch.allclose(adv, expected, atol=1e-6)
+    assert adv.min() >= 0 and adv.max() <= 1
+    # untouched samples keep their initial perturbation; a batch without the bank's padding is refused
+    with pytest.raises(ConfigError, match="padding 0"):
+        atk(x[[0]], y[[0]], torch.tensor([0]), None)
+    assert torch.equal(atk.bank[[0, 2, 4, 6]], bank[[0, 2, 4, 6]])
+
+
+def test_persistent_fgsm_soft_targets_follow_the_official_rule():
+    """targets = beta * onehot + (1 - beta) * t, with t <- rho * t + (1 - rho) * softmax (t starts one-hot)."""
+    model = tiny_model().eval()
+    ds = toy_dataset(4)
+    x, y = ds.images.float() / 255, ds.labels
+    atk = PersistentFGSM(model, num_samples=4, eps=0.1, alpha=0.05)
+    idx = torch.arange(4)
+    seen = []
+    handle = model.register_forward_hook(lambda m, i, o: seen.append(o.detach().softmax(1)))
+    with isolated_rng(0, torch.device("cpu")):
+        atk(x, y, idx, None)
+    onehot = torch.nn.functional.one_hot(y, seen[0].shape[1]).float()
+    t1 = 0.9 * onehot + 0.1 * seen[0]
+    assert torch.allclose(atk.targets, 0.1 * onehot + 0.9 * t1, atol=1e-6)
+    with isolated_rng(1, torch.device("cpu")):
+        atk(x, y, idx, None)
+    handle.remove()
+    t2 = 0.9 * t1 + 0.1 * seen[1]
+    assert torch.allclose(atk.targets, 0.1 * onehot + 0.9 * t2, atol=1e-6)
+    assert torch.allclose(atk.targets.sum(1), torch.ones(4))
+
+
+def test_persistent_fgsm_compresses_large_images_like_the_official_code():
+    assert PersistentFGSM.bank_shape((3, 224, 224), 4) == (3, 29, 29)  # ceil(232 / 8)
+    assert PersistentFGSM.bank_shape((3, 32, 32), 4) == (3, 40, 40)
 
 
 def test_adversarial_training_rejects_bad_settings():

@@ -16,7 +16,7 @@ See ``docs/data.md`` for the supported datasets, their on-disk layouts and the e
 """
 from __future__ import annotations
 
-from .augment import CropFlip, apply_crop_flip, invert_crop_flip, sample_crop_flip, to_float
+from .augment import CropFlip, apply_crop_flip, put_crop_flip, sample_crop_flip, take_crop_flip, to_float
 from .base import DatasetError, ImageDataset
 from .cifar import load_cifar
 from .idx import load_fashion_mnist, parse_idx
@@ -29,5 +29,5 @@ __all__ = [
     "DATASETS", "DatasetError", "DatasetInfo", "ImageDataset", "ImageFolderDataset",
     "RefusedGlobalError", "RestrictedUnpickler", "dataset_info", "get_dataset", "load_cifar", "load_fashion_mnist",
     "load_image", "load_imagenet100", "parse_idx", "validation_split",
-    "CropFlip", "apply_crop_flip", "invert_crop_flip", "sample_crop_flip", "to_float",
+    "CropFlip", "apply_crop_flip", "put_crop_flip", "sample_crop_flip", "take_crop_flip", "to_float",
 ]

@@ -1,11 +1,14 @@
-"""Batch augmentation as pure tensor functions: random crop with zero padding and horizontal flip.
+"""Batch augmentation as pure tensor functions: random crop of the padded image and horizontal flip.
 
 The paper's augmentation for CIFAR (pad 4, random 32x32 crop, horizontal flip with
 probability 1/2) is applied to whole batches, with the random draws made explicit in a
-:class:`CropFlip`. The paper's fast attack keeps one perturbation per training sample across
-epochs, in the coordinates of the original image: the trainer moves it into the augmented
-image with :func:`apply_crop_flip` (same params as the image) and, after the attack step, back
-with :func:`invert_crop_flip`, which keeps the stored values of pixels the crop cut off.
+:class:`CropFlip`. The padding value is a parameter: 0 for the data loader's augmentation
+(torchvision's ``RandomCrop(32, padding=4)``), 0.5 for the paper's fast attack, which pads,
+crops and flips by itself (``code/util/augmentation.py`` of the official code).
+
+The fast attack keeps one perturbation per training sample across epochs, in the coordinates
+of the padded image (H + 2 pad, W + 2 pad), as the official code does: :func:`take_crop_flip`
+reads the window a batch's crop and flip see, and :func:`put_crop_flip` writes a window back.
 
 Everything is vectorised over the batch (one ``gather``, no Python loop over samples) and works on
 any dtype and device.
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, InputError
 from .base import to_float  # noqa: F401  (re-exported: it lived here before)
 
-__all__ = ["CropFlip", "apply_crop_flip", "invert_crop_flip", "sample_crop_flip", "to_float"]
+__all__ = ["CropFlip", "apply_crop_flip", "put_crop_flip", "sample_crop_flip", "take_crop_flip", "to_float"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,8 +70,9 @@ class CropFlip:
         return self.dy.shape[0]
 
 
-def sample_crop_flip(n: int, pad: int, generator: torch.Generator | None = None, flip: bool = True) -> CropFlip:
-    """Draw crop offsets uniformly in ``[0, 2 * pad]`` and flips with probability 1/2.
+def sample_crop_flip(n: int, pad: int, generator: torch.Generator | None = None, flip: bool = True,
+                     offsets: int | None = None) -> CropFlip:
+    """Draw crop offsets uniformly in ``[0, offsets - 1]`` and flips with probability 1/2.
 
     Draw order (for reproducibility): ``dy``, then ``dx``, then ``flip`` (one uniform draw per
     sample, only when ``flip`` is True), all from ``generator`` (CPU; None = the global RNG).
@@ -78,6 +82,9 @@ def sample_crop_flip(n: int, pad: int, generator: torch.Generator | None = None,
         pad: padding in pixels (>= 0); 0 gives no crop.
         generator: the random stream; pass a seeded one for reproducible training.
         flip: draw horizontal flips; False gives none.
+        offsets: number of crop positions per axis, in [1, 2 * pad + 1]. Default ``2 * pad + 1``
+            (every position, as torchvision's ``RandomCrop``); the official fast attack draws
+            ``np.random.randint(0, 8)`` at pad 4, that is ``offsets = 2 * pad``.
 
     Returns:
         A :class:`CropFlip` with CPU tensors of length N.
@@ -86,8 +93,12 @@ def sample_crop_flip(n: int, pad: int, generator: torch.Generator | None = None,
         raise ConfigError(f"n must be an integer >= 0, got {n!r}")
     if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
         raise ConfigError(f"pad must be an integer >= 0 (pixels), got {pad!r}")
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    if offsets is None:
+        offsets = 2 * pad + 1
+    if isinstance(offsets, bool) or not isinstance(offsets, int) or not 1 <= offsets <= 2 * pad + 1:
+        raise ConfigError(f"offsets must be an integer in [1, {2 * pad + 1}] for pad={pad}, got {offsets!r}")
+    dy = torch.randint(0, offsets, (n,), generator=generator)
+    dx = torch.randint(0, offsets, (n,), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
     return CropFlip(dy, dx, flips, pad)
 
@@ -110,59 +121,79 @@ def _source_coords(params: CropFlip, h: int, w: int, device: torch.device) -> tu
     return rows, cols
 
 
-def apply_crop_flip(x: torch.Tensor, params: CropFlip) -> torch.Tensor:
-    """Augment a batch: zero-pad by ``pad``, crop H x W at ``(dy, dx)``, then flip where ``flip``.
+def apply_crop_flip(x: torch.Tensor, params: CropFlip, fill: float = 0.0) -> torch.Tensor:
+    """Augment a batch: pad by ``pad`` with ``fill``, crop H x W at ``(dy, dx)``, then flip where ``flip``.
 
     ``out[n, :, i, j] = padded[n, :, i + dy[n], j' + dx[n]]`` with ``j' = W - 1 - j`` if
-    ``flip[n]`` else ``j``; padded pixels are 0.
+    ``flip[n]`` else ``j``; padded pixels are ``fill``.
 
     Args:
         x: (N, C, H, W) tensor of any dtype (``uint8`` images, float images or perturbations).
         params: a :class:`CropFlip` for N samples.
+        fill: value of the padding (0: torchvision's ``RandomCrop``; 0.5: the official fast attack).
 
     Returns:
         A new (N, C, H, W) tensor of the same dtype and device.
     """
     _check_batch(x, params, "x")
-    n, c, h, w = x.shape
     p = params.pad
-    xp = F.pad(x, (p, p, p, p)) if p else x  # (N, C, H + 2p, W + 2p)
-    rows, cols = _source_coords(params, h, w, x.device)
-    flat = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).view(n, 1, h * w)  # (N, 1, H*W)
-    out = xp.reshape(n, c, (h + 2 * p) * (w + 2 * p)).gather(2, flat.expand(n, c, h * w))  # (N, C, H*W)
-    return out.view(n, c, h, w)
+    xp = F.pad(x, (p, p, p, p), value=fill) if p else x  # (N, C, H + 2p, W + 2p)
+    return _take(xp, params, x.shape[2], x.shape[3])
 
 
-def invert_crop_flip(delta_aug: torch.Tensor, params: CropFlip, previous: torch.Tensor) -> torch.Tensor:
-    """Map a perturbation from augmented coordinates back to the original images.
+def _flat_index(params: CropFlip, h: int, w: int, padded_w: int, device: torch.device) -> torch.Tensor:
+    rows, cols = _source_coords(params, h, w, device)
+    return (rows[:, :, None] * padded_w + cols[:, None, :]).view(len(params), 1, h * w)  # (N, 1, H*W)
 
-    Every original pixel the crop saw takes the value of ``delta_aug`` at the augmented pixel
-    it moved to; pixels the crop cut off keep their ``previous`` value. So
-    ``invert_crop_flip(apply_crop_flip(d, p), p, prev)`` equals ``d`` on the visible region and
-    ``prev`` elsewhere.
+
+def _take(xp: torch.Tensor, params: CropFlip, h: int, w: int) -> torch.Tensor:
+    n, c, hp, wp = xp.shape
+    flat = _flat_index(params, h, w, wp, xp.device)
+    return xp.reshape(n, c, hp * wp).gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)  # (N, C, H, W)
+
+
+def _check_padded(xp: torch.Tensor, params: CropFlip, h: int, w: int, what: str) -> None:
+    _check_batch(xp, params, what)
+    expected = (h + 2 * params.pad, w + 2 * params.pad)
+    if tuple(xp.shape[2:]) != expected:
+        raise InputError(f"{what} must be padded to {expected} (H + 2 pad, W + 2 pad), got {tuple(xp.shape[2:])}")
+
+
+def take_crop_flip(padded: torch.Tensor, params: CropFlip, h: int, w: int) -> torch.Tensor:
+    """The H x W window of already padded tensors that a batch's crop and flip see.
+
+    ``take_crop_flip(F.pad(x, (p,) * 4), params, H, W)`` equals ``apply_crop_flip(x, params)``.
 
     Args:
-        delta_aug: (N, C, H, W) perturbation of the augmented batch.
-        params: the :class:`CropFlip` the batch was augmented with.
-        previous: (N, C, H, W) stored perturbation in original coordinates.
+        padded: (N, C, H + 2 pad, W + 2 pad), e.g. per-sample perturbations in padded coordinates.
+        params: a :class:`CropFlip` for N samples.
+        h, w: size of the window (the augmented images).
 
     Returns:
-        A new (N, C, H, W) tensor in original coordinates, dtype of ``previous``.
+        A new (N, C, H, W) tensor.
     """
-    _check_batch(delta_aug, params, "delta_aug")
-    _check_batch(previous, params, "previous")
-    if previous.shape != delta_aug.shape:
-        raise InputError(f"previous must have the shape of delta_aug {tuple(delta_aug.shape)}, got {tuple(previous.shape)}")
-    n, c, h, w = delta_aug.shape
-    p, dev = params.pad, delta_aug.device
-    dy, dx = params.dy.to(dev).long(), params.dx.to(dev).long()
-    flip = params.flip.to(dev)
-    # original pixel (r, s) sits at padded (r + p, s + p): augmented row i = r + p - dy, and
-    # pre-flip column j' = s + p - dx, flipped back to the output column j.
-    i = torch.arange(h, device=dev)[None, :] + p - dy[:, None]  # (N, H)
-    jp = torch.arange(w, device=dev)[None, :] + p - dx[:, None]  # (N, W)
-    j = torch.where(flip[:, None], w - 1 - jp, jp)
-    visible = ((i >= 0) & (i < h))[:, :, None] & ((jp >= 0) & (jp < w))[:, None, :]  # (N, H, W)
-    flat = (i.clamp(0, h - 1)[:, :, None] * w + j.clamp(0, w - 1)[:, None, :]).view(n, 1, h * w)
-    moved = delta_aug.reshape(n, c, h * w).gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
-    return torch.where(visible[:, None], moved.to(previous.dtype), previous)
+    _check_padded(padded, params, h, w, "padded")
+    return _take(padded, params, h, w)
+
+
+def put_crop_flip(padded: torch.Tensor, params: CropFlip, window: torch.Tensor) -> torch.Tensor:
+    """Write a window back where :func:`take_crop_flip` read it; the other pixels keep their value.
+
+    ``put_crop_flip(d, p, take_crop_flip(d, p, H, W))`` equals ``d``.
+
+    Args:
+        padded: (N, C, H + 2 pad, W + 2 pad) tensor to update (not modified).
+        params: the :class:`CropFlip` the window was taken with.
+        window: (N, C, H, W) new values, in augmented coordinates.
+
+    Returns:
+        A new (N, C, H + 2 pad, W + 2 pad) tensor, dtype of ``padded``.
+    """
+    _check_batch(window, params, "window")
+    n, c, h, w = window.shape
+    _check_padded(padded, params, h, w, "padded")
+    hp, wp = padded.shape[2:]
+    flat = _flat_index(params, h, w, wp, padded.device)
+    out = padded.reshape(n, c, hp * wp).clone()
+    out.scatter_(2, flat.expand(n, c, h * w), window.reshape(n, c, h * w).to(padded.dtype))
+    return out.view(n, c, hp, wp)

@@ -44,8 +44,11 @@ class ImageFolderDataset(Dataset):
 
     in_chans = 3
 
-    def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], classes: Sequence[str], image_size: int, name: str = "imagefolder"):
+    def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], classes: Sequence[str], image_size: int,
+                 name: str = "imagefolder", crop_pct: float = 1.0):
         check_image_size(image_size)
+        check_crop_pct(crop_pct)
+        self.crop_pct = float(crop_pct)
         self.samples = [(Path(p), int(y)) for p, y in samples]
         self.classes = list(classes)
         self.image_size = image_size
@@ -61,7 +64,7 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         i = check_index(index, len(self))
         path, _ = self.samples[i]
-        return load_image(path, self.image_size), self.labels[i], i
+        return load_image(path, self.image_size, self.crop_pct), self.labels[i], i
 
     @property
     def num_classes(self) -> int:
@@ -70,7 +73,7 @@ class ImageFolderDataset(Dataset):
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageFolderDataset:
         """A new dataset with the samples at ``indices`` (in that order), re-indexed from 0."""
         idx = check_indices(indices, len(self), self.name)
-        return ImageFolderDataset([self.samples[i] for i in idx.tolist()], self.classes, self.image_size, self.name)
+        return ImageFolderDataset([self.samples[i] for i in idx.tolist()], self.classes, self.image_size, self.name, self.crop_pct)
 
     def __repr__(self) -> str:
         return (
@@ -79,10 +82,18 @@ class ImageFolderDataset(Dataset):
         )
 
 
-def load_image(path: str | os.PathLike, image_size: int) -> torch.Tensor:
+def check_crop_pct(crop_pct: float) -> None:
+    """Raise :class:`ConfigError` unless ``crop_pct`` (center crop / resized side) is in (0, 1]."""
+    if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
+        raise ConfigError(f"crop_pct must be a number in (0, 1], got {crop_pct!r}")
+
+
+def load_image(path: str | os.PathLike, image_size: int, crop_pct: float = 1.0) -> torch.Tensor:
     """Decode one image file to a (3, image_size, image_size) ``uint8`` tensor.
 
-    Resizes the shorter side to ``image_size`` (bilinear, antialiased) then center-crops.
+    Resizes the shorter side to ``round(image_size / crop_pct)`` (bilinear, antialiased) then
+    center-crops ``image_size``: ``crop_pct = 0.875`` at 224 is torchvision's ``Resize(256)`` +
+    ``CenterCrop(224)``, the official ImageNet-100 evaluation transform.
     Raises :class:`DatasetError` naming the file if it cannot be decoded.
     """
     from PIL import Image  # here, not at the top: only ImageNet-100 needs PIL, and importing it costs ~0.1 s
@@ -90,11 +101,12 @@ def load_image(path: str | os.PathLike, image_size: int) -> torch.Tensor:
     path = Path(path)
     try:
         with Image.open(path) as img:
-            img.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale >= the target
+            resize = max(image_size, round(image_size / crop_pct))
+            img.draft("RGB", (resize, resize))  # JPEG: decode at a reduced scale >= the target
             img = img.convert("RGB")
             w, h = img.size
-            scale = image_size / min(w, h)
-            nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+            scale = resize / min(w, h)
+            nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
             img = img.resize((nw, nh), Image.Resampling.BILINEAR)
             left, top = (nw - image_size) // 2, (nh - image_size) // 2
             img = img.crop((left, top, left + image_size, top + image_size))
@@ -126,7 +138,8 @@ def load_imagenet100(
     root: str | os.PathLike,
     split: str = "train",
     class_list: str | os.PathLike | None = None,
-    image_size: int = 64,
+    image_size: int = 224,
+    crop_pct: float = 0.875,
 ) -> ImageFolderDataset:
     """Index ImageNet-100 (or any ImageFolder tree) for lazy loading.
 
@@ -138,8 +151,10 @@ def load_imagenet100(
         class_list: text file with one wnid per line naming exactly 100 classes (blank lines
             and ``#`` comments ignored); other folders in the tree are ignored. None: every
             class folder found.
-        image_size: side of the square output images in pixels (shorter side resized, then
-            center crop).
+        image_size: side of the square output images in pixels. Default 224 (the paper's).
+        crop_pct: the shorter side is resized to ``image_size / crop_pct``, then center-cropped.
+            Default 0.875: ``Resize(256)`` + ``CenterCrop(224)``, the official code's
+            ImageNet-100 validation and test transform (``code/dataset/imagenet.py``).
 
     Labels follow the sorted class names, as torchvision's ``ImageFolder`` would assign them
     on a tree holding only those classes.
@@ -150,6 +165,7 @@ def load_imagenet100(
     """
     check_split(split, ("train", "val", "test"), "imagenet100")
     check_image_size(image_size)
+    check_crop_pct(crop_pct)
     split_dir = "val" if split == "test" else split
     root = check_root(root, "imagenet100", f"{split_dir}/<wnid>/*.JPEG")
     folder = root / split_dir
@@ -174,6 +190,6 @@ def load_imagenet100(
         if not files:
             raise DatasetError(f"class folder {folder / wnid} holds no images; expected *.JPEG, *.jpg or *.png files")
         samples.extend((folder / wnid / f, label) for f in files)
-    ds = ImageFolderDataset(samples, classes, image_size, f"imagenet100/{split_dir}")
+    ds = ImageFolderDataset(samples, classes, image_size, f"imagenet100/{split_dir}", crop_pct)
     _logger.info("indexed %s in %s: %d images in %d classes", ds.name, folder, len(ds), len(classes))
     return ds

@@ -1,8 +1,13 @@
-"""CIFAR-style ResNets with masked binary weights, and their dense full-precision twins.
+"""ResNets with masked binary weights, and their dense full-precision twins: CIFAR and ImageNet stems.
 
-He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), in the CIFAR form used by
+He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), in the two forms used by
 Liu et al., "Robust Binary Models by Pruning Randomly-initialized Networks" (NeurIPS 2022):
-a 3x3 stem with stride 1 and no max-pool, four stages of widths (w, 2w, 4w, 8w).
+
+- CIFAR (``robin_resnet18/34/50``; official ``code/arch/resnet_cifar.py``): a 3x3 stem with
+  stride 1 and no max-pool, four stages of widths (w, 2w, 4w, 8w) at strides 1, 2, 4, 8;
+- ImageNet (``robin_resnet18/34/50_imagenet``; official ``code/arch/resnet.py``): a 7x7 stem with
+  stride 2 and a 3x3 stride-2 max-pool, the same stages at strides 4, 8, 16, 32; default cfg
+  224 px, 100 classes (ImageNet-100), ImageNet input statistics.
 
 Masked models (``robin_resnet18/34/50``) have fixed +-1 weights, learned scores, non-affine
 BatchNorm and by default a final BatchNorm on the logits. Dense twins
@@ -22,12 +27,15 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear
-from ._common import LayerFactory, RobinNetBase, default_cfg
+from ._common import IMAGENET_MEAN, IMAGENET_STD, LayerFactory, RobinNetBase, default_cfg
 from .channels import ChannelGraph
 from .spec import Family, register_family
 from .timm_loading import check_weight_source, checkpoint_filter_fn
 
-__all__ = ["RobinResNet", "BasicBlock", "Bottleneck"]
+__all__ = ["RobinResNet", "BasicBlock", "Bottleneck", "STEMS"]
+
+STEMS = ("cifar", "imagenet")
+"""The stems of :class:`RobinResNet`: CIFAR (3x3, stride 1) and ImageNet (7x7 stride 2, max-pool)."""
 
 # timm's FX feature extraction traces through modules; a masked layer's top-k selection is data
 # dependent, so it must stay a leaf (called as a whole) in the traced graph
@@ -134,12 +142,15 @@ class RobinResNet(RobinNetBase):
         masked: masked binary layers (True) or the dense full-precision twin (False).
         keep_ratio: fraction of all weights kept, in (0, 1]. Masked only; default 0.01.
         p: adaptive keep-ratio exponent in [0, 1]. Masked only; default 0.1.
+        stem: ``"cifar"`` (3x3, stride 1, no pool; default) or ``"imagenet"`` (7x7 stride 2 and
+            a 3x3 stride-2 max-pool). Fixed by the registered name.
         init: ``"binary"`` (+-1, default), ``"signed_kaiming_constant"`` or ``"kaiming_normal"``.
         score_init_scale: a in U(-a, a) for the scores. Default 0.01.
         score_scale_by_fan_in: divide a by sqrt(fan_in). Default False.
         last_bn: non-affine BatchNorm on the logits. Default True when masked, False when dense.
         seed: seed of every random draw at construction (weights and scores). Default 0.
-        mean, std: input statistics used inside the model. Default CIFAR-10 for 3 channels.
+        mean, std: input statistics used inside the model. Default for 3 channels: CIFAR-10's
+            (ImageNet's with the ImageNet stem).
         check_inputs: validate every batch (shape, dtype, NaN, values in [0, 1]); a debugging aid
             with a host sync per forward pass. Default False: inputs are checked at the boundaries.
         drop_rate: dropout probability before the classifier, in [0, 1). Default 0.
@@ -151,9 +162,11 @@ class RobinResNet(RobinNetBase):
             arguments). Fixed weights are always drawn on the CPU, so they do not depend on it.
 
     Feature levels (``feature_info``, ``features_only=True``, ``forward_intermediates``):
-    0 the stem (``act1``, stride 1), 1-4 the stages ``layer1``-``layer4`` (strides 1, 2, 4, 8).
+    0 the stem (``act1``, stride 1; ImageNet stem 2), 1-4 the stages ``layer1``-``layer4``
+    (strides 1, 2, 4, 8; ImageNet stem 4, 8, 16, 32).
 
-    Shapes: (N, in_chans, H, W) in [0, 1] -> (N, num_classes) logits; any H, W >= 8.
+    Shapes: (N, in_chans, H, W) in [0, 1] -> (N, num_classes) logits; any H, W >= 8 (ImageNet
+    stem: >= 32).
     """
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
@@ -166,6 +179,7 @@ class RobinResNet(RobinNetBase):
         in_chans: int = 3,
         width: int = 64,
         masked: bool = True,
+        stem: str = "cifar",
         keep_ratio: float | None = None,
         p: float | None = None,
         init: str | None = None,
@@ -187,6 +201,11 @@ class RobinResNet(RobinNetBase):
             raise ConfigError(f"width must be an integer >= 1, got {width!r}")
         if len(layers) != len(self.stage_names) or not all(isinstance(n, int) and n >= 1 for n in layers):
             raise ConfigError(f"layers must give four stage depths >= 1, got {layers!r}")
+        if stem not in STEMS:
+            raise ConfigError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        if stem == "imagenet" and in_chans == 3:
+            mean = IMAGENET_MEAN if mean is None else mean
+            std = IMAGENET_STD if std is None else std
         with self._building(device, dtype):
             mk = self._setup(
                 masked=masked, num_classes=num_classes, in_chans=in_chans, seed=seed, last_bn=last_bn,
@@ -195,11 +214,15 @@ class RobinResNet(RobinNetBase):
                                    score_scale_by_fan_in=score_scale_by_fan_in),
                 drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool,
             )
-            self.width = width
-            self.conv1 = mk.conv(in_chans, width, 3, 1, 1)
+            self.width, self.stem = width, stem
+            big = stem == "imagenet"
+            self.conv1 = mk.conv(in_chans, width, 7, 2, 3) if big else mk.conv(in_chans, width, 3, 1, 1)
             self.bn1 = mk.norm2d(width)
             self.act1 = nn.ReLU()
-            self.feature_info = [dict(num_chs=width, reduction=1, module="act1")]
+            # Identity with the CIFAR stem, so TorchScript finds the attribute; forward skips it then
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if big else nn.Identity()
+            stem_stride = 4 if big else 1  # of layer1's input
+            self.feature_info = [dict(num_chs=width, reduction=2 if big else 1, module="act1")]
             dpr = iter(self.drop_path_rates(sum(layers), self.drop_path_rate))
             inplanes = width
             for i, (name, blocks) in enumerate(zip(self.stage_names, layers)):
@@ -210,7 +233,7 @@ class RobinResNet(RobinNetBase):
                     stage.append(block(inplanes, planes, stride, mk, drop_path=next(dpr)))
                     inplanes = planes * block.expansion
                 setattr(self, name, nn.Sequential(*stage))
-                self.feature_info.append(dict(num_chs=inplanes, reduction=2**i, module=name))
+                self.feature_info.append(dict(num_chs=inplanes, reduction=stem_stride * 2**i, module=name))
             self.num_features = inplanes
             self._finish(mk)
 
@@ -218,8 +241,15 @@ class RobinResNet(RobinNetBase):
         x = self.normalize(x)  # (N, C, H, W), normalised
         return self.act1(self.bn1(self.conv1(x)))  # (N, width, H, W)
 
+    def _forward_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.stem == "imagenet" and stage is self.layer1:
+            x = self.maxpool(x)  # (N, width, H/4, W/4)
+        return super()._forward_stage(stage, x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._forward_stem(x)
+        if self.stem == "imagenet":
+            x = self.maxpool(x)  # (N, width, H/4, W/4)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
         else:
@@ -227,12 +257,12 @@ class RobinResNet(RobinNetBase):
             x = self.layer2(x)
             x = self.layer3(x)
             x = self.layer4(x)
-        return x  # (N, num_features, H/8, W/8)
+        return x  # (N, num_features, H/8, W/8); ImageNet stem: H/32, W/32
 
     def channel_graph(self) -> ChannelGraph:
         """This model's forward pass as channel operations (see :mod:`robin_plugin.models.channels`)."""
         g = ChannelGraph(self)
-        x = g.relu(g.norm(self.bn1, g.conv(self.conv1, g.input())))  # act1
+        x = g.relu(g.norm(self.bn1, g.conv(self.conv1, g.input())))  # act1; the max-pool acts per channel
         for name in self.stage_names:
             for block in getattr(self, name):
                 x = _block_flow(block, g, x)
@@ -254,7 +284,8 @@ def _block_flow(block: nn.Module, g: ChannelGraph, x: int) -> int:
 def _count_weights(kwargs: Mapping[str, Any]) -> int:
     """Convolution and classifier weights of ``RobinResNet(**kwargs)``, without building it."""
     block, width = kwargs["block"], kwargs.get("width", 64)
-    total, inplanes = kwargs["in_chans"] * width * 9, width
+    stem_kernel = 7 if kwargs.get("stem", "cifar") == "imagenet" else 3
+    total, inplanes = kwargs["in_chans"] * width * stem_kernel**2, width
     for i, blocks in enumerate(kwargs["layers"]):
         planes = width * 2**i
         for j in range(blocks):
@@ -275,11 +306,20 @@ def _cfg(**kwargs) -> dict:
     return default_cfg((4, 4), **kwargs)
 
 
+def _imagenet_cfg(**kwargs) -> dict:
+    # ImageNet-100 at 224 px; timm's eval transform Resize(256) + CenterCrop(224) (crop_pct 0.875),
+    # the official code's test transform
+    return default_cfg((7, 7), num_classes=100, input_size=(3, 224, 224), crop_pct=0.875, **kwargs)
+
+
 # the constructor arguments each registered name fixes (its dense twin and RobustBench aliases too)
 _VARIANTS: dict[str, dict[str, Any]] = {
     "robin_resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
     "robin_resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
     "robin_resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+    "robin_resnet18_imagenet": dict(block=BasicBlock, layers=(2, 2, 2, 2), stem="imagenet"),
+    "robin_resnet34_imagenet": dict(block=BasicBlock, layers=(3, 4, 6, 3), stem="imagenet"),
+    "robin_resnet50_imagenet": dict(block=Bottleneck, layers=(3, 4, 6, 3), stem="imagenet"),
 }
 
 register_family(Family(
@@ -294,6 +334,12 @@ default_cfgs = generate_default_cfgs({
     "robin_resnet18_dense": _cfg(),
     "robin_resnet34_dense": _cfg(),
     "robin_resnet50_dense": _cfg(),
+    "robin_resnet18_imagenet": _imagenet_cfg(),
+    "robin_resnet34_imagenet": _imagenet_cfg(),
+    "robin_resnet50_imagenet": _imagenet_cfg(),
+    "robin_resnet18_imagenet_dense": _imagenet_cfg(),
+    "robin_resnet34_imagenet_dense": _imagenet_cfg(),
+    "robin_resnet50_imagenet_dense": _imagenet_cfg(),
 })
 
 
@@ -331,3 +377,43 @@ def robin_resnet34_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
 def robin_resnet50_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet50`."""
     return _create_robin_resnet("robin_resnet50_dense", pretrained, **_VARIANTS["robin_resnet50"], masked=False, **kwargs)
+
+
+@register_model
+def robin_resnet18_imagenet(pretrained: bool = False, **kwargs) -> RobinResNet:
+    """Masked binary ImageNet-style ResNet-18 (7x7 stem, max-pool; 224 px, 100 classes)."""
+    return _create_robin_resnet("robin_resnet18_imagenet", pretrained, **_VARIANTS["robin_resnet18_imagenet"], **kwargs)
+
+
+@register_model
+def robin_resnet34_imagenet(pretrained: bool = False, **kwargs) -> RobinResNet:
+    """Masked binary ImageNet-style ResNet-34 (the paper's ImageNet-100 model)."""
+    return _create_robin_resnet("robin_resnet34_imagenet", pretrained, **_VARIANTS["robin_resnet34_imagenet"], **kwargs)
+
+
+@register_model
+def robin_resnet50_imagenet(pretrained: bool = False, **kwargs) -> RobinResNet:
+    """Masked binary ImageNet-style ResNet-50 (7x7 stem, max-pool; 224 px, 100 classes)."""
+    return _create_robin_resnet("robin_resnet50_imagenet", pretrained, **_VARIANTS["robin_resnet50_imagenet"], **kwargs)
+
+
+@register_model
+def robin_resnet18_imagenet_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
+    """Dense full-precision twin of :func:`robin_resnet18_imagenet`."""
+    return _create_robin_resnet("robin_resnet18_imagenet_dense", pretrained, **_VARIANTS["robin_resnet18_imagenet"],
+                                masked=False, **kwargs)
+
+
+@register_model
+def robin_resnet34_imagenet_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
+    """Dense full-precision twin of :func:`robin_resnet34_imagenet`."""
+    return _create_robin_resnet("robin_resnet34_imagenet_dense", pretrained, **_VARIANTS["robin_resnet34_imagenet"],
+                                masked=False, **kwargs)
+
+
+@register_model
+def robin_resnet50_imagenet_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
+    """Dense full-precision twin of :func:`robin_resnet50_imagenet`."""
+    return _create_robin_resnet("robin_resnet50_imagenet_dense", pretrained, **_VARIANTS["robin_resnet50_imagenet"],
+                                masked=False, **kwargs)
+

@@ -43,7 +43,10 @@ ROBUSTBENCH_DATASETS: dict[str, int] = {"cifar10": 10, "cifar100": 100}
 ROBUSTBENCH_THREATS: tuple[str, ...] = ("linf", "l2")
 
 # base robin model -> its family, as the model files declare them
-_BASES: dict[str, Family] = {base: fam for fam in families() for base in fam.variants}
+# CIFAR-size models only: RobustBench's CIFAR boards are 32x32 (its ImageNet board is ImageNet-1k at 224 px,
+# not the paper's ImageNet-100)
+_BASES: dict[str, Family] = {base: fam for fam in families() for base in fam.variants
+                             if fam.variants[base].get("stem", "cifar") == "cifar"}
 
 
 # input statistics per dataset (the base models default to CIFAR-10's)

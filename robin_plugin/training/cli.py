@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..summary import format_storage
 from .checkpoint import CHECKPOINT
 from .config import DEFAULT_PRESET, PRESETS, apply_overrides, get_preset, load_config_file, parse_override
-from .run import train
+from .run import resolve_attack_sizes, train
 
 __all__ = ["add_train_parser"]
 
@@ -32,6 +32,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume-or-start", action="store_true",
                    help="continue from out_dir/checkpoint.safetensors if it exists, else start a new run there")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (eps and steps filled in) as JSON and exit without training")
     p.set_defaults(func=_cmd_train)
 
 
@@ -45,6 +47,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.update(load_config_file(args.config))
     overrides.update(dict(parse_override(o) for o in args.overrides))
     config = apply_overrides(get_preset(args.preset), overrides)
+    if args.print_config:
+        print(json.dumps(resolve_attack_sizes(config).to_dict(), indent=2))
+        return 0
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"

@@ -18,7 +18,9 @@ from ..errors import ConfigError, UnknownNameError, closest
 from ..io import read_limited
 from ..models.spec import check_model_args
 from ..pruning import check_keep_ratio, check_p
-from .attacks import ATTACKS
+from ..pgd import check_iterate
+from .attacks import ATTACK_MODES, ATTACKS, check_label_smoothing
+from .paper import PAPER_PRESETS, official_overrides
 from .schedules import LR_SCHEDULES
 
 __all__ = ["TrainConfig", "PRESETS", "AUGMENTED_DATASETS", "MAX_CONFIG_BYTES", "MAX_SEED", "get_preset", "apply_overrides",
@@ -51,20 +53,27 @@ class TrainConfig:
     train_subset: int | None = None        # use only the first n training images (None: all)
     val_fraction: float = 0.02             # held out from the training set to pick the best epoch
     augment: bool | None = None            # random crop (pad 4) + flip; None: on for AUGMENTED_DATASETS, off otherwise
+    image_size: int | None = None          # ImageNet-100: side of the decoded images (None: the dataset's, 224)
+    class_list: str | None = None          # ImageNet-100: text file naming its 100 wnids (None: every class folder)
     # optimisation
     epochs: int = 3
     batch_size: int = 128
     lr: float = 0.1
     lr_schedule: str = "cosine"            # cosine | onecycle | step | constant (per optimizer step)
     lr_milestones: tuple = (0.5, 0.75)     # for step: fractions of training where lr drops 10x
+    lr_warmup_epochs: int = 0              # linear warm-up epochs before the schedule
+    lr_per_epoch: bool = False             # set lr once per epoch (the official code) instead of every step
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    label_smoothing: float = 0.0           # of the training cross-entropy (not with attack fast)
     # attack
     attack: str = "pgd"                    # pgd | ffgsm | fast | trades | none
     eps: float | None = None               # Linf radius in [0, 1] pixel units (None: dataset default)
     step_size: float | None = None         # attack step (None: dataset default; fast: eps / 2)
     attack_steps: int = 10                 # PGD / TPGD iterations
     trades_beta: float = 6.0
+    attack_mode: str | None = None         # train | eval: model mode while crafting (None: the official, eval for trades only)
+    pgd_iterate: str = "last"              # last | worst: PGD's returned iterate, in training and validation / test
     # validation, test, checkpoints
     eval_step_size: float | None = None    # PGD step for validation / test (None: eps / 4, as robin eval)
     val_pgd_steps: int = 10
@@ -119,6 +128,19 @@ class TrainConfig:
         check_model_args(self.model, self.model_kwargs, source="model_kwargs")
         if self.attack not in ATTACKS:
             raise UnknownNameError(f"unknown attack {self.attack!r}{closest(self.attack, ATTACKS)}; valid: {', '.join(ATTACKS)}")
+        if self.attack_mode is not None and self.attack_mode not in ATTACK_MODES:
+            raise UnknownNameError(f"unknown attack_mode {self.attack_mode!r}{closest(self.attack_mode, ATTACK_MODES)}; "
+                                   f"valid: {', '.join(ATTACK_MODES)} or null (the official mode of the attack)")
+        check_iterate(self.pgd_iterate)
+        check_label_smoothing(self.label_smoothing, self.attack)
+        if self.lr_warmup_epochs < 0 or self.lr_warmup_epochs >= self.epochs:
+            raise ConfigError(f"lr_warmup_epochs must be an integer in [0, epochs - 1] = [0, {self.epochs - 1}], "
+                              f"got {self.lr_warmup_epochs}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"image_size must be an integer >= 8 (pixels) or null, got {self.image_size}")
+        if (self.image_size is not None or self.class_list is not None) and self.dataset != "imagenet100":
+            raise ConfigError(f"image_size and class_list apply to dataset imagenet100 only, not {self.dataset!r}: "
+                              "the other datasets have one fixed size and class set")
 
     @property
     def augmentation_on(self) -> bool:
@@ -197,11 +219,6 @@ def _type_name(tp: Any) -> str:
 
 
 # --- presets ---------------------------------------------------------------------------------
-_PAPER = dict(keep_ratio=0.01, p=0.1, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_schedule="cosine",
-              val_fraction=0.02, test_n=10000)
-_CIFAR_PGD = dict(_PAPER, attack="pgd", attack_steps=10, eps=8 / 255, step_size=2 / 255, epochs=400)
-_CIFAR_FAST = dict(_PAPER, attack="fast", eps=8 / 255, step_size=4 / 255, epochs=100)
-_CIFAR_TRADES = dict(_PAPER, attack="trades", attack_steps=10, eps=8 / 255, step_size=2 / 255, epochs=400)
 _CPU = dict(dataset="fashion_mnist", model_kwargs={"width": 16}, eps=0.1, test_n=1000, test_pgd_steps=20,
             val_pgd_steps=10, batch_size=128, lr=0.1, train_subset=20000)
 
@@ -218,16 +235,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fmnist-dense-fast": dict(_CPU, model="robin_resnet18_dense", attack="ffgsm", step_size=0.125, epochs=5, lr=0.2,
                               batch_size=64, channels_last=True, val_pgd_steps=5),
 }
-for _arch in ("resnet18", "resnet34", "resnet50"):
-    for _ds in ("cifar10", "cifar100"):
-        PRESETS[f"{_ds}-{_arch}-pgd"] = dict(_CIFAR_PGD, model=f"robin_{_arch}", dataset=_ds)
-        PRESETS[f"{_ds}-{_arch}-fast"] = dict(_CIFAR_FAST, model=f"robin_{_arch}", dataset=_ds)
-        PRESETS[f"{_ds}-{_arch}-trades"] = dict(_CIFAR_TRADES, model=f"robin_{_arch}", dataset=_ds)
-        # dense full-precision adversarial-training baselines (lr 0.1 step, 200 epochs is common; keep paper recipe)
-        PRESETS[f"{_ds}-{_arch}-dense-pgd"] = dict(_CIFAR_PGD, model=f"robin_{_arch}_dense", dataset=_ds, epochs=200)
-PRESETS["imagenet100-resnet34-fast"] = dict(_PAPER, model="robin_resnet34", dataset="imagenet100", attack="fast",
-                                            eps=2 / 255, step_size=1 / 255, epochs=100,
-                                            model_kwargs={}, test_n=5000)
+# the paper presets: exactly the official code's recipes (robin_plugin.training.paper; the test
+# evaluation on the whole test set is robin's own clean / PGD-20 check, the paper's is AutoAttack)
+for _name in PAPER_PRESETS:
+    PRESETS[_name] = dict(official_overrides(_name), test_n=5000 if _name.startswith("imagenet100") else 10000)
 DEFAULT_PRESET = "fmnist-fast"
 
 

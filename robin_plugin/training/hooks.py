@@ -27,7 +27,7 @@ from ..pruning import check_p, is_masked, masked_layers, set_keep_ratio
 from ..rng import stream_generator
 from .checkpoint import CHECKPOINT, CheckpointError, save_checkpoint, save_state_dict, training_state
 from .events import Hook, fire  # re-exported: their home is .events
-from .schedules import _stages, lr_at, progressive_keep_ratio
+from .schedules import _stages, lr_at, lr_at_epoch, progressive_keep_ratio
 from .state import TrainState
 
 __all__ = ["Hook", "fire", "LRSchedule", "ProgressivePruning", "RandomCropFlip", "MetricLogger", "BestModel",
@@ -40,25 +40,41 @@ class LRSchedule(Hook):
     """Modifier: the learning-rate schedule, a pure function of training progress.
 
     At every BATCH_START (before the batch's optimizer step) each param group's ``lr`` becomes
-    ``lr_at(schedule, state.progress, base_lr, milestones)`` (:mod:`.schedules`). Stateless: the
-    rate depends on progress only, so a resumed run continues the schedule exactly.
+    :func:`~.schedules.lr_at_epoch` of the epochs done: a linear warm-up over
+    ``warmup_epochs``, then the schedule over the rest. Stateless: the rate depends on progress
+    only, so a resumed run continues the schedule exactly.
 
     Args:
-        schedule: ``cosine`` (to 0 at the end), ``step`` (x0.1 at each milestone) or ``constant``.
-        base_lr: learning rate at progress 0, > 0.
+        schedule: ``cosine`` (to 0 at the end), ``onecycle``, ``step`` (x0.1 at each milestone)
+            or ``constant``.
+        base_lr: learning rate after the warm-up, > 0.
         milestones: for ``step``, fractions of training where the rate drops. Default (0.5, 0.75).
+        warmup_epochs: epochs of linear warm-up. Default 0.
+        per_epoch: set the rate once per epoch from the whole epochs done (the official code),
+            instead of at every step. Default False.
     """
 
-    def __init__(self, schedule: str = "cosine", base_lr: float = 0.1, milestones: Sequence[float] = (0.5, 0.75)):
+    def __init__(self, schedule: str = "cosine", base_lr: float = 0.1, milestones: Sequence[float] = (0.5, 0.75),
+                 warmup_epochs: int = 0, per_epoch: bool = False):
         lr_at(schedule, 0.0, base_lr, milestones)  # an unknown schedule is a ConfigError here, not mid-run
         if isinstance(base_lr, bool) or not isinstance(base_lr, (int, float)) or not 0 < base_lr < math.inf:
             raise ConfigError(f"base_lr must be a finite number > 0, got {base_lr!r}")
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
         self.schedule, self.base_lr, self.milestones = schedule, base_lr, tuple(milestones)
+        self.warmup_epochs, self.per_epoch = warmup_epochs, bool(per_epoch)
 
     def on_batch_start(self, state: TrainState) -> None:
         if state.optimizer is None:
             raise ConfigError("LRSchedule needs state.optimizer")
-        lr = lr_at(self.schedule, state.progress, self.base_lr, self.milestones)
+        epochs = max(1, state.epochs)
+        if self.per_epoch:
+            lr = lr_at_epoch(self.schedule, float(state.epoch), epochs, self.base_lr, self.milestones, self.warmup_epochs)
+        elif self.warmup_epochs:
+            lr = lr_at_epoch(self.schedule, state.progress * epochs, epochs, self.base_lr, self.milestones,
+                             self.warmup_epochs, max(1, state.steps_per_epoch))
+        else:  # straight from the progress fraction (the same floats as lr_at_epoch without rounding through epochs)
+            lr = lr_at(self.schedule, state.progress, self.base_lr, self.milestones)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
 
@@ -75,14 +91,21 @@ class RandomCropFlip(Hook):
     exactly as one.
 
     Args:
-        pad: zero padding in pixels, >= 0. Default 4 (the CIFAR recipe).
+        pad: padding in pixels, >= 0. Default 4 (the CIFAR recipe).
         seed: the run's seed.
+        fill: pixel value of the padding, in [0, 1]. Default 0 (torchvision's ``RandomCrop``);
+            the official fast attack pads with 0.5 (``code/util/augmentation.py``).
+        offsets: crop positions per axis (see :func:`robin_plugin.data.sample_crop_flip`);
+            default ``2 * pad + 1``; the official fast attack draws ``2 * pad``.
     """
 
-    def __init__(self, pad: int = 4, seed: int = 0):
+    def __init__(self, pad: int = 4, seed: int = 0, fill: float = 0.0, offsets: int | None = None):
         if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
             raise ConfigError(f"pad must be an integer >= 0 (pixels), got {pad!r}")
-        self.pad, self.seed = pad, seed
+        if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 <= fill <= 1.0:
+            raise ConfigError(f"fill must be a pixel value in [0, 1], got {fill!r}")
+        sample_crop_flip(0, pad, offsets=offsets)  # a bad offsets count fails here, not mid-run
+        self.pad, self.seed, self.fill, self.offsets = pad, seed, float(fill), offsets
         self._generator: torch.Generator | None = None
         self._epoch: int | None = None
 
@@ -95,11 +118,11 @@ class RandomCropFlip(Hook):
             self.on_epoch_start(state)
         rank, world = _rank_and_world()
         n = len(state.x)
-        draws = sample_crop_flip(n * world, self.pad, self._generator)  # the global batch's crops, in order
+        draws = sample_crop_flip(n * world, self.pad, self._generator, offsets=self.offsets)  # the global batch's crops, in order
         own = slice(rank * n, (rank + 1) * n)
         device = state.x.device
         crop_flip = CropFlip(draws.dy[own].to(device), draws.dx[own].to(device), draws.flip[own].to(device), draws.pad)
-        state.x = apply_crop_flip(state.x, crop_flip)
+        state.x = apply_crop_flip(state.x, crop_flip, self.fill)
         state.crop_flip = crop_flip
 
 

@@ -13,7 +13,7 @@ __all__ = ["clean_and_pgd_accuracy"]
 
 def clean_and_pgd_accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, step_size: float, steps: int,
-    batch_size: int = 256, seed: int = 0, device: torch.device | None = None,
+    batch_size: int = 256, seed: int = 0, device: torch.device | None = None, iterate: str = "last",
 ) -> dict[str, float]:
     """Clean accuracy and PGD-``steps`` accuracy (random start, :func:`robin_plugin.pgd.pgd_attack`) in eval mode.
 
@@ -24,6 +24,7 @@ def clean_and_pgd_accuracy(
         images: (N, C, H, W) floats in [0, 1] or uint8 (divided by 255).
         labels: (N,) class indices.
         eps, step_size: Linf radius and step in pixel units.
+        iterate: PGD's returned iterate, ``"last"`` or ``"worst"`` (:data:`robin_plugin.pgd.PGD_ITERATES`).
 
     Returns:
         ``{"clean_acc": ..., "robust_acc": ...}`` as fractions in [0, 1].
@@ -31,7 +32,7 @@ def clean_and_pgd_accuracy(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    attack = pgd_attack(model, eps, steps, alpha=step_size)
+    attack = pgd_attack(model, eps, steps, alpha=step_size, iterate=iterate)
     clean = robust = 0
     try:
         for start in range(0, len(images), batch_size):

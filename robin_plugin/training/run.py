@@ -53,12 +53,13 @@ def resolve_attack_sizes(config: TrainConfig) -> TrainConfig:
 
 def load_data(config: TrainConfig):
     """(train, val, test) datasets of ``config``: subset, then the held-out validation split."""
-    train_full = get_dataset(config.dataset, config.data_root, split="train")
+    options = {k: v for k, v in (("image_size", config.image_size), ("class_list", config.class_list)) if v is not None}
+    train_full = get_dataset(config.dataset, config.data_root, split="train", **options)
     if config.train_subset is not None and config.train_subset < len(train_full):
         train_full = train_full.subset(torch.arange(config.train_subset))
     tr, va = validation_split(len(train_full), config.val_fraction, config.seed)
     test_split = "val" if config.dataset == "imagenet100" else "test"
-    test = get_dataset(config.dataset, config.data_root, split=test_split) if config.test_n else None
+    test = get_dataset(config.dataset, config.data_root, split=test_split, **options) if config.test_n else None
     return train_full.subset(tr), (train_full.subset(va) if len(va) else None), test
 
 
@@ -104,7 +105,8 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
         n = min(config.test_n, len(test_set))
         x, y = gather(test_set, torch.arange(n))  # in-memory or lazily decoded (ImageNet-100)
         m = clean_and_pgd_accuracy(model, x, y, eps=config.eps, step_size=config.eval_step_size,
-                                   steps=config.test_pgd_steps, seed=config.seed, device=trainer.device)
+                                   steps=config.test_pgd_steps, seed=config.seed, device=trainer.device,
+                                   iterate=config.pgd_iterate)
         result["test"] = {"n": n, "clean_acc": m["clean_acc"], f"pgd{config.test_pgd_steps}_acc": m["robust_acc"]}
     if trainer.rank == 0:
         atomic_write_json(out_dir / "results.json", result)

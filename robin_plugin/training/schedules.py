@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ..errors import ConfigError
 from ..pruning import check_keep_ratio
 
-__all__ = ["progressive_keep_ratio", "cosine_lr", "one_cycle_lr", "step_lr", "lr_at", "LR_SCHEDULES"]
+__all__ = ["progressive_keep_ratio", "cosine_lr", "one_cycle_lr", "step_lr", "lr_at", "lr_at_epoch", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("cosine", "onecycle", "step", "constant")
 """Names :func:`lr_at` (and ``TrainConfig.lr_schedule``) accepts."""
@@ -79,3 +79,30 @@ def lr_at(schedule: str, progress: float, base_lr: float, milestones: Sequence[f
     if schedule == "constant":
         return base_lr
     raise ConfigError(f"unknown lr_schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+
+
+def lr_at_epoch(schedule: str, epoch: float, epochs: int, base_lr: float, milestones: Sequence[float] = (0.5, 0.75),
+                warmup_epochs: int = 0, steps_per_epoch: int = 1) -> float:
+    """Learning rate ``epoch`` epochs into training: a linear warm-up, then the named schedule.
+
+    During the first ``warmup_epochs`` the rate rises linearly and reaches ``base_lr`` at the
+    end of the warm-up: ``base_lr * (epoch + 1 / steps_per_epoch) / warmup_epochs``. With whole
+    epochs and ``steps_per_epoch = 1`` that is the official code's ``lr * (e + 1) / W``
+    (``code/util/schedulers.py``, ``_warmup_lr``). After it, :func:`lr_at` of the progress through
+    the remaining ``epochs - warmup_epochs`` epochs (the official cosine runs over them too).
+
+    Args:
+        schedule: one of :data:`LR_SCHEDULES`.
+        epoch: epochs done, in [0, epochs]: an integer for a rate set once per epoch, fractional
+            (``epoch + batch / steps_per_epoch``) for one set every step.
+        epochs: length of training in epochs (> ``warmup_epochs``).
+        base_lr: the peak rate.
+        milestones: for ``step``.
+        warmup_epochs: epochs of warm-up (>= 0).
+        steps_per_epoch: how many times per epoch the rate is set (1: once per epoch).
+    """
+    if warmup_epochs and epoch < warmup_epochs:
+        return base_lr * (epoch + 1 / steps_per_epoch) / warmup_epochs
+    progress = (epoch - warmup_epochs) / max(1e-12, epochs - warmup_epochs)
+    return lr_at(schedule, min(1.0, max(0.0, progress)), base_lr, milestones)
+

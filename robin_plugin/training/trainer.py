@@ -136,12 +136,19 @@ class Trainer:
         writes = self.out_dir if self.rank == 0 else None
 
         # --- the built-in hooks, declared --------------------------------------------------
-        self.lr_schedule = LRSchedule(config.lr_schedule, config.lr, config.lr_milestones)
+        self.lr_schedule = LRSchedule(config.lr_schedule, config.lr, config.lr_milestones, config.lr_warmup_epochs,
+                                      config.lr_per_epoch)
         self.pruning = ProgressivePruning(config.keep_ratio, config.p, config.prune_steps) if is_masked(self.model) else None
-        self.augmentation = RandomCropFlip(pad=4, seed=config.seed) if config.augmentation_on else None
+        self.augmentation = None
+        if config.augmentation_on:
+            # the official fast attack crops by itself: padding 0.5 and offsets 0..7 (code/util/augmentation.py)
+            fast = config.attack == "fast"
+            self.augmentation = RandomCropFlip(pad=4, seed=config.seed, fill=0.5 if fast else 0.0, offsets=8 if fast else None)
         self.adversarial = AdversarialTraining(
             config.attack, eps=eps, step_size=step, steps=config.attack_steps, trades_beta=config.trades_beta,
-            num_samples=n, seed=config.seed, sample_shape=_image_shape(train_set),
+            num_samples=n, num_classes=_num_classes(model, train_set), seed=config.seed, sample_shape=_image_shape(train_set),
+            crop_pad=self.augmentation.pad if self.augmentation is not None else 0, attack_mode=config.attack_mode,
+            pgd_iterate=config.pgd_iterate, label_smoothing=config.label_smoothing,
         )
         self.best_model = BestModel(writes)
         self.logger = MetricLogger(writes)
@@ -281,7 +288,7 @@ class Trainer:
         x, y = gather(self.val_set, torch.arange(len(self.val_set)))
         m = clean_and_pgd_accuracy(
             self.model, x, y, eps=cfg.eps, step_size=cfg.eval_step_size or cfg.step_size,
-            steps=cfg.val_pgd_steps, seed=derive_seed(cfg.seed, "val", epoch), device=self.device,
+            steps=cfg.val_pgd_steps, seed=derive_seed(cfg.seed, "val", epoch), device=self.device, iterate=cfg.pgd_iterate,
         )
         self.state.metrics["val/clean_acc"] = m["clean_acc"]
         self.state.metrics["val/robust_acc"] = m["robust_acc"]
@@ -340,7 +347,15 @@ def _check_images(name: str, images: Any) -> None:
 
 def _image_shape(dataset: Any) -> tuple[int, ...]:
     images = getattr(dataset, "images", None)
-    return tuple(images.shape[1:]) if isinstance(images, torch.Tensor) else ()
+    if isinstance(images, torch.Tensor):
+        return tuple(images.shape[1:])
+    size = getattr(dataset, "image_size", None)  # lazily decoded RGB images (ImageNet-100)
+    return (3, size, size) if isinstance(size, int) else ()
+
+
+def _num_classes(model: nn.Module, dataset: Any) -> int | None:
+    n = getattr(model, "num_classes", None)
+    return n if isinstance(n, int) and n > 0 else getattr(dataset, "num_classes", None)
 
 
 def gather(dataset: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
