@@ -341,7 +341,7 @@ def test_default_cfg(name: str) -> None:
     state = model.state_dict()
     assert f"{cfg['first_conv']}.weight" in state
     assert f"{cfg['classifier']}.weight" in state
-    assert model.num_classes == 10
+    assert model.num_classes == expected_cfg(name)[0]
 
 
 def test_pretrained_cfg_also_reachable_without_building() -> None:
