@@ -56,13 +56,13 @@ _STATS = {
 _EPS = {"cifar10": 8, "cifar100": 4, "imagenet100": 2}
 
 
-def _masked(source_script: str) -> dict[str, Official]:
+def _masked(source_script: str, cfg: str) -> dict[str, Official]:
     """What the best-settings scripts pass on the command line to every binary-weights run."""
     return {
         "keep_ratio": Official(0.01, f"{source_script}: --prune-rate 0.01 (the fraction kept)"),
         "p": Official(0.1, f"{source_script}: --pr-scale 0.1"),
         "prune_steps": Official(1, "code/args.py: --pr-steps default 1 (the target from the start)"),
-        "init": Official("binary", "configs: init: binary (code/arch/builder.py: weight.sign())"),
+        "init": Official("binary", cfg + ": init: binary (code/arch/builder.py: weight.sign())"),
         "score_init_scale": Official(0.01, f"{source_script}: --score-init-scale 0.01"),
         "score_scale_by_fan_in": Official(False, f"{source_script}: --fan-scaled-score-mode none"),
         "last_bn": Official(True, f"{source_script}: --end-with-bn (a non-affine BatchNorm on the logits)"),
@@ -99,7 +99,7 @@ def _pgd(dataset: str, arch: str) -> dict[str, Official]:
     cfg = _cfg(dataset, arch, f"{arch}-binary-weights")
     eps = _EPS[dataset]
     return {
-        **_common(dataset, arch, f"{arch}-binary-weights"), **_masked(_BEST_SETTINGS),
+        **_common(dataset, arch, f"{arch}-binary-weights"), **_masked(_BEST_SETTINGS, cfg),
         "model": Official(f"robin_{arch}", f"{cfg}: model_type: c{arch.replace('resnet', 'ResNet')} (code/arch/resnet_cifar.py)"),
         "attack": Official("pgd", cfg + ": trainer: adv_step, attack: PGD"),
         "step_size": Official(eps / 4 / 255, cfg + f": attack step_size: {eps / 4:g}"),
@@ -115,7 +115,7 @@ def _fast(dataset: str, arch: str) -> dict[str, Official]:
     cfg = _cfg(dataset, arch, f"{arch}-binary-weights-fast")
     eps = _EPS[dataset]
     return {
-        **_common(dataset, arch, f"{arch}-binary-weights-fast"), **_masked(_BEST_SETTINGS),
+        **_common(dataset, arch, f"{arch}-binary-weights-fast"), **_masked(_BEST_SETTINGS, cfg),
         "model": Official(f"robin_{arch}", f"{cfg}: model_type: c{arch.replace('resnet', 'ResNet')} (code/arch/resnet_cifar.py)"),
         "attack": Official("fast", cfg + ": trainer: adv_step_fast, attack: FGSM-RS (code/util/attack.py: FGSM_RS)"),
         "step_size": Official(eps / 2 / 255, cfg + f": attack step_size: {eps / 2:g}"),
@@ -150,7 +150,7 @@ def _dense_pgd(dataset: str, arch: str) -> dict[str, Official]:
 def _trades(dataset: str, arch: str) -> dict[str, Official]:
     cfg = _cfg(dataset, arch, f"{arch}-binary-weights-trades")
     return {
-        **_common(dataset, arch, f"{arch}-binary-weights-trades"), **_masked(_TRADES_SCRIPT),
+        **_common(dataset, arch, f"{arch}-binary-weights-trades"), **_masked(_TRADES_SCRIPT, cfg),
         "model": Official(f"robin_{arch}", f"{cfg}: model_type: cResNet34 (code/arch/resnet_cifar.py)"),
         "attack": Official("trades", cfg + ": trainer: adv_trades, trades_attack: TradesKL"),
         "step_size": Official(2 / 255, cfg + ": trades_attack step_size: 2"),
@@ -182,7 +182,7 @@ def _imagenet100_fast() -> dict[str, Official]:
         "augment": Official(True, "code/util/attack.py: FGSM_RS crops (pad 4) and flips the batch itself"),
     })
     return {
-        **common, **_masked(_IN100_SCRIPT),
+        **common, **_masked(_IN100_SCRIPT, cfg),
         "model": Official("robin_resnet34_imagenet", f"{cfg}: model_type: ResNet34_imagenet100 (code/arch/resnet.py: "
                                                      "7x7 stride-2 stem, 3x3 stride-2 max-pool)"),
         "attack": Official("fast", cfg + ": trainer: adv_step_fast, attack: FGSM-RS"),
