@@ -133,9 +133,8 @@ class TrainConfig:
                                    f"valid: {', '.join(ATTACK_MODES)} or null (the official mode of the attack)")
         check_iterate(self.pgd_iterate)
         check_label_smoothing(self.label_smoothing, self.attack)
-        if self.lr_warmup_epochs < 0 or self.lr_warmup_epochs >= self.epochs:
-            raise ConfigError(f"lr_warmup_epochs must be an integer in [0, epochs - 1] = [0, {self.epochs - 1}], "
-                              f"got {self.lr_warmup_epochs}")
+        if self.lr_warmup_epochs < 0:  # >= epochs is allowed: the whole (shortened) run warms up
+            raise ConfigError(f"lr_warmup_epochs must be an integer >= 0, got {self.lr_warmup_epochs}")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"image_size must be an integer >= 8 (pixels) or null, got {self.image_size}")
         if (self.image_size is not None or self.class_list is not None) and self.dataset != "imagenet100":
