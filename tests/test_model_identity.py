@@ -84,7 +84,7 @@ def test_load_state_dict_into_default_model_gives_identical_logits(trained, extr
         fresh.load_state_dict(safetensors.torch.load_file(str(path)))
     _same(model, fresh)
     assert [m.keep_ratio for _, m in masked_layers(fresh)] == [m.keep_ratio for _, m in masked_layers(model)]
-    assert fresh.pretrained_cfg["dataset_mean"] == pytest.approx((0.3,))
+    assert fresh.input_stats()[0] == pytest.approx((0.3,))
 
 
 def test_timm_pretrained_cfg_overlay_file_gives_identical_logits(trained):

@@ -97,3 +97,87 @@ def test_progressive_pruning_ends_exactly_at_the_target_whenever_it_runs(stages)
             state.epoch = epoch
             hook.on_epoch_start(state)
         assert state.metrics["prune/keep_ratio"] == pytest.approx(0.05, rel=1e-12), (stages, epochs)
+
+
+# --- timm's hub writer and the data config of a hub folder -----------------------------------
+def _pruned_model(name: str = "robin_resnet18") -> torch.nn.Module:
+    """A model whose state differs from a fresh build: keep ratios, statistics, scores, BN stats."""
+    kw = dict(TINY) if name.startswith("robin_resnet18") and not name.endswith("_dense") else dict(in_chans=1, width=4)
+    model = timm.create_model(name, **kw, mean=(0.3,), std=(0.4,))
+    if robin_plugin.is_masked(model):
+        robin_plugin.set_keep_ratio(model, 0.2, 0.3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.01)
+    model.train()
+    model(torch.rand(16, 1, 28, 28))  # BatchNorm running statistics move
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["robin_resnet18", "robin_resnet18_dense"])
+def test_timm_save_for_hf_round_trips_through_local_dir(name, tmp_path):
+    from timm.models import PretrainedCfg
+    from timm.models._hub import save_for_hf
+
+    model = _pruned_model(name)
+    assert set(model.pretrained_cfg) <= {f for f in PretrainedCfg.__dataclass_fields__}
+    PretrainedCfg(**model.pretrained_cfg)  # timm's own check: every key is a field
+    save_for_hf(model, tmp_path / "hf")
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    if robin_plugin.is_masked(model):
+        assert _ratios(loaded) == _ratios(model)
+
+
+def test_every_registered_robin_model_has_only_timm_cfg_fields():
+    from timm.models import PretrainedCfg
+
+    fields = set(PretrainedCfg.__dataclass_fields__)
+    for name in timm.list_models("robin_*"):
+        model = timm.create_model(name, pretrained=False, device="meta")
+        assert set(model.pretrained_cfg) <= fields, name
+
+
+def test_hub_export_of_a_28x28_run_gives_robins_predictions_through_timm_transforms(tmp_path):
+    """Real Fashion-MNIST test images through PIL and timm's eval transform: robin's own predictions."""
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    from robin_plugin.data import get_dataset, to_float
+    from robin_plugin.eval.measure import predict
+    from robin_plugin.export import export_hub
+
+    ds = get_dataset("fashion_mnist", None, split="test")
+    n = 200
+    images, labels = ds.images[:n], ds.labels[:n]
+    model = _pruned_model()
+    folder = export_hub(model, tmp_path / "hub", train_config={"dataset": "fashion_mnist", "seed": 0})
+    hub = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    cfg = resolve_data_config({}, model=hub)
+    assert cfg["input_size"] == (1, 28, 28) and cfg["crop_pct"] == 1.0
+    transform = create_transform(**cfg)
+    x_timm = torch.stack([transform(Image.fromarray(img.squeeze(0).numpy(), mode="L")) for img in images])
+    x_robin = to_float(images)
+    assert torch.equal(x_timm, x_robin)  # the transform does not resize a 28x28 image
+    with torch.no_grad():
+        ours, theirs = predict(model, x_robin, 100), predict(hub, x_timm, 100)
+    assert torch.equal(ours, theirs)
+    assert (ours == labels).float().mean() == (theirs == labels).float().mean()
+
+
+def test_hub_model_card_shows_one_evaluation_with_its_settings_and_file(tmp_path):
+    from robin_plugin.export import export_hub
+
+    info = {"name": "x", "architecture": "y", "dataset": "cifar100", "threat_model": "Linf", "eps": "4/255",
+            "n_points": 500, "attack_set": "apgd-ce", "robust_acc": "31.00", "clean_acc": "60.00",
+            "settings": {"seed": 7}}
+    results = {"dataset": "fashion_mnist", "eps": 0.1, "test": {"n": 1000, "clean_acc": 0.85, "pgd20_acc": 0.7}}
+    folder = export_hub(_pruned_model(), tmp_path / "hub", results=results, model_info=info,
+                        model_info_path=tmp_path / "eval_result.json")
+    card = (folder / "README.md").read_text()
+    assert "`eval_result.json`" in card and "| seed | 7 |" in card and "| n (first test points) | 500 |" in card
+    assert "| attack set | apgd-ce |" in card and "| eps | 4/255 |" in card and "| dataset | cifar100 |" in card
+    assert "85.00" not in card and "| n (first test points) | 1000 |" not in card  # not mixed with the run's test
+    assert "autoattack_acc" not in card

@@ -189,7 +189,7 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     board_name = args.board or leaderboard_for(str(result.get("dataset", "")))
     board = load_leaderboard(board_name)
     notes = comparability(result, board, args.result)  # refuses another threat model or another board's dataset
-    r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key)
+    r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key, path=args.result)
     print(format_ranking(result, r, board, size_key=args.size_key, notes=notes))
     if args.make_plot:
         plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")

@@ -91,7 +91,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 path = args.run / name
                 run_files[key] = _read_json(path) if path.is_file() else None
         info = _read_json(args.model_info) if args.model_info is not None else None
-        export_hub(model, out, overwrite=args.overwrite, model_info=info, **run_files)
+        export_hub(model, out, overwrite=args.overwrite, model_info=info, model_info_path=args.model_info, **run_files)
         print(f"wrote {out}/: config.json, model.safetensors ({(out / 'model.safetensors').stat().st_size:,} bytes), README.md")
         print(f"  load it with: import robin_plugin; timm.create_model('local-dir:{out}', pretrained=True)")
         return 0

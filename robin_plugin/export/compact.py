@@ -256,7 +256,7 @@ def export_compact(
     tensors, header = compact_tensors(model, model_name=model_name, model_kwargs=model_kwargs)
     _verify_roundtrip(model, tensors)
     save_safetensors(tensors, path, METADATA, overwrite=overwrite)  # sorted header: same model -> same bytes
-    _log.info("wrote %s (%d bytes, weights %s)", path, path.stat().st_size, header["weights"])
+    _log.debug("wrote %s (%d bytes, weights %s)", path, path.stat().st_size, header["weights"])  # the CLI says it
     return path
 
 
