@@ -319,7 +319,7 @@ def format_report(info: Mapping[str, Any]) -> str:
     for k, v in (info.get("robust_acc_after") or {}).items():
         rows.append((f"after {k}", v))
     label, _ = robust_acc(info)
-    rows.append(("AutoAttack" if label == AUTOATTACK else f"attacks {label} (not AutoAttack)",
+    rows.append(("AutoAttack" if label == AUTOATTACK else f"robust under {label}",
                  info["autoattack_acc" if label == AUTOATTACK else "robust_acc"]))
     if "worst_case_acc" in info:
         rows.append(("worst case (all attacks)", info["worst_case_acc"]))
