@@ -254,7 +254,7 @@ def test_cli_eval_errors(tmp_path, fake_data):
         _run_cli(base + ["--model", "robin_resnet18", "--model-kwargs", '{"width": 4}', "--checkpoint", str(ckpt)])
     pickle_file = tmp_path / "w.pt"
     pickle_file.write_bytes(b"\x80\x04K\x01.")
-    with pytest.raises(ConfigError, match="safetensors"):
+    with pytest.raises(InputError, match="never unpickles"):
         _run_cli(base + ["--model", "robin_resnet18", "--checkpoint", str(pickle_file)])
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"\x00" * 20)

@@ -181,3 +181,48 @@ def test_hub_model_card_shows_one_evaluation_with_its_settings_and_file(tmp_path
     assert "| attack set | apgd-ce |" in card and "| eps | 4/255 |" in card and "| dataset | cifar100 |" in card
     assert "85.00" not in card and "| n (first test points) | 1000 |" not in card  # not mixed with the run's test
     assert "autoattack_acc" not in card
+
+
+# --- timm's CheckpointSaver files --------------------------------------------------------------
+class _Foreign:
+    """A class outside the allow-list: unpickling it would import and build arbitrary code."""
+
+
+def _timm_checkpoint(tmp_path, model, ema_model=None):
+    """A checkpoint exactly as timm's CheckpointSaver writes it (timm/utils/checkpoint_saver.py)."""
+    import argparse
+
+    from timm.utils import CheckpointSaver
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    args = argparse.Namespace(model="robin_resnet18", lr=0.1, epochs=2, model_kwargs={"width": 4})
+    saver = CheckpointSaver(model, opt, args=args, model_ema=ema_model, checkpoint_dir=str(tmp_path),
+                            recovery_dir=str(tmp_path), max_history=1)
+    saver.save_checkpoint(epoch=0, metric=0.5)
+    return tmp_path / "model_best.pth.tar"
+
+
+def test_timm_checkpoint_saver_file_loads_with_weights_only(tmp_path):
+    from robin_plugin.loading import load_model, read_state_dict
+
+    model = _pruned_model()
+    ema = ModelEmaV3(model, decay=0.5)
+    robin_plugin.set_keep_ratio(model, 0.1, 0.1)  # live and EMA differ until the next update
+    ema.update(model)
+    path = _timm_checkpoint(tmp_path, model, ema)
+    loaded = load_model(path, model="robin_resnet18", model_kwargs=dict(TINY))
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert _ratios(loaded) == _ratios(model)
+    sd_ema = read_state_dict(path, ema=True)
+    assert torch.equal(sd_ema["conv1.scores"], ema.module.state_dict()["conv1.scores"])
+
+
+def test_torch_save_file_with_a_foreign_class_is_refused(tmp_path):
+    from robin_plugin.loading import ModelFileError, read_state_dict
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"a": torch.zeros(1)}, "extra": _Foreign()}, path)
+    with pytest.raises(ModelFileError, match="weights_only=True"):
+        read_state_dict(path)

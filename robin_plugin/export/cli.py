@@ -41,7 +41,8 @@ def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> None:
                      help="JSON keyword arguments for timm.create_model, e.g. '{\"keep_ratio\": 0.01, \"p\": 0.1}'; "
                           "use the keep_ratio and p the model was trained with")
     src.add_argument("--checkpoint", type=Path,
-                     help="safetensors file with the model's state dict (a plain one, or a robin training checkpoint)")
+                     help="the model's state dict: a safetensors file (a plain one, or a robin training checkpoint) or a "
+                          "timm CheckpointSaver / torch.save file (read with weights_only=True)")
     p.set_defaults(_source_required=required)
 
 
