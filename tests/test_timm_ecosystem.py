@@ -226,3 +226,42 @@ def test_torch_save_file_with_a_foreign_class_is_refused(tmp_path):
     torch.save({"state_dict": {"a": torch.zeros(1)}, "extra": _Foreign()}, path)
     with pytest.raises(ModelFileError, match="weights_only=True"):
         read_state_dict(path)
+
+
+# --- ONNX export ---------------------------------------------------------------------------------
+def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorm statistics of real-looking activations (an untrained model's are at their init: huge logits)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for i in range(4):
+            model(torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(i)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-shrunk"])
+def test_onnx_export_gives_equal_logits_in_onnxruntime(fmt, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import safetensors.torch
+
+    from robin_plugin.cli import main
+
+    model = _calibrated(_pruned_model())
+    ckpt = tmp_path / "m.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    out = tmp_path / "m.onnx"
+    kwargs = '{"in_chans": 1, "width": 4, "keep_ratio": 0.05, "mean": [0.3], "std": [0.4]}'
+    assert main(["export", "--model", "robin_resnet18", "--model-kwargs", kwargs, "--checkpoint", str(ckpt),
+                 "--format", fmt, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("wrote") == 1
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.rand(7, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    (logits,) = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    assert logits.shape == (7, 10)
+    assert torch.allclose(torch.from_numpy(logits), expected, rtol=1e-5, atol=1e-5), (torch.from_numpy(logits) - expected).abs().max()
