@@ -14,18 +14,27 @@ a dense export              metadata ``format: robin_dense/1``: :func:`robin_plu
 a state dict                any other safetensors file (a plain state dict, or a robin training
                             checkpoint, whose model part is taken), or a dict of tensors in
                             memory; needs ``model`` (the timm name) and its ``model_kwargs``
+a timm checkpoint           a ``torch.save`` zip file as timm's ``CheckpointSaver`` writes it
+                            (``state_dict``, ``args`` as an ``argparse.Namespace``, maybe
+                            ``state_dict_ema``), or a state dict saved with ``torch.save``:
+                            read with ``torch.load(weights_only=True)`` (:func:`read_torch_checkpoint`)
 ==========================  ==================================================================
 
-Nothing here unpickles: a pickle / ``torch.save`` file is refused by its content. The ``robin
-eval``, ``robin export`` and ``robin inspect`` commands load their models through this module.
+Nothing here runs pickle's general loader: a ``torch.save`` file is read only by PyTorch's
+restricted ``weights_only`` unpickler, with :data:`TORCH_CHECKPOINT_GLOBALS` as the one
+allow-list of extra classes; a bare pickle is refused by its content. The ``robin eval``,
+``robin export`` and ``robin inspect`` commands load their models through this module.
 
 This module sits on the top floor with the CLI: it uses training (run folders) and export (the
 file formats); nothing in the package below the CLI imports it.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,24 +55,71 @@ from .training.checkpoint import FORMAT as TRAINING_CHECKPOINT_FORMAT
 from .training.config import MAX_CONFIG_BYTES
 from .training.run import load_run
 
-__all__ = ["ModelFileError", "load_model", "load_state_file", "read_state_dict"]
+__all__ = ["TORCH_CHECKPOINT_GLOBALS", "ModelFileError", "load_model", "load_state_file", "read_state_dict",
+           "read_torch_checkpoint"]
+
+#: Classes a ``torch.save`` checkpoint may hold besides tensors and plain Python values: timm's
+#: ``CheckpointSaver`` stores the training script's ``args`` as an ``argparse.Namespace``.
+TORCH_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict in a safetensors file; of a robin training checkpoint, its model part.
+def read_torch_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in a ``torch.save`` file: a timm ``CheckpointSaver`` checkpoint or a bare state dict.
+
+    Read with ``torch.load(weights_only=True)`` under ``torch.serialization.safe_globals``
+    (:data:`TORCH_CHECKPOINT_GLOBALS`): PyTorch's restricted unpickler, which builds tensors and
+    plain containers only and refuses every other class. A ``module.`` prefix (a DataParallel
+    model saved without unwrapping) is removed.
+
+    Args:
+        path: the file.
+        ema: take ``state_dict_ema`` (the EMA weights timm saves with ``--model-ema``) instead
+            of ``state_dict``.
 
     Raises:
-        ModelFileError: the file is missing, is a pickle / ``torch.save`` file (never
-            unpickled), or is not a readable safetensors file.
+        ModelFileError: unreadable, a class outside the allow-list, or no state dict in it.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(list(TORCH_CHECKPOINT_GLOBALS)):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"cannot read {path} as a torch.save checkpoint with weights_only=True: {first[:300]}") from None
+    key = "state_dict_ema" if ema else "state_dict"
+    if isinstance(ckpt, dict) and key in ckpt:
+        state = ckpt[key]
+    elif ema:
+        raise ModelFileError(f"{path} has no state_dict_ema (timm saves it with --model-ema); keys: {sorted(ckpt)[:8]}"
+                             if isinstance(ckpt, dict) else f"{path} holds a {type(ckpt).__name__}, not a checkpoint")
+    else:
+        state = ckpt
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                            for k, v in state.items()):
+        raise ModelFileError(f"{path} holds no state dict (a dict of tensors, or a timm checkpoint with {key!r})")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in a file: safetensors (of a robin training checkpoint, its model part) or
+    a ``torch.save`` checkpoint (:func:`read_torch_checkpoint`; ``ema`` picks timm's EMA weights).
+
+    Raises:
+        ModelFileError: the file is missing, is a bare pickle (never unpickled), or is not a
+            readable safetensors or ``torch.save`` file.
     """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"checkpoint {path} does not exist")
     with open(path, "rb") as f:
         head = f.read(16)
+    if head.startswith(b"PK\x03\x04") and path.suffix != ".safetensors":  # torch.save's zip format
+        return read_torch_checkpoint(path, ema=ema)
     if path.suffix != ".safetensors" and not _looks_like_safetensors(head + b"\0" * 8):
         what = "a pickle / torch.save file, which robin never unpickles" if _looks_like_pickle(head) else "not safetensors"
-        raise ModelFileError(f"checkpoint {path} must be a .safetensors state dict; it is {what}")
+        raise ModelFileError(f"checkpoint {path} must be a .safetensors state dict or a torch.save (zip) checkpoint; it is {what}")
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

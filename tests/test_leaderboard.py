@@ -178,16 +178,22 @@ def test_threat_model_is_read_from_the_field_the_folder_or_the_eps(tmp_path):
         _run(["leaderboard", str(tmp_path / "l2.json"), "--no-plot"])
 
 
-def test_a_result_of_another_dataset_is_marked_not_comparable(tmp_path, capsys):
+def test_a_result_of_another_dataset_or_eps_is_refused_and_says_why(tmp_path):
+    """Ranked only among entries of the same dataset and threat model (issue 25)."""
     fm = json.loads(_info(tmp_path).read_text())
     fm.update(dataset="fashion_mnist", eps="0.1")
     path = tmp_path / "fm.json"
     path.write_text(json.dumps(fm))
     board = load_leaderboard("cifar10_linf")
-    notes = comparability(load_result(path), board)
-    assert any("evaluated on fashion_mnist" in n for n in notes) and any("eps 0.1" in n for n in notes)
-    assert _run(["leaderboard", str(path), "--board", "cifar10_linf", "--plot", str(tmp_path / "p.png")]) == 0
-    assert "NOT COMPARABLE: evaluated on fashion_mnist" in capsys.readouterr().out
+    with pytest.raises(InputError, match="on fashion_mnist, the cifar10_linf board ranks cifar10: refusing"):
+        comparability(load_result(path), board)
+    with pytest.raises(InputError, match="RobustBench has no fashion_mnist leaderboard"):
+        _run(["leaderboard", str(path), "--board", "cifar10_linf", "--no-plot"])
+    c100 = json.loads(_info(tmp_path).read_text())
+    c100.update(dataset="cifar100", eps="4/255")  # the paper's CIFAR-100 threat model
+    path.write_text(json.dumps(c100))
+    with pytest.raises(InputError, match=r"eps 4/255, the cifar100_linf board ranks eps 8/255: refusing"):
+        _run(["leaderboard", str(path), "--no-plot"])
 
 
 def test_cli_leaderboard_bad_results(tmp_path):
@@ -253,3 +259,71 @@ def test_result_reader_fuzz(tmp_path_factory, value):
     except InputError:
         return
     assert isinstance(info, dict) and 0 <= float(info["autoattack_acc"]) <= 100
+
+
+# --- labels, threat model, RobustBench's own files, duplicates (issues 25 and 26) -------------
+def test_a_subset_of_autoattack_is_labelled_by_its_components_and_never_ranked(tmp_path, capsys):
+    path = _info(tmp_path, attacks=["apgd-ce"], robust_acc_after={"apgd-ce": 0.47}, autoattack_acc=0.47)
+    info = json.loads(path.read_text())
+    assert "autoattack_acc" not in info and info["robust_acc"] == "47.00" and info["attack_set"] == "apgd-ce"
+    assert "AutoAttack" not in format_report(info) and "robust under apgd-ce" in format_report(info)
+    with pytest.raises(InputError, match="under apgd-ce, not the full standard AutoAttack"):
+        _run(["leaderboard", str(path), "--no-plot"])
+    full = json.loads(_info(tmp_path).read_text())
+    assert full["attack_set"] == "autoattack" and full["autoattack_acc"] == "45.06"
+
+
+def test_custom_strength_autoattack_is_not_autoattack(tmp_path):
+    from robin_plugin.eval.report import attack_set_label
+    from robin_plugin.eval.attacks import STANDARD_ATTACKS
+    assert attack_set_label(STANDARD_ATTACKS) == "autoattack"
+    assert attack_set_label(STANDARD_ATTACKS, {"apgd_iter": 10}) == "apgd-ce+apgd-t+fab-t+square (custom settings)"
+    assert attack_set_label(("apgd-ce", "square")) == "apgd-ce+square"
+
+
+def test_a_subset_result_of_release_0_2_is_relabelled_on_reading(tmp_path):
+    info = json.loads(_info(tmp_path).read_text())
+    info.pop("attack_set")
+    info.update(attacks=["apgd-ce", "apgd-t"])  # 0.2 wrote autoattack_acc for any attack set
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(info))
+    read = load_result(path)
+    assert read["attack_set"] == "apgd-ce+apgd-t" and "autoattack_acc" not in read and read["robust_acc"] == "45.06"
+
+
+def test_results_record_dataset_norm_and_eps(tmp_path):
+    info = json.loads(_info(tmp_path).read_text())
+    assert (info["dataset"], info["threat_model"], info["eps"]) == ("cifar10", "Linf", "8/255")
+    board = load_leaderboard("cifar100_linf")
+    assert all((e["dataset"], e["threat_model"], e["eps"]) == ("cifar100", "Linf", "8/255") for e in board["entries"])
+
+
+def test_robustbench_to_disk_file_is_accepted(tmp_path, capsys):
+    """What robustbench.eval.benchmark(..., to_disk=True) writes: asdict(ModelInfo) with nulls and a float eps."""
+    rb = {"link": None, "name": None, "authors": None, "additional_data": None, "number_forward_passes": None,
+          "dataset": "cifar10", "venue": None, "architecture": None, "eps": 8 / 255, "clean_acc": "81.2",
+          "reported": None, "corruptions_acc": None, "corruptions_acc_3d": None, "corruptions_mce": None,
+          "corruptions_mce_3d": None, "autoattack_acc": "40.1", "footnote": None}
+    path = tmp_path / "model_info" / "cifar10" / "Linf" / "My2024Model.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rb, indent=2))
+    info = load_result(path)
+    assert info["name"] == "My2024Model" and info["eps"] == "8/255"
+    assert _run(["leaderboard", str(path), "--no-plot"]) == 0
+    assert "My2024Model would rank" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="RobustBench model_info copy not available")
+def test_an_entry_already_on_the_board_is_counted_once(tmp_path, capsys):
+    src = SHARED / "cifar10" / "Linf" / "Sehwag2020Hydra.json"
+    board = load_leaderboard("cifar10_linf")
+    path = tmp_path / "Sehwag2020Hydra.json"
+    path.write_text(src.read_text())
+    r = rank(load_result(path), board, path=path)
+    assert r.total == len(board["entries"]) and r.duplicate == "Sehwag2020Hydra"
+    assert all(e["id"] != "Sehwag2020Hydra" for e in r.above + r.below)
+    renamed = tmp_path / "copy.json"  # another file name: found by name and accuracies
+    renamed.write_text(src.read_text())
+    assert rank(load_result(renamed), board, path=renamed).total == len(board["entries"])
+    assert _run(["leaderboard", str(path), "--no-plot"]) == 0
+    assert "counted once" in capsys.readouterr().out

@@ -84,7 +84,7 @@ def test_load_state_dict_into_default_model_gives_identical_logits(trained, extr
         fresh.load_state_dict(safetensors.torch.load_file(str(path)))
     _same(model, fresh)
     assert [m.keep_ratio for _, m in masked_layers(fresh)] == [m.keep_ratio for _, m in masked_layers(model)]
-    assert fresh.pretrained_cfg["dataset_mean"] == pytest.approx((0.3,))
+    assert fresh.input_stats()[0] == pytest.approx((0.3,))
 
 
 def test_timm_pretrained_cfg_overlay_file_gives_identical_logits(trained):
@@ -142,11 +142,32 @@ def test_bad_keep_ratio_in_a_file_is_refused():
 def test_files_of_the_previous_release_still_load_with_a_warning():
     """0.1 files had no keep ratios and no statistics: the model keeps its own and says so."""
     model = _trained(*FAMILIES[0])
-    old = {k: v for k, v in model.state_dict().items() if not k.endswith("keep_ratio") and not k.startswith("normalize.")}
+    old = {k: v for k, v in model.state_dict().items()
+           if not k.endswith(("keep_ratio", "keep_ratio_bits")) and not k.startswith("normalize.")}
     fresh = timm.create_model("robin_resnet18", **ARCH, width=4, keep_ratio=0.05, p=0.3, **STATS)
     with pytest.warns(LegacyStateWarning, match="no keep ratios"):
         fresh.load_state_dict(old)
     _same(model, fresh)  # built with the training settings, it is the trained model
+
+
+def test_files_of_release_0_2_without_keep_ratio_bits_load_exactly_and_silently():
+    """0.2 files carry the keep ratio as a float64 only (no ``keep_ratio_bits`` buffer)."""
+    model = _trained(*FAMILIES[0])
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith("keep_ratio_bits")}
+    fresh = timm.create_model("robin_resnet18", **ARCH, width=4, keep_ratio=0.5, **STATS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.load_state_dict(old)
+    assert [m.keep_ratio for _, m in masked_layers(fresh)] == [m.keep_ratio for _, m in masked_layers(model)]
+    _same(model, fresh)
+
+
+def test_keep_ratio_bits_and_float_must_agree():
+    model = _trained(*FAMILIES[0])
+    sd = model.state_dict()
+    sd["conv1.keep_ratio"] = sd["conv1.keep_ratio"] / 2
+    with pytest.raises(RuntimeError, match=r"conv1\.keep_ratio_bits .* and conv1\.keep_ratio .* disagree"):
+        timm.create_model("robin_resnet18", **ARCH, width=4).load_state_dict(sd)
 
 
 def test_pretrained_cfg_tells_the_truth_for_timm_transforms():

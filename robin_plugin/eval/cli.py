@@ -49,7 +49,8 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="a robin train output folder: model, weights (best epoch), dataset and eps from it")
     p.add_argument("--model", default=None, help="timm model name, e.g. robin_resnet18 (when not using --run)")
     p.add_argument("--model-kwargs", default="{}", help='JSON object of model keyword arguments, e.g. \'{"width": 16, "keep_ratio": 0.01}\'')
-    p.add_argument("--checkpoint", default=None, help="state dict as a .safetensors file")
+    p.add_argument("--checkpoint", default=None,
+                   help="state dict: a .safetensors file, or a timm CheckpointSaver / torch.save file (read with weights_only=True)")
     p.add_argument("--dataset", default=None, choices=sorted(DATASETS), help="test set (required without --run)")
     p.add_argument("--data-root", default=None, help="folder holding the dataset files (Fashion-MNIST has a default)")
     p.add_argument("--n", type=int, default=1000, help="evaluate the first N test points (RobustBench: 10000; default 1000)")
@@ -111,8 +112,6 @@ def _load_model(args: argparse.Namespace, info):
     if kwargs["in_chans"] == info.in_chans:  # the statistics robin train builds its models with
         kwargs.setdefault("mean", tuple(info.mean))
         kwargs.setdefault("std", tuple(info.std))
-    if args.checkpoint and Path(args.checkpoint).suffix != ".safetensors":
-        raise ConfigError(f"--checkpoint must be a .safetensors state dict, got {args.checkpoint}")
     return load_model(Path(args.checkpoint) if args.checkpoint else None, model=args.model, model_kwargs=kwargs)
 
 
@@ -189,7 +188,7 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     board_name = args.board or leaderboard_for(str(result.get("dataset", "")))
     board = load_leaderboard(board_name)
     notes = comparability(result, board, args.result)  # refuses another threat model or another board's dataset
-    r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key)
+    r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key, path=args.result)
     print(format_ranking(result, r, board, size_key=args.size_key, notes=notes))
     if args.make_plot:
         plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")

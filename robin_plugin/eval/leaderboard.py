@@ -38,10 +38,11 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..io import atomic_write, atomic_write_json
+from .report import AUTOATTACK, is_autoattack, parse_eps, robust_acc
 
 __all__ = [
     "ARCH_PARAMS", "LEADERBOARDS", "CITATION", "Ranking", "arch_params", "build_snapshot", "comparability",
-    "load_leaderboard", "plot_size_vs_accuracy", "rank", "format_ranking", "result_threat",
+    "load_leaderboard", "plot_size_vs_accuracy", "rank", "format_ranking", "result_threat", "same_entry",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,8 @@ def build_snapshot(src: str | os.PathLike, out_dir: str | os.PathLike | None = N
             n, how = arch_params(str(info["architecture"]), classes)
             entries.append({
                 "id": f.stem,
+                "dataset": dataset,
+                "threat_model": threat,
                 "name": info.get("name", f.stem),
                 "architecture": info["architecture"],
                 "clean_acc": _percent(info["clean_acc"], f"{f}: clean_acc"),
@@ -196,7 +199,12 @@ def load_leaderboard(board: str) -> dict[str, Any]:
     if board not in LEADERBOARDS:
         raise UnknownNameError(f"unknown leaderboard {board!r}{closest(board, LEADERBOARDS)}; valid: {', '.join(LEADERBOARDS)}")
     text = resources.files(__package__).joinpath("leaderboard_data", f"{board}.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    doc = json.loads(text)
+    for e in doc["entries"]:  # every row says its threat model (snapshots before 0.3 said it once, in the header)
+        e.setdefault("dataset", doc["dataset"])
+        e.setdefault("threat_model", doc["threat_model"])
+        e.setdefault("eps", doc["eps"])
+    return doc
 
 
 def leaderboard_for(dataset: str) -> str:
@@ -205,7 +213,8 @@ def leaderboard_for(dataset: str) -> str:
     if board not in LEADERBOARDS:
         raise UnknownNameError(
             f"RobustBench has no Linf leaderboard for dataset {dataset!r}; valid datasets: "
-            f"{', '.join(b[0] for b in LEADERBOARDS.values())} (pass --board to compare anyway)"
+            f"{', '.join(b[0] for b in LEADERBOARDS.values())}; a result is ranked only among entries of its own "
+            f"dataset and threat model"
         )
     return board
 
@@ -238,36 +247,79 @@ def result_threat(result: Mapping[str, Any], path: str | os.PathLike | None = No
 
 
 def comparability(result: Mapping[str, Any], board: Mapping[str, Any], path: str | os.PathLike | None = None) -> list[str]:
-    """Check that ``result`` may be placed on ``board``; return the reasons it is not like-for-like.
+    """Check that ``result`` may be ranked on ``board``; return notes on what still differs.
+
+    A result is ranked only among entries of its own dataset and threat model (norm and eps)
+    and only when its robust accuracy is under the full standard AutoAttack, as theirs is.
 
     Raises:
-        InputError: the result's threat model is not the board's (an L2 result on a Linf board),
-            or its dataset has a leaderboard of its own that is not this one (CIFAR-100 on
-            CIFAR-10). A dataset without a leaderboard (Fashion-MNIST) may be placed on one when
-            asked, but is marked as not comparable, as is another eps or a subset of the test set.
+        InputError, saying why: the result's norm is not the board's (an L2 result on a Linf
+            board); its dataset is not the board's (CIFAR-100 on CIFAR-10, Fashion-MNIST on
+            any); its eps is not the board's (the paper's CIFAR-100 runs at 4/255 against
+            RobustBench's 8/255); its attack set is not the full standard AutoAttack
+            (``robin eval --attacks apgd-ce``).
     """
     threat, how = result_threat(result, path)
     if threat != board["threat_model"]:
         raise InputError(f"the result is a {threat} result (from its {how}), the {board['leaderboard']} board ranks "
                          f"{board['threat_model']} robustness: refusing to rank it there")
-    notes = []
     dataset = str(result.get("dataset") or "")
     if dataset and dataset != board["dataset"]:
         own = f"{dataset}_{board['threat_model'].lower()}"
-        if own in LEADERBOARDS:
-            raise InputError(f"the result is on {dataset}, the board ranks {board['dataset']}: use --board {own}")
-        notes.append(f"NOT COMPARABLE: evaluated on {dataset}, the leaderboard is {board['dataset']}")
-    if str(result.get("eps")) != str(board["eps"]):
-        notes.append(f"NOT COMPARABLE: eps {result.get('eps')}, the leaderboard uses {board['eps']}")
+        hint = f": use --board {own}" if own in LEADERBOARDS else f" (RobustBench has no {dataset} leaderboard)"
+        raise InputError(f"the result is on {dataset}, the {board['leaderboard']} board ranks {board['dataset']}: "
+                         f"refusing to rank it among other data{hint}")
+    if not same_eps(result.get("eps"), board["eps"]):
+        raise InputError(f"the result is at {threat} eps {result.get('eps')}, the {board['leaderboard']} board ranks "
+                         f"eps {board['eps']}: refusing to rank another threat model (evaluate at eps {board['eps']} "
+                         f"to compare)")
+    if not is_autoattack(result):
+        label, _ = robust_acc(result)
+        raise InputError(f"the result's robust accuracy is under {label}, not the full standard AutoAttack "
+                         f"({AUTOATTACK}) that every {board['leaderboard']} entry is ranked by: refusing to rank it "
+                         f"(run robin eval with the default --attacks)")
+    notes = []
     n = result.get("n_points")
     if n is not None and int(n) < 10000 and board["dataset"] != "imagenet":
         notes.append(f"NOTE: evaluated on {n} points; RobustBench uses the full 10,000-point test set")
     return notes
 
 
+def same_eps(a: Any, b: Any) -> bool:
+    """Whether two eps (strings like ``"8/255"`` or numbers) are the same radius.
+
+    Within 2%: RobustBench's older files write 8/255 as ``"0.031"``; 4/255 and 8/255 differ.
+    """
+    try:
+        x, y = parse_eps(a), parse_eps(b)
+    except InputError:
+        return False
+    return abs(x - y) <= 0.02 * max(x, y)
+
+
+def same_entry(result: Mapping[str, Any], board: Mapping[str, Any], path: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The board entry that ``result`` is (a RobustBench file already in the snapshot), or None.
+
+    The same entry: the same file name (RobustBench's model id, ``Sehwag2020Hydra.json``), or the
+    same name with the same clean and AutoAttack accuracies.
+    """
+    stem = Path(path).stem if path is not None else None
+    for e in board["entries"]:
+        if stem is not None and e["id"] == stem:
+            return e
+        try:
+            same_accs = (abs(float(result["clean_acc"]) - e["clean_acc"]) < 1e-9
+                         and abs(float(result["autoattack_acc"]) - e["autoattack_acc"]) < 1e-9)
+        except (KeyError, TypeError, ValueError):
+            same_accs = False
+        if same_accs and str(result.get("name")) == e["name"]:
+            return e
+    return None
+
+
 @dataclass(frozen=True)
 class Ranking:
-    """Where a result would rank: 1-based ``rank`` among ``total`` entries (ours included)."""
+    """Where a result would rank: 1-based ``rank`` among ``total`` entries (ours included, counted once)."""
 
     board: str
     rank: int
@@ -275,22 +327,30 @@ class Ranking:
     above: list[dict[str, Any]]  # the entries just above ours, best first
     below: list[dict[str, Any]]  # the entries just below ours
     smaller_and_better: list[dict[str, Any]]  # entries that beat us with fewer fp32 bytes than ours
+    duplicate: str | None = None  # id of the board entry that is this result (left out of the ranking)
 
 
-def rank(result: Mapping[str, Any], board: Mapping[str, Any], *, neighbours: int = 3, size_key: str = "sign_mask_bytes") -> Ranking:
+def rank(result: Mapping[str, Any], board: Mapping[str, Any], *, neighbours: int = 3, size_key: str = "sign_mask_bytes",
+         path: str | os.PathLike | None = None) -> Ranking:
     """Rank a result (model_info dict) by AutoAttack accuracy on a leaderboard snapshot.
 
     Ties rank the result below the existing entries. ``neighbours`` entries are listed above
-    and below.
+    and below. A result that is already on the board (:func:`same_entry`; ``path`` is its file)
+    is counted once: the board's copy is left out.
     """
+    if not is_autoattack(result):
+        label, _ = robust_acc(result)
+        raise InputError(f"the result's robust accuracy is under {label}, not AutoAttack: it cannot be ranked "
+                         "among AutoAttack entries")
     acc = float(result["autoattack_acc"])
-    entries = list(board["entries"])
+    dup = same_entry(result, board, path)
+    entries = [e for e in board["entries"] if e is not dup]
     better = [e for e in entries if e["autoattack_acc"] >= acc]
     worse = [e for e in entries if e["autoattack_acc"] < acc]
     ours = model_bytes(result, size_key)
     smaller = [e for e in better if e.get("params") and ours is not None and 4 * e["params"] <= ours]
     return Ranking(board.get("leaderboard", "?"), len(better) + 1, len(entries) + 1, better[-neighbours:] if neighbours else [],
-                   worse[:neighbours], smaller)
+                   worse[:neighbours], smaller, dup["id"] if dup is not None else None)
 
 
 def model_bytes(result: Mapping[str, Any], size_key: str = "sign_mask_bytes") -> int | None:
@@ -323,6 +383,8 @@ def format_ranking(result: Mapping[str, Any], r: Ranking, board: Mapping[str, An
              f"{result['name']} would rank {r.rank} of {r.total} with AutoAttack {float(result['autoattack_acc']):.2f}% "
              f"(clean {float(result['clean_acc']):.2f}%)"]
     lines += list(notes if notes is not None else comparability(result, board))
+    if r.duplicate is not None:
+        lines.append(f"NOTE: this result is the board's entry {r.duplicate}: counted once")
     lines.append(f"{'rank':>4}  {'AA %':>6}  {'clean %':>7}  {'size MB':>9}  {'architecture':<28} model")
 
     def row(rk: int | str, e: Mapping[str, Any], mb: str) -> str:
@@ -353,8 +415,8 @@ def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], p
     Leaderboard entries sit at their architecture's parameter count x 4 bytes (fp32); entries of
     unknown size are counted in the legend. The result sits at its real size,
     ``storage_bytes[size_key]``, else at its architecture's fp32 size, else it is drawn as a
-    dashed line at its accuracy ("size unknown"). A result that is not comparable (other dataset
-    or eps, see :func:`comparability`) is drawn hollow and the plot says why. Written atomically.
+    dashed line at its accuracy ("size unknown"). :func:`comparability` runs first: a result of
+    another dataset, threat model or attack set is refused, not drawn. Written atomically.
     """
     import matplotlib
 
@@ -362,7 +424,6 @@ def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], p
     from matplotlib.figure import Figure
 
     notes = list(notes if notes is not None else comparability(result, board))
-    blockers = [n for n in notes if n.startswith("NOT COMPARABLE")]
     ours_b = model_bytes(result, size_key)
     pts = [(4 * e["params"] / 1e6, e["autoattack_acc"], e) for e in board["entries"] if e.get("params")]
     unknown = len(board["entries"]) - len(pts)
@@ -378,11 +439,11 @@ def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], p
             ax.annotate(e["id"], (mb, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if unknown:
         ax.scatter([], [], s=0, label=f"{unknown} entries of unknown size (not drawn)")
-    label = f"{str(result['name'])[:40]} ({_size_label(result, size_key)})" + (" - NOT COMPARABLE" if blockers else "")
+    label = f"{str(result['name'])[:40]} ({_size_label(result, size_key)})"
     acc = float(result["autoattack_acc"])
     if ours_b:
         ax.scatter([ours_b / 1e6], [acc], s=110, marker="*", zorder=5, label=label,
-                   facecolors="none" if blockers else "tab:red", edgecolors="tab:red", linewidths=1.5)
+                   facecolors="tab:red", edgecolors="tab:red", linewidths=1.5)
     else:
         ax.axhline(acc, color="tab:red", linestyle="--", linewidth=1, label=label)
     ax.set_xscale("log")
@@ -390,9 +451,6 @@ def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], p
     ax.set_ylabel("AutoAttack robust accuracy (%)")
     ax.set_title(f"RobustBench {board['dataset']} {board['threat_model']} eps {board['eps']} (snapshot {board['snapshot_date']})",
                  fontsize=10)
-    if blockers:
-        ax.text(0.01, 0.98, "\n".join(blockers), transform=ax.transAxes, fontsize=8, color="tab:red", va="top",
-                bbox=dict(facecolor="white", edgecolor="tab:red", alpha=0.9))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.text(0.01, 0.01, "Data: RobustBench (Croce et al., NeurIPS 2021 D&B)", fontsize=6, alpha=0.7)

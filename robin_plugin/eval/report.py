@@ -8,14 +8,27 @@ the same fields, so a result can sit next to the leaderboard entries, and adds o
 - ``storage_bytes``: the figures of :func:`robin_plugin.summary.storage_bytes` (``fp32_bytes``,
   ``sign_mask_bytes``, ``seeded_mask_bytes``, ``entropy_bound_bytes``; a dense model: ``fp32_bytes``);
 - ``n_points``, ``pgd_acc``, ``pgd_steps``, ``robust_acc_after`` (percent strings per attack),
-  ``worst_case_acc``, ``checks``, ``checks_passed``, ``warnings``, ``reference``, ``seconds``.
+  ``worst_case_acc``, ``checks``, ``checks_passed``, ``warnings``, ``reference``, ``seconds``;
+- the threat model: ``dataset``, ``threat_model`` (the norm, ``"Linf"``), ``eps`` (RobustBench's
+  string) and ``eps_value`` (the float);
+- ``attack_set``: what the robust accuracy is under (:func:`attack_set_label`). Only the full
+  standard AutoAttack ensemble at its original strength is ``"autoattack"`` and writes
+  RobustBench's ``autoattack_acc``; any other set (``robin eval --attacks apgd-ce``) is labelled
+  with its components (``"apgd-ce"``, ``"apgd-ce+square"``) and writes ``robust_acc`` instead, so
+  that nothing ranks it beside AutoAttack entries.
+
+:func:`load_result` also reads RobustBench's own files (``benchmark(..., to_disk=True)`` writes
+``model_info/<dataset>/<threat>/<model_name>.json`` with ``null`` name and architecture and a
+float eps) and files of robin_plugin 0.2, whose subset evaluations were still called
+``autoattack_acc`` (relabelled from their ``attacks`` list).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +37,49 @@ import torch.nn as nn
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..io import atomic_write_json
 from ..summary import format_storage, storage_bytes, summarize
+from .attacks import STANDARD_ATTACKS, AutoAttackConfig
 from .evaluate import EvalResult
 
-__all__ = ["REQUIRED_FIELDS", "eps_string", "format_report", "load_result", "make_model_info", "parse_eps",
-           "storage_of", "write_result"]
+__all__ = ["AUTOATTACK", "REQUIRED_FIELDS", "ROBUST_FIELDS", "attack_set_label", "eps_string", "format_report",
+           "is_autoattack", "load_result", "make_model_info", "parse_eps", "robust_acc", "storage_of", "write_result"]
 
-#: Fields every result file must have (RobustBench's model_info core).
-REQUIRED_FIELDS: tuple[str, ...] = ("name", "architecture", "eps", "clean_acc", "autoattack_acc")
+#: Fields every result file must have (RobustBench's model_info core), plus one of :data:`ROBUST_FIELDS`.
+REQUIRED_FIELDS: tuple[str, ...] = ("name", "architecture", "eps", "clean_acc")
+
+#: The robust accuracy: ``autoattack_acc`` (full standard AutoAttack) or ``robust_acc`` (another attack set).
+ROBUST_FIELDS: tuple[str, ...] = ("autoattack_acc", "robust_acc")
+
+AUTOATTACK = "autoattack"
+"""The one ``attack_set`` label of the full standard ensemble at its original strength."""
+
+
+def attack_set_label(attacks: Sequence[str], config: Mapping[str, Any] | None = None) -> str:
+    """What a robust accuracy is under: ``"autoattack"`` or the components joined with ``+``.
+
+    Args:
+        attacks: the AutoAttack components run, in order.
+        config: their settings (``dataclasses.asdict(AutoAttackConfig)``); None: the standard ones.
+
+    Only :data:`STANDARD_ATTACKS` in their order at the standard settings is ``"autoattack"``;
+    the same four at other settings are ``"apgd-ce+apgd-t+fab-t+square (custom settings)"``.
+    """
+    label = "+".join(attacks)
+    standard = config is None or dict(config) == dataclasses.asdict(AutoAttackConfig())
+    if tuple(attacks) == STANDARD_ATTACKS:
+        return AUTOATTACK if standard else f"{label} (custom settings)"
+    return label if standard else f"{label} (custom settings)"
+
+
+def is_autoattack(info: Mapping[str, Any]) -> bool:
+    """Whether a result's robust accuracy is under the full standard AutoAttack (RobustBench's ``autoattack_acc``)."""
+    return "autoattack_acc" in info and info.get("attack_set", AUTOATTACK) == AUTOATTACK
+
+
+def robust_acc(info: Mapping[str, Any]) -> tuple[str, float]:
+    """``(attack_set label, robust accuracy in percent)`` of a result from :func:`load_result`."""
+    if is_autoattack(info):
+        return AUTOATTACK, float(info["autoattack_acc"])
+    return str(info.get("attack_set", "?")), float(info["robust_acc"])
 
 _DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet", "imagenet100")
 
@@ -127,9 +176,11 @@ def make_model_info(
         "clean_acc": _pct(result.clean_acc),
         "reported": "",
         "footnote": footnote,
-        "autoattack_acc": _pct(result.autoattack_acc),
         "unreliable": not result.checks_passed,
     }
+    attack_set = attack_set_label(result.attacks, result.settings.get("autoattack"))
+    info["attack_set"] = attack_set
+    info["autoattack_acc" if attack_set == AUTOATTACK else "robust_acc"] = _pct(result.autoattack_acc)
     info.update(storage_of(model) if model is not None else
                 {"keep_ratio": None, "p": None, "kept_weights": None, "total_weights": None, "storage_bytes": {}})
     info.update({
@@ -201,11 +252,17 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{p} is nested too deeply to be a result file") from None
     if not isinstance(info, dict):
         raise InputError(f"{p} must hold a JSON object (RobustBench model_info), got {type(info).__name__}")
+    _from_robustbench(info, p)
     missing = [k for k in REQUIRED_FIELDS if k not in info]
+    if not any(k in info for k in ROBUST_FIELDS):
+        missing.append(" or ".join(ROBUST_FIELDS))
     if missing:
-        raise InputError(f"{p} lacks the field(s) {', '.join(missing)}; a result needs {', '.join(REQUIRED_FIELDS)}")
-    for key in ("clean_acc", "autoattack_acc"):
-        _percent_field(info, key, p)
+        raise InputError(f"{p} lacks the field(s) {', '.join(missing)}; a result needs {', '.join(REQUIRED_FIELDS)} "
+                         f"and {' or '.join(ROBUST_FIELDS)}")
+    _relabel_subset(info)
+    for key in ("clean_acc", *ROBUST_FIELDS):
+        if key in info:
+            _percent_field(info, key, p)
     parse_eps(info["eps"])
     if not isinstance(info["name"], str) or not isinstance(info["architecture"], str):
         raise InputError(f"{p}: fields 'name' and 'architecture' must be strings")
@@ -216,16 +273,54 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
+def _from_robustbench(info: dict[str, Any], path: Path) -> None:
+    """Fill what RobustBench's ``to_disk`` files leave ``null`` (in place): name, architecture, eps.
+
+    ``robustbench.utils.update_json`` writes ``dataclasses.asdict(ModelInfo(...))``: every field,
+    ``null`` where unknown, ``eps`` as a float (or ``null``), and the model's name only as the file
+    name ``model_info/<dataset>/<threat>/<model_name>.json``.
+    """
+    if info.get("name") is None and "name" in info:
+        info["name"] = path.stem
+    if info.get("architecture") is None and "architecture" in info:
+        info["architecture"] = "unknown"
+    for key in ("additional_data", "unreliable"):
+        if key in info and info[key] is None:
+            info[key] = False
+    eps = info.get("eps")
+    if isinstance(eps, (int, float)) and not isinstance(eps, bool):
+        info["eps"] = eps_string(parse_eps(eps))
+    elif eps is None and "eps" in info:
+        raise InputError(f"{path}: eps is null; RobustBench writes it only when benchmark() was given eps, and a "
+                         f"result without its radius cannot be compared")
+    if info.get("dataset") is None and path.parent.parent.name in _DATASETS:  # model_info/<dataset>/<threat>/
+        info["dataset"] = path.parent.parent.name
+
+
+def _relabel_subset(info: dict[str, Any]) -> None:
+    """robin_plugin 0.2 called any attack set's accuracy ``autoattack_acc``: name it by its ``attacks`` (in place)."""
+    if "attack_set" in info or "autoattack_acc" not in info or not isinstance(info.get("attacks"), list):
+        return
+    settings = info.get("settings") if isinstance(info.get("settings"), dict) else {}
+    label = attack_set_label([str(a) for a in info["attacks"]], settings.get("autoattack"))
+    info["attack_set"] = label
+    if label != AUTOATTACK:
+        info["robust_acc"] = info.pop("autoattack_acc")
+
+
 def format_report(info: Mapping[str, Any]) -> str:
     """A readable table of a model_info dict from :func:`make_model_info`."""
     lines = [f"== {info.get('name', '?')} ({info.get('architecture', '?')}) ==",
-             f"dataset {info.get('dataset', '?')}, Linf eps {info.get('eps')}, {info.get('n_points', '?')} points"]
+             f"dataset {info.get('dataset', '?')}, {info.get('threat_model', 'Linf')} eps {info.get('eps')}, "
+             f"{info.get('n_points', '?')} points"]
     rows: list[tuple[str, str]] = [("clean", info["clean_acc"])]
     if "pgd_acc" in info:
         rows.append((f"PGD-{info.get('pgd_steps')}", info["pgd_acc"]))
     for k, v in (info.get("robust_acc_after") or {}).items():
         rows.append((f"after {k}", v))
-    rows.append(("AutoAttack", info["autoattack_acc"]))
+    label, _ = robust_acc(info)
+    rows.append(("AutoAttack" if label == AUTOATTACK else f"robust under {label}",
+                 info["autoattack_acc" if label == AUTOATTACK else "robust_acc"]))
     if "worst_case_acc" in info:
         rows.append(("worst case (all attacks)", info["worst_case_acc"]))
     ref = info.get("reference")

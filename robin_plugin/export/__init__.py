@@ -33,8 +33,10 @@ from .dense import dense_model, dense_state_dict, export_dense, pruned_channels,
 from .deploy import DeployError, DeployModel, deploy_model
 from .deploy_file import DeployFormatError, load_deploy, save_deploy
 from .hub import export_hub
+from .onnx import export_onnx
 
 __all__ = [
+    "export_onnx",
     "CodecError", "ExportError", "ExportFormatError", "ModelFileError",
     "compact_size_report", "export_compact", "load_compact",
     "dense_model", "dense_state_dict", "export_dense", "pruned_channels", "shrink_model",

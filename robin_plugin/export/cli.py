@@ -26,7 +26,8 @@ from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
 from .deploy import deploy_model
 from .deploy_file import save_deploy
-from .hub import export_hub
+from .hub import export_hub, run_data_config
+from .onnx import export_onnx
 
 __all__ = ["add_export_parser", "add_inspect_parser", "load_model_for_cli"]
 
@@ -41,7 +42,8 @@ def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> None:
                      help="JSON keyword arguments for timm.create_model, e.g. '{\"keep_ratio\": 0.01, \"p\": 0.1}'; "
                           "use the keep_ratio and p the model was trained with")
     src.add_argument("--checkpoint", type=Path,
-                     help="safetensors file with the model's state dict (a plain one, or a robin training checkpoint)")
+                     help="the model's state dict: a safetensors file (a plain one, or a robin training checkpoint) or a "
+                          "timm CheckpointSaver / torch.save file (read with weights_only=True)")
     p.set_defaults(_source_required=required)
 
 
@@ -91,12 +93,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 path = args.run / name
                 run_files[key] = _read_json(path) if path.is_file() else None
         info = _read_json(args.model_info) if args.model_info is not None else None
-        export_hub(model, out, overwrite=args.overwrite, model_info=info, **run_files)
+        export_hub(model, out, overwrite=args.overwrite, model_info=info, model_info_path=args.model_info, **run_files)
         print(f"wrote {out}/: config.json, model.safetensors ({(out / 'model.safetensors').stat().st_size:,} bytes), README.md")
         print(f"  load it with: import robin_plugin; timm.create_model('local-dir:{out}', pretrained=True)")
         return 0
     if args.model_info is not None:
         raise ConfigError("--model-info only goes into a hub folder's model card (--format hub)")
+    if args.format in ("onnx", "onnx-shrunk"):
+        shrink = args.format == "onnx-shrunk"
+        size = None
+        if args.run is not None and (args.run / "config.json").is_file():  # the run's image size (28x28 Fashion-MNIST)
+            size = run_data_config(_read_json(args.run / "config.json"))["input_size"]
+        export_onnx(model, out, shrink=shrink, input_size=size, overwrite=args.overwrite)
+        print(f"wrote {out}: ONNX, the {'shrunk ' if shrink else ''}dense twin, {out.stat().st_size:,} bytes")
+        print("  run it with: onnxruntime.InferenceSession(path).run(None, {'images': x})  # (N, C, H, W) in [0, 1]")
+        return 0
     if args.format == "deploy":
         deploy = deploy_model(model)
         save_deploy(deploy, out, overwrite=args.overwrite)
@@ -136,10 +147,12 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                     "pretrained_cfg_overlay=dict(file=...)). dense: a plain state dict for the <model>_dense twin. "
                     "dense-shrunk: the same with provably dead channels removed (load with "
                     "robin_plugin.export.dense.load_dense). deploy: a fast inference program with sparse "
-                    "convolutions over the kept weights (load with robin_plugin.export.load_deploy).",
+                    "convolutions over the kept weights (load with robin_plugin.export.load_deploy). onnx / onnx-shrunk: "
+                    "the dense (or shrunk) twin as an ONNX file (needs pip install 'robin_plugin[onnx]').",
     )
     _add_source_args(p, required=True)
-    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub", "deploy"), default="compact",
+    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub", "deploy", "onnx", "onnx-shrunk"),
+                   default="compact",
                    help="what to write (default: compact); hub: a timm folder for timm.create_model('local-dir:OUT')")
     p.add_argument("--out", type=Path, required=True, help="output file (.safetensors), or folder for --format hub")
     p.add_argument("--model-info", type=Path, default=None,

@@ -53,7 +53,7 @@ from ..formats.compact import (  # noqa: F401  (the format's names stay importab
     read_compact_file,
 )
 from ..io import FileExistsRobinError, save_safetensors
-from ..layers.masked import KEEP_RATIO_KEY, MaskedLayer
+from ..layers.masked import KEEP_RATIO_BITS_KEY, KEEP_RATIO_KEY, MaskedLayer
 from ..models.spec import ModelSpec, build_model, model_spec
 from ..models.timm_loading import build_from_header, compact_state_dict
 from ..pruning import is_masked, masked_layers
@@ -192,7 +192,7 @@ def compact_tensors(
         layer_info.append(info)
 
     # keep ratios are in the layer entries of the header; the decoder puts them back in the state dict
-    masked_keys = {f"{lname}.{suffix}" for lname, _ in layers for suffix in ("weight", "scores", KEEP_RATIO_KEY)}
+    masked_keys = {f"{lname}.{suffix}" for lname, _ in layers for suffix in ("weight", "scores", KEEP_RATIO_KEY, KEEP_RATIO_BITS_KEY)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in masked_keys}
     state_index = [[k, str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in state.items()]
     state_blobs: dict[str, list[torch.Tensor]] = {}
@@ -256,7 +256,7 @@ def export_compact(
     tensors, header = compact_tensors(model, model_name=model_name, model_kwargs=model_kwargs)
     _verify_roundtrip(model, tensors)
     save_safetensors(tensors, path, METADATA, overwrite=overwrite)  # sorted header: same model -> same bytes
-    _log.info("wrote %s (%d bytes, weights %s)", path, path.stat().st_size, header["weights"])
+    _log.debug("wrote %s (%d bytes, weights %s)", path, path.stat().st_size, header["weights"])  # the CLI says it
     return path
 
 

@@ -40,6 +40,8 @@ format is :mod:`robin_plugin.export.deploy_file`.
 """
 from __future__ import annotations
 
+import warnings
+
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -429,9 +431,11 @@ def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch
 
 def _csr(dense: torch.Tensor) -> torch.Tensor:
     """A 2-D tensor as CSR with int32 indices (what MKL's sparse kernels take: no conversion per call)."""
-    c = dense.contiguous().to_sparse_csr()
-    return torch.sparse_csr_tensor(c.crow_indices().to(torch.int32), c.col_indices().to(torch.int32), c.values(),
-                                   size=c.shape, check_invariants=True)
+    with warnings.catch_warnings():  # PyTorch's "support is in beta" notice: robin relies on these two calls only
+        warnings.filterwarnings("ignore", message=r".*[Ss]parse CSR tensor support is in beta.*")
+        c = dense.contiguous().to_sparse_csr()
+        return torch.sparse_csr_tensor(c.crow_indices().to(torch.int32), c.col_indices().to(torch.int32), c.values(),
+                                       size=c.shape, check_invariants=True)
 
 
 def _sparse_conv_params(weight: torch.Tensor, bias: torch.Tensor | None, stride: int, relu: bool, pad: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, UnknownNameError, closest
 from .selection import kept_count, straight_through, topk_keep, topk_mask
 
-__all__ = ["INITS", "KEEP_RATIO_KEY", "LegacyStateWarning", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
+__all__ = ["INITS", "KEEP_RATIO_BITS_KEY", "KEEP_RATIO_KEY", "LegacyStateWarning", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
 
 INITS = ("binary", "signed_kaiming_constant", "kaiming_normal")
 """Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), and Kaiming normal."""
@@ -34,6 +34,13 @@ speed: one optimizer step usually moves the threshold much less, and the result 
 
 KEEP_RATIO_KEY = "keep_ratio"
 """State-dict entry of a masked layer's keep ratio (``<layer>.keep_ratio``, float64 scalar)."""
+
+KEEP_RATIO_BITS_KEY = "keep_ratio_bits"
+"""The buffer holding a masked layer's keep ratio: the float64's bit pattern as an int64 scalar.
+
+An integer, so that tools which average a model's floating-point state (timm's ``ModelEmaV3``,
+``ModelEmaV2``, SWA) copy it instead: an EMA copy of a model keeps the live model's subnetwork
+(see :class:`MaskedLayer`)."""
 
 LEGACY_MESSAGE = (
     "this state dict has no keep ratios (written by robin_plugin 0.1): the model keeps its own, so build it with "
@@ -121,10 +128,14 @@ class MaskedLayer(nn.Module):
         keep_ratio: fraction of this layer's weights kept, in (0, 1]; set it directly or with
             :func:`robin_plugin.set_keep_ratio`.
 
-    The keep ratio decides the layer's function as much as its weights do, so it is part of the
-    state dict: ``<prefix>keep_ratio``, a float64 scalar tensor (exact for any Python float).
-    ``load_state_dict`` restores it; a state dict without it (written by robin_plugin 0.1) leaves
-    the layer's own ratio in place and warns once (:class:`LegacyStateWarning`).
+    The keep ratio decides the layer's function as much as its weights do, so it is state, held
+    in the int64 buffer ``keep_ratio_bits`` (the float64's bit pattern: exact, and an integer, so
+    that timm's ``ModelEmaV3`` copies it where it averages floating-point state; the EMA copy of
+    a model being pruned keeps the live model's keep ratios). The state dict also carries it as
+    ``<prefix>keep_ratio``, a float64 scalar tensor, the entry robin_plugin 0.2 files have.
+    ``load_state_dict`` restores it from either (``keep_ratio_bits`` first; both present must
+    agree); a state dict with neither (written by robin_plugin 0.1) leaves the layer's own ratio
+    in place and warns once (:class:`LegacyStateWarning`).
     """
 
     weight: torch.Tensor
@@ -148,12 +159,15 @@ class MaskedLayer(nn.Module):
         self.register_buffer("weight", init_weight(shape, init, g).to(device))
         self.scores = nn.Parameter(init_scores(shape, score_init_scale, score_scale_by_fan_in, g).to(device))
         self.init = init
+        self.register_buffer(KEEP_RATIO_BITS_KEY, torch.zeros((), dtype=torch.int64, device=device))
+        self._bits_seen: tuple | None = None  # (data_ptr, _version) of the buffer behind _keep_ratio
         self.keep_ratio = keep_ratio
         self._mask_cache: list | None = None  # [key, keep (bool), weight * mask, float mask or None]
         self._hint: float | None = None  # the last selection's threshold, lowered by HINT_MARGIN
 
     @property
     def keep_ratio(self) -> float:
+        self._sync_keep_ratio()
         return self._keep_ratio
 
     @keep_ratio.setter
@@ -161,10 +175,35 @@ class MaskedLayer(nn.Module):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
             raise ConfigError(f"keep_ratio must be a number in (0, 1], got {value!r}")
         self._keep_ratio = float(value)
+        buf = self._buffers[KEEP_RATIO_BITS_KEY]
+        if not buf.is_meta:
+            with torch.no_grad():
+                buf.copy_(_ratio_to_bits(self._keep_ratio))
+            self._bits_seen = (buf.data_ptr(), buf._version)
+
+    def _sync_keep_ratio(self) -> None:
+        """Re-read the ratio when something wrote the buffer in place (an EMA's ``copy_``).
+
+        The buffer's version counter tells without reading the tensor, so a model on a GPU waits
+        for the device only in the step after such a write, never in ordinary forward passes.
+        """
+        if torch.compiler.is_compiling():
+            return
+        buf = self._buffers[KEEP_RATIO_BITS_KEY]
+        if buf.is_meta:
+            return
+        seen = (buf.data_ptr(), buf._version)
+        if seen != self._bits_seen:
+            ratio = _bits_to_ratio(buf)
+            if not 0.0 < ratio <= 1.0:  # also NaN
+                raise ConfigError(f"{KEEP_RATIO_BITS_KEY} holds {ratio!r}, not a keep ratio in (0, 1]")
+            self._keep_ratio = ratio
+            self._bits_seen = seen
 
     @property
     def kept(self) -> int:
         """Number of weights this layer keeps."""
+        self._sync_keep_ratio()
         return kept_count(self.weight.numel(), self._keep_ratio)
 
     def mask(self) -> torch.Tensor:
@@ -216,31 +255,64 @@ class MaskedLayer(nn.Module):
         return _MaskedWeight.apply(self.scores, self.weight, masked)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self._sync_keep_ratio()
         super()._save_to_state_dict(destination, prefix, keep_vars)
         destination[prefix + KEEP_RATIO_KEY] = torch.tensor(self._keep_ratio, dtype=torch.float64)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        key = prefix + KEEP_RATIO_KEY
+        key, bits_key = prefix + KEEP_RATIO_KEY, prefix + KEEP_RATIO_BITS_KEY
         value = state_dict.pop(key, None)  # load_state_dict hands each module its own copy of the dict
+        bits = state_dict.pop(bits_key, None)  # files before robin_plugin 0.3 have only the float
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
-        if value is None:
+        if bits_key in missing_keys:
+            missing_keys.remove(bits_key)
+        ratios = []
+        if bits is not None:
+            if not isinstance(bits, torch.Tensor) or bits.numel() != 1 or bits.dtype != torch.int64:
+                error_msgs.append(f"{bits_key}: expected one int64 (a float64's bits), got {getattr(bits, 'dtype', bits)!r}")
+                return
+            ratios.append((bits_key, _bits_to_ratio(bits)))
+        if value is not None:
+            if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+                error_msgs.append(f"{key}: expected one floating-point number, got {getattr(value, 'shape', value)!r}")
+                return
+            ratios.append((key, float(value.reshape(()).item())))
+        if not ratios:
             warnings.warn(LEGACY_MESSAGE, LegacyStateWarning, stacklevel=2)
             return
-        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
-            error_msgs.append(f"{key}: expected one floating-point number, got {getattr(value, 'shape', value)!r}")
+        for name, ratio in ratios:
+            if not 0.0 < ratio <= 1.0:  # also refuses NaN
+                error_msgs.append(f"{name}: a keep ratio must be in (0, 1], got {ratio!r}")
+                return
+        if len(ratios) == 2 and ratios[0][1] != ratios[1][1]:
+            error_msgs.append(f"{bits_key} ({ratios[0][1]!r}) and {key} ({ratios[1][1]!r}) disagree")
             return
-        ratio = float(value.reshape(()).item())
-        if not 0.0 < ratio <= 1.0:  # also refuses NaN
-            error_msgs.append(f"{key}: a keep ratio must be in (0, 1], got {ratio!r}")
-            return
-        self.keep_ratio = ratio
+        self.keep_ratio = ratios[0][1]
 
     def _apply(self, fn, recurse=True):  # .to()/.cuda()/.half() invalidate the cached mask
         self._mask_cache = None
-        return super()._apply(fn, recurse)
+        was_meta = self._buffers[KEEP_RATIO_BITS_KEY].is_meta
+        self._sync_keep_ratio()  # a write the buffer still holds, before the buffer is replaced
+        out = super()._apply(fn, recurse)
+        buf = self._buffers[KEEP_RATIO_BITS_KEY]
+        if was_meta and not buf.is_meta:  # to_empty(): the new buffer holds garbage, the ratio is in Python
+            self.keep_ratio = self._keep_ratio
+        elif not buf.is_meta:  # a copy of the values: nothing to re-read
+            self._bits_seen = (buf.data_ptr(), buf._version)
+        return out
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, keep_ratio={self._keep_ratio:.4g}, kept={self.kept}, init={self.init}"
+
+
+def _ratio_to_bits(ratio: float) -> torch.Tensor:
+    """The int64 scalar with the bit pattern of float64 ``ratio`` (exact, see :data:`KEEP_RATIO_BITS_KEY`)."""
+    return torch.tensor(ratio, dtype=torch.float64).view(torch.int64)
+
+
+def _bits_to_ratio(bits: torch.Tensor) -> float:
+    """Inverse of :func:`_ratio_to_bits` (reads the tensor: a device sync on a GPU)."""
+    return float(bits.detach().reshape(()).cpu().view(torch.float64).item())
 
 
 class MaskedConv2d(MaskedLayer, nn.Conv2d):

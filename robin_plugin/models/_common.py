@@ -9,6 +9,7 @@ class over several files. The family files keep only their blocks and stage layo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
-from timm.models import checkpoint_seq
+from timm.models import PretrainedCfg, checkpoint_seq
 from timm.models._features import feature_take_indices
 
 from ..errors import ConfigError, InputError
@@ -26,6 +27,8 @@ from ..pruning import adaptive_keep_ratios, check_keep_ratio, check_p, masked_la
 from ..rng import stream_generator  # noqa: F401  (re-exported: it lived here before)
 from .channels import ChannelGraph
 from .timm_loading import compact_load_pre_hook
+
+_PRETRAINED_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -45,9 +48,9 @@ def default_cfg(pool_size: tuple[int, int], **kwargs) -> dict:
 
     Robin models normalise inside, so the cfg's ``mean`` / ``std`` (what timm's transforms
     apply) are 0 / 1: ``timm.data.create_transform(**resolve_data_config({}, model=m))`` yields
-    [0, 1] images, exactly what the model takes. Each instance's ``pretrained_cfg`` adds
-    ``dataset_mean`` / ``dataset_std``, the statistics it applies inside (see
-    :attr:`RobinNetBase.pretrained_cfg`; timm's ``PretrainedCfg`` has no field for them).
+    [0, 1] images, exactly what the model takes. The statistics a model applies inside are its
+    buffers (:meth:`RobinNetBase.input_stats`), not cfg fields: timm's ``PretrainedCfg`` has none
+    for them.
     """
     return {
         "url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": pool_size,
@@ -566,9 +569,11 @@ class RobinNetBase(nn.Module):
         """timm's ``pretrained_cfg`` of this instance, true to what the model expects.
 
         The model normalises inside, so timm's data config must not: ``mean`` is 0 and ``std``
-        is 1 per channel, and ``input_size`` has this model's ``in_chans``. The statistics the
-        model applies inside are ``dataset_mean`` / ``dataset_std`` (read from its buffers, so
-        they follow a loaded state dict); ``num_classes`` is the current one.
+        is 1 per channel, and ``input_size`` has this model's ``in_chans``; ``num_classes`` is the
+        current one. Only fields of timm's ``PretrainedCfg`` appear (timm's hub writer
+        ``save_for_hf`` copies the dict into ``config.json`` and ``PretrainedCfg(**cfg)`` refuses
+        other keys). The statistics the model applies inside are its buffers
+        ``normalize.mean`` / ``normalize.std`` (see :meth:`input_stats`).
         """
         try:
             base = self.__dict__["_pretrained_cfg"]
@@ -576,12 +581,16 @@ class RobinNetBase(nn.Module):
             raise AttributeError("pretrained_cfg") from None
         c = self.in_chans
         input_size = tuple(base.get("input_size") or (3, 32, 32))
-        cfg = {**base, "num_classes": self.num_classes, "input_size": (c, *input_size[1:]), "mean": (0.0,) * c,
-               "std": (1.0,) * c}
-        if not self.normalize.mean.is_meta:  # a model on the meta device has no values to report
-            cfg["dataset_mean"] = tuple(float(v) for v in self.normalize.mean.flatten().tolist())
-            cfg["dataset_std"] = tuple(float(v) for v in self.normalize.std.flatten().tolist())
+        cfg = {k: v for k, v in base.items() if k in _PRETRAINED_CFG_FIELDS}
+        cfg.update({"num_classes": self.num_classes, "input_size": (c, *input_size[1:]), "mean": (0.0,) * c,
+                    "std": (1.0,) * c})
         return cfg
+
+    @torch.jit.ignore
+    def input_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` the model applies to its [0, 1] inputs, one value per channel (from its buffers)."""
+        return (tuple(float(v) for v in self.normalize.mean.flatten().tolist()),
+                tuple(float(v) for v in self.normalize.std.flatten().tolist()))
 
     @pretrained_cfg.setter
     def pretrained_cfg(self, cfg: dict) -> None:

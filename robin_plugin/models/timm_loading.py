@@ -90,7 +90,10 @@ def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
         # describe the model being built and let a head of another size fail loudly instead.
         overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
         overlay.setdefault("num_classes", kwargs.get("num_classes", 10))
-        overlay.setdefault("input_size", (kwargs.get("in_chans", 3), 32, 32))
+        base = kwargs.get("pretrained_cfg")
+        base = base if isinstance(base, dict) else getattr(base, "__dict__", None) or {}
+        size = tuple(base.get("input_size") or (3, 32, 32))[1:]  # a hub folder's image size (28x28 Fashion-MNIST)
+        overlay.setdefault("input_size", (kwargs.get("in_chans", 3), *size))
         kwargs["pretrained_cfg_overlay"] = overlay
     return bool(pretrained and given)
 

@@ -149,7 +149,10 @@ class ProgressivePruning(Hook):
         keep_ratio: final fraction of weights kept, in (0, 1]; None (default): the model's.
         p: adaptive exponent in [0, 1] (see :func:`robin_plugin.adaptive_keep_ratios`);
             None (default): the model's.
-        stages: number of geometric stages from 1 down to ``keep_ratio``. Default 3.
+        stages: number of geometric stages from 1 down to ``keep_ratio``. Default 3. A run needs
+            at least ``stages`` epochs (each stage starts at an epoch start, so the last epoch is
+            in the last stage exactly when ``epochs >= stages``); FIT_START refuses fewer with a
+            :class:`ConfigError`.
         steps: deprecated name of ``stages`` (a DeprecationWarning).
     """
 
@@ -195,6 +198,12 @@ class ProgressivePruning(Hook):
     def on_fit_start(self, state: TrainState) -> None:
         if not is_masked(state.model):
             raise ConfigError("ProgressivePruning needs a model with masked layers (a robin model or robinify(model))")
+        if state.epochs < self.stages:  # the last epoch would start before the last stage: never at the target
+            raise ConfigError(
+                f"ProgressivePruning: {self.stages} pruning stages need at least {self.stages} epochs, got "
+                f"epochs={state.epochs}; the run would end above the target keep ratio. Use prune_steps <= epochs "
+                f"(prune_steps=1 keeps the target from the start)"
+            )
         self._resolve_targets(state.model)
         self._apply(state)
 
