@@ -240,7 +240,7 @@ class Trainer:
             sums: dict[str, float] = {}
             t0 = time.perf_counter()
             state.net.train()
-            bar = progress(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            bar = progress(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs - 1}",
                            unit="step", enabled=cfg.progress and self.rank == 0)  # log lines without a terminal
             for b, (x, y, idx) in enumerate(bar):
                 state.batch_idx = b
