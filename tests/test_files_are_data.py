@@ -39,7 +39,7 @@ from robin_plugin.training.hooks import Hook
 from robin_plugin.training.run import load_run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_training import tiny_config, tiny_model, toy_dataset  # noqa: E402
+from test_training import tiny_config, tiny_model, toy_dataset, with_defaults  # noqa: E402
 
 # under 600 bytes of YAML that expand to 10**9 list elements (the "billion laughs")
 YAML_BOMB = "\n".join(
@@ -486,7 +486,7 @@ def test_two_trainers_in_one_process_cannot_share_an_out_dir(tmp_path):
                 self.error = e
 
     intruder = Intruder()
-    Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), hooks=[intruder], out_dir=tmp_path).fit()
+    with_defaults(tiny_model(), tiny_config(epochs=1), toy_dataset(32), None, [intruder], out_dir=tmp_path).fit()
     assert intruder.error is not None and f"(pid {os.getpid()};" in str(intruder.error)
     assert not (tmp_path / LOCK_NAME).exists()
 
@@ -497,7 +497,7 @@ def test_lock_is_released_when_fit_fails(tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), hooks=[Boom()], out_dir=tmp_path).fit()
+        with_defaults(tiny_model(), tiny_config(epochs=1), toy_dataset(32), None, [Boom()], out_dir=tmp_path).fit()
     assert not (tmp_path / LOCK_NAME).exists()
     with FolderLock(tmp_path):  # free again
         assert (tmp_path / LOCK_NAME).read_text().strip() == str(os.getpid())

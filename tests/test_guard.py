@@ -121,7 +121,8 @@ FMNIST = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist/train-ima
 @pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
 @pytest.mark.parametrize("action", ["warn", "rollback"])
 def test_plain_fgsm_with_a_large_step_collapses_and_the_guard_fires(action, caplog):
-    """Provoked on purpose: FGSM without a random start at eps 0.2 on 576 Fashion-MNIST images."""
+    """Provoked on purpose: FGSM without a random start at eps 0.2 on 576 Fashion-MNIST images, crafted in
+    eval mode (crafted in train mode, as the training attacks are by default, this budget does not collapse)."""
     from robin_plugin.data import dataset_info
     from robin_plugin.training import TrainConfig
     from robin_plugin.training.run import load_data, resolve_attack_sizes
@@ -130,7 +131,7 @@ def test_plain_fgsm_with_a_large_step_collapses_and_the_guard_fires(action, capl
     cfg = resolve_attack_sizes(TrainConfig(
         model="robin_resnet18", keep_ratio=0.2, model_kwargs={"width": 8}, attack="fgsm", eps=0.2, step_size=0.2, epochs=3,
         batch_size=64, train_subset=640, val_fraction=0.1, progress=False, device="cpu", test_n=0, val_pgd_steps=2,
-        co_guard=action, co_guard_every=5))
+        co_guard=action, co_guard_every=5, attack_mode="eval"))
     train_set, val_set, _ = load_data(cfg)
     info = dataset_info(cfg.dataset)
     trainer = Trainer(build_model(cfg, 10, 1, info.mean, info.std), cfg, train_set, val_set)

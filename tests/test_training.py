@@ -21,7 +21,7 @@ from robin_plugin.errors import ConfigError, UnknownNameError
 from robin_plugin.training import (
     AdversarialTraining, BestModel, CheckpointError, Checkpointing, Event, Hook, LRSchedule, MetricLogger,
     PersistentFGSM, ProgressivePruning, RandomCropFlip, TrainConfig, Trainer, TrainState, apply_overrides,
-    epoch_order, fire, get_preset, progressive_keep_ratio, resolve_attack_sizes, trades_loss, PRESETS,
+    default_hooks, epoch_order, fire, get_preset, progressive_keep_ratio, resolve_attack_sizes, trades_loss, PRESETS,
 )
 from robin_plugin.rng import isolated_rng
 from robin_plugin.training.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -51,6 +51,12 @@ def tiny_config(**kw) -> TrainConfig:
                 lr_schedule="cosine", augment=False, dataset="fashion_mnist")
     base.update(kw)
     return TrainConfig(**base)
+
+
+def with_defaults(model, cfg, train_set, val_set=None, extra=(), out_dir=None) -> Trainer:
+    """A Trainer with the config's default hooks followed by ``extra`` (what ``robin train`` builds)."""
+    hooks = [*default_hooks(cfg, model, train_set, val_set, out_dir), *extra]
+    return Trainer(model, cfg, train_set, val_set, hooks=hooks, out_dir=out_dir)
 
 
 # --- schedules -----------------------------------------------------------------------------
@@ -294,7 +300,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, attack, channels_last):
                 raise KeyboardInterrupt  # as if the run died in the middle of epoch 1
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(make(), cfg, ds, val, hooks=[Crash()], out_dir=tmp_path / "part").fit()
+        with_defaults(make(), cfg, ds, val, [Crash()], out_dir=tmp_path / "part").fit()
     resumed = Trainer(make(), cfg, ds, val, out_dir=tmp_path / "part")
     r_resumed = resumed.fit(resume=True)
 
@@ -463,7 +469,7 @@ def test_the_loss_is_whatever_the_hooks_leave_in_state_loss():
 
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("scores")}
-    Trainer(model, tiny_config(epochs=1, weight_decay=0.0), toy_dataset(64), None, hooks=[NoLearning()]).fit()
+    with_defaults(model, tiny_config(epochs=1, weight_decay=0.0), toy_dataset(64), None, [NoLearning()]).fit()
     after = {k: v for k, v in model.state_dict().items() if k.endswith("scores")}
     assert before and all(torch.equal(before[k], after[k]) for k in before)
 
@@ -472,7 +478,7 @@ def test_the_loss_is_whatever_the_hooks_leave_in_state_loss():
             state.loss = None
 
     with pytest.raises(ConfigError, match="no hook set state.loss"):
-        Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(64), None, hooks=[Forgets()]).fit()
+        with_defaults(tiny_model(), tiny_config(epochs=1), toy_dataset(64), None, [Forgets()]).fit()
 
 
 def test_adversarial_loss_goes_through_state_net():
@@ -499,18 +505,22 @@ def test_adversarial_loss_goes_through_state_net():
     assert TrainState(model).net is model  # a plain loop: the model itself
 
 
-def test_builtin_hooks_are_declared():
+def test_default_hooks_are_declared_and_the_trainer_runs_what_it_receives():
     masked = Trainer(tiny_model(), tiny_config(), toy_dataset(64), None)
-    assert [type(h).__name__ for h in masked.builtin_hooks] == [
+    assert [type(h).__name__ for h in masked.hooks] == [
         "LRSchedule", "ProgressivePruning", "AdversarialTraining", "BestModel", "MetricLogger",
         "CatastrophicOverfittingGuard"]
-    assert masked.hooks == masked.builtin_hooks and masked.state.hooks is masked.hooks
+    assert masked.state.hooks is masked.hooks and masked.guard is masked.hooks[-1]
+    assert [type(h) for h in default_hooks(tiny_config(), tiny_model(), toy_dataset(64))] == [type(h) for h in masked.hooks]
+    only = [AdversarialTraining("none")]
+    bare = Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=only)
+    assert bare.hooks == only and bare.adversarial is only[0] and bare.lr_schedule is None and bare.logger is None
     dense = timm.create_model("robin_resnet18_dense", num_classes=2, in_chans=1, width=4, mean=(0.5,), std=(0.25,))
     plain = Trainer(dense, tiny_config(model="robin_resnet18_dense", attack="pgd", attack_steps=1, augment=True),
                     toy_dataset(64), None, out_dir=None)
     assert plain.pruning is None and isinstance(plain.augmentation, RandomCropFlip) and plain.guard is None
     assert plain.checkpointing is None
-    assert [type(h).__name__ for h in plain.builtin_hooks] == [
+    assert [type(h).__name__ for h in plain.hooks] == [
         "LRSchedule", "RandomCropFlip", "AdversarialTraining", "BestModel", "MetricLogger"]
 
 
@@ -528,11 +538,11 @@ def test_hook_names_default_to_the_class_and_must_be_unique():
     a, b = Counter(), Counter()
     assert a.name == "Counter" and MetricLogger().name == "MetricLogger"
     with pytest.raises(ConfigError, match="two hooks are named 'Counter'"):
-        Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=[a, b])
+        with_defaults(tiny_model(), tiny_config(), toy_dataset(64), None, [a, b])
     b.name = "Counter2"
-    Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=[a, b])
+    with_defaults(tiny_model(), tiny_config(), toy_dataset(64), None, [a, b])
     with pytest.raises(ConfigError, match="MetricLogger"):
-        Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=[MetricLogger()])
+        with_defaults(tiny_model(), tiny_config(), toy_dataset(64), None, [MetricLogger()])
     with pytest.raises(ConfigError, match="non-empty string"):
         a.name = ""
 
@@ -559,11 +569,11 @@ def test_hook_state_is_restored_by_name_whatever_the_order(tmp_path):
     ds = toy_dataset(64)
     cfg = tiny_config(epochs=2, attack="none")
     first = [_Tally("a"), _Tally("b")]
-    Trainer(tiny_model(), dataclasses.replace(cfg, epochs=1), ds, None, hooks=first, out_dir=tmp_path).fit()
+    with_defaults(tiny_model(), dataclasses.replace(cfg, epochs=1), ds, None, first, out_dir=tmp_path).fit()
     _, saved = robin_plugin.training.load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert [h["name"] for h in saved["hooks"]][-2:] == ["a", "b"]
     again = [_Tally("b"), _Tally("a"), _Tally("c")]  # another order, and a new hook that starts fresh
-    Trainer(tiny_model(), cfg, ds, None, hooks=again, out_dir=tmp_path).fit(resume=True)
+    with_defaults(tiny_model(), cfg, ds, None, again, out_dir=tmp_path).fit(resume=True)
     assert [h.batches for h in again] == [4, 4, 2]  # 2 batches per epoch; c saw only epoch 1
 
 
@@ -579,7 +589,7 @@ def test_old_checkpoints_without_hook_names_still_resume(tmp_path):
                 raise KeyboardInterrupt  # the run dies after its checkpoint of epoch 0
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_model(), cfg, ds, val, hooks=[Crash()], out_dir=tmp_path).fit()
+        with_defaults(tiny_model(), cfg, ds, val, [Crash()], out_dir=tmp_path).fit()
     path = tmp_path / "checkpoint.safetensors"
     model_state, state = robin_plugin.training.load_checkpoint(path)
     by_type = {h["type"]: h["state"] for h in state["hooks"]}

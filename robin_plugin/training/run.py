@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError
 from .config import MAX_CONFIG_BYTES, TrainConfig
 from .hooks import Hook
 from .metrics import clean_and_pgd_accuracy
-from .trainer import Trainer, build_model, gather
+from .trainer import Trainer, build_model, default_hooks, gather
 
 __all__ = ["resolve_attack_sizes", "load_data", "load_run", "model_figures", "train"]
 
@@ -81,7 +81,8 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
     torch.manual_seed(config.seed)
     model = build_model(config, info.num_classes, info.in_chans, info.mean, info.std)
     out_dir = Path(config.out_dir)
-    trainer = Trainer(model, config, train_set, val_set, hooks=hooks or [], out_dir=out_dir)
+    run_hooks = [*default_hooks(config, model, train_set, val_set, out_dir), *(hooks or [])]
+    trainer = Trainer(model, config, train_set, val_set, hooks=run_hooks, out_dir=out_dir)
     t0 = time.perf_counter()
     final = trainer.fit(resume=resume)
     train_time = time.perf_counter() - t0

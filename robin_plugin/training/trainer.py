@@ -1,6 +1,6 @@
 """A minimal trainer that knows no algorithm: it loads batches and fires the hook events (see :mod:`.events`).
 
-What a run does beyond the loop is declared as built-in hooks (``Trainer.builtin_hooks``): the
+What a run does beyond the loop is the list of hooks it receives (:func:`default_hooks` of the config): the
 learning-rate schedule, progressive pruning (masked models), augmentation, the adversarial
 attack and loss, best-model tracking, metric logging, the catastrophic-overfitting guard and
 checkpointing. The trainer owns the data order, the device and distributed set-up, mixed
@@ -35,7 +35,8 @@ from .hooks import BestModel, Checkpointing, LRSchedule, MetricLogger, Progressi
 from .metrics import clean_and_pgd_accuracy
 from .state import TrainState
 
-__all__ = ["Trainer", "TrainResult", "build_model", "epoch_order", "gather", "make_optimizer", "resolve_device", "CHECKPOINT"]
+__all__ = ["Trainer", "TrainResult", "build_model", "default_hooks", "epoch_order", "gather", "make_optimizer", "resolve_device",
+           "CHECKPOINT"]
 
 _log = logging.getLogger(__name__)
 
@@ -75,8 +76,68 @@ class TrainResult(dict):
     out_dir: Path
 
 
+def default_hooks(config: TrainConfig, model: nn.Module, train_set: Any, val_set: Any = None,
+                  out_dir: str | Path | None = None) -> list[Hook]:
+    """The hooks a run of ``config`` is made of, in firing order (what ``robin train`` runs).
+
+    ``LRSchedule``; ``ProgressivePruning`` for a model with masked layers; ``RandomCropFlip``
+    when ``config.augmentation_on`` (padding 0.5 and crop offsets 0-7 for the ``fast`` attack,
+    which crops like the official ``FGSM_RS``; zero padding and offsets 0-8 otherwise);
+    ``AdversarialTraining``; ``BestModel``; ``MetricLogger``; the
+    ``CatastrophicOverfittingGuard`` for single-step attacks unless ``co_guard=off``; and
+    ``Checkpointing`` when there is an ``out_dir`` (on rank 0 only: the other ranks write nothing).
+
+    Args:
+        config: the run's config, with ``eps`` and ``step_size`` set
+            (:func:`robin_plugin.training.resolve_attack_sizes`).
+        model: the model (is it masked; its number of classes).
+        train_set, val_set: the data (size, image shape; the guard's fixed check batch).
+        out_dir: the run folder, or None for no files.
+    """
+    if config.eps is None or config.step_size is None:
+        raise ConfigError("config.eps and config.step_size must be set (robin_plugin.training.resolve_attack_sizes fills them)")
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    writes = Path(out_dir) if out_dir is not None and rank == 0 else None
+    augmentation = None
+    if config.augmentation_on:
+        fast = config.attack == "fast"
+        augmentation = RandomCropFlip(pad=4, seed=config.seed, fill=0.5 if fast else 0.0, offsets=8 if fast else None)
+    adversarial = AdversarialTraining(
+        config.attack, eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
+        trades_beta=config.trades_beta, num_samples=len(train_set), num_classes=_num_classes(model, train_set),
+        seed=config.seed, sample_shape=_image_shape(train_set), crop_pad=augmentation.pad if augmentation else 0,
+        attack_mode=config.attack_mode, pgd_iterate=config.pgd_iterate, label_smoothing=config.label_smoothing,
+    )
+    hooks = [
+        LRSchedule(config.lr_schedule, config.lr, config.lr_milestones, config.lr_warmup_epochs, config.lr_per_epoch),
+        ProgressivePruning(config.keep_ratio, config.p, config.prune_steps) if is_masked(model) else None,
+        augmentation,
+        adversarial,
+        BestModel(writes),
+        MetricLogger(writes),
+        _make_guard(config, adversarial, train_set, val_set),
+        Checkpointing(writes, config.to_dict(), config.checkpoint_every) if writes is not None else None,
+    ]
+    return [h for h in hooks if h is not None]
+
+
+def _make_guard(config: TrainConfig, adversarial: AdversarialTraining, train_set: Any,
+                val_set: Any) -> CatastrophicOverfittingGuard | None:
+    """The catastrophic-overfitting guard of single-step attacks, checking on held-out images."""
+    if config.co_guard == "off" or config.attack not in SINGLE_STEP_ATTACKS:
+        return None
+    source = val_set if val_set is not None and len(val_set) else train_set
+    idx = torch.arange(min(config.co_guard_n, len(source)))
+    x, y = gather(source, idx)
+    return CatastrophicOverfittingGuard(adversarial, x, y, eps=config.eps, every=config.co_guard_every,
+                                        action=config.co_guard, seed=config.seed)
+
+
 class Trainer:
     """Adversarially train a robin model (or its dense twin) on an in-memory image dataset.
+
+    The trainer knows no algorithm: it receives its hooks (as Composer's Trainer receives its
+    algorithms) and fires their events around the loop it owns.
 
     Args:
         model: the model (inputs in [0, 1]).
@@ -86,19 +147,20 @@ class Trainer:
             32 / 64, values in [0, 1]) are accepted and converted to float32 per batch; other
             dtypes are refused with :class:`InputError`.
         val_set: held-out data of the same kind, or None.
-        hooks: extra hooks, fired after the built-in ones. Hook names (``hook.name``, default
-            the class name) must be unique: hook state is saved and restored by name.
+        hooks: the run's hooks, in firing order; None: :func:`default_hooks` of the config
+            (``robin train`` adds yours after them: ``[*default_hooks(...), mine]``). One of
+            them must set ``state.loss`` at ``Event.LOSS`` (``AdversarialTraining`` does). Hook
+            names (``hook.name``, default the class name) must be unique: hook state is saved and
+            restored by name.
         out_dir: folder for checkpoints, ``config.json`` and ``metrics.csv`` (None: no files).
             :meth:`fit` locks it (``out_dir/.robin.lock``): a second run on the same folder is
             refused with :class:`robin_plugin.io.FolderLockedError` naming the holder's pid.
 
-    The built-in hooks, in firing order, are ``builtin_hooks``; each is also an attribute:
-    ``lr_schedule`` (:class:`LRSchedule`), ``pruning`` (:class:`ProgressivePruning`, for a model
-    with masked layers, else None), ``augmentation`` (:class:`RandomCropFlip` when
-    ``config.augmentation_on``, else None), ``adversarial`` (:class:`AdversarialTraining`),
+    The hooks of the standard kinds are also reachable by name (None when the run has none):
+    ``lr_schedule`` (:class:`LRSchedule`), ``pruning`` (:class:`ProgressivePruning`),
+    ``augmentation`` (:class:`RandomCropFlip`), ``adversarial`` (:class:`AdversarialTraining`),
     ``best_model`` (:class:`BestModel`), ``logger`` (:class:`MetricLogger`), ``guard``
-    (:class:`CatastrophicOverfittingGuard` for single-step attacks unless ``co_guard=off``, else
-    None) and ``checkpointing`` (:class:`Checkpointing` with an ``out_dir``, on rank 0, else None).
+    (:class:`CatastrophicOverfittingGuard`) and ``checkpointing`` (:class:`Checkpointing`).
 
     The model must be a classifier: ``model.num_classes`` (when it has one) must be >= 1.
 
@@ -107,7 +169,7 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_set: Any, val_set: Any = None,
-                 hooks: Sequence[Hook] = (), out_dir: str | Path | None = None):
+                 hooks: Sequence[Hook] | None = None, out_dir: str | Path | None = None):
         self.config = config
         self.device = resolve_device(config.device)
         self.distributed = dist.is_available() and dist.is_initialized()
@@ -130,34 +192,10 @@ class Trainer:
         self.steps_per_epoch = max(1, n // self.batch_size)  # last partial batch dropped
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.optimizer = make_optimizer(self.model, config)
-        eps, step = config.eps, config.step_size
-        if eps is None or step is None:
+        if config.eps is None or config.step_size is None:
             raise ConfigError("config.eps and config.step_size must be set (robin_plugin.training.resolve_attack_sizes fills them)")
-        writes = self.out_dir if self.rank == 0 else None
-
-        # --- the built-in hooks, declared --------------------------------------------------
-        self.lr_schedule = LRSchedule(config.lr_schedule, config.lr, config.lr_milestones, config.lr_warmup_epochs,
-                                      config.lr_per_epoch)
-        self.pruning = ProgressivePruning(config.keep_ratio, config.p, config.prune_steps) if is_masked(self.model) else None
-        self.augmentation = None
-        if config.augmentation_on:
-            # the official fast attack crops by itself: padding 0.5 and offsets 0..7 (code/util/augmentation.py)
-            fast = config.attack == "fast"
-            self.augmentation = RandomCropFlip(pad=4, seed=config.seed, fill=0.5 if fast else 0.0, offsets=8 if fast else None)
-        self.adversarial = AdversarialTraining(
-            config.attack, eps=eps, step_size=step, steps=config.attack_steps, trades_beta=config.trades_beta,
-            num_samples=n, num_classes=_num_classes(model, train_set), seed=config.seed, sample_shape=_image_shape(train_set),
-            crop_pad=self.augmentation.pad if self.augmentation is not None else 0, attack_mode=config.attack_mode,
-            pgd_iterate=config.pgd_iterate, label_smoothing=config.label_smoothing,
-        )
-        self.best_model = BestModel(writes)
-        self.logger = MetricLogger(writes)
-        self.guard = self._make_guard(config, train_set, val_set)
-        self.checkpointing = Checkpointing(writes, config.to_dict(), config.checkpoint_every) if writes is not None else None
-        self.builtin_hooks: list[Hook] = [h for h in (self.lr_schedule, self.pruning, self.augmentation, self.adversarial,
-                                                      self.best_model, self.logger, self.guard, self.checkpointing)
-                                          if h is not None]
-        self.hooks: list[Hook] = [*self.builtin_hooks, *hooks]
+        self.hooks: list[Hook] = list(hooks) if hooks is not None else default_hooks(
+            config, self.model, train_set, val_set, self.out_dir)
         _check_hook_names(self.hooks)
 
         net = self.model
@@ -167,20 +205,22 @@ class Trainer:
                                 net=net, hooks=self.hooks)
         self.start_epoch = 0
 
+    def _hook(self, kind: type) -> Any:
+        return next((h for h in self.hooks if isinstance(h, kind)), None)
+
+    lr_schedule = property(lambda self: self._hook(LRSchedule), doc="The run's :class:`LRSchedule`, or None.")
+    pruning = property(lambda self: self._hook(ProgressivePruning), doc="The run's :class:`ProgressivePruning`, or None.")
+    augmentation = property(lambda self: self._hook(RandomCropFlip), doc="The run's :class:`RandomCropFlip`, or None.")
+    adversarial = property(lambda self: self._hook(AdversarialTraining), doc="The run's :class:`AdversarialTraining`, or None.")
+    best_model = property(lambda self: self._hook(BestModel), doc="The run's :class:`BestModel`, or None.")
+    logger = property(lambda self: self._hook(MetricLogger), doc="The run's :class:`MetricLogger`, or None.")
+    guard = property(lambda self: self._hook(CatastrophicOverfittingGuard), doc="The run's guard, or None.")
+    checkpointing = property(lambda self: self._hook(Checkpointing), doc="The run's :class:`Checkpointing`, or None.")
+
     @property
     def best(self) -> dict[str, float]:
         """The best validation record (``state.best``, kept by the :class:`BestModel` hook)."""
         return self.state.best
-
-    def _make_guard(self, config: TrainConfig, train_set: Any, val_set: Any) -> CatastrophicOverfittingGuard | None:
-        """The catastrophic-overfitting guard of single-step attacks, checking on held-out images."""
-        if config.co_guard == "off" or config.attack not in SINGLE_STEP_ATTACKS:
-            return None
-        source = val_set if val_set is not None and len(val_set) else train_set
-        idx = torch.arange(min(config.co_guard_n, len(source)))
-        x, y = gather(source, idx)
-        return CatastrophicOverfittingGuard(self.adversarial, x, y, eps=config.eps, every=config.co_guard_every,
-                                            action=config.co_guard, seed=config.seed)
 
     # --- data ------------------------------------------------------------------------------
     def _batches(self, epoch: int):
@@ -273,7 +313,7 @@ class Trainer:
             self._validate(epoch)
             fire(self.hooks, Event.VALIDATION, state)
             fire(self.hooks, Event.EPOCH_CHECKPOINT, state)
-        if self.start_epoch >= cfg.epochs and self.logger.history:  # resumed a run that had finished
+        if self.start_epoch >= cfg.epochs and self.logger is not None and self.logger.history:  # resumed a finished run
             state.metrics = {k: v for k, v in self.logger.history[-1].items() if k != "epoch"}
         fire(self.hooks, Event.FIT_END, state)
         result = TrainResult(state.metrics)
