@@ -24,14 +24,11 @@ file formats); nothing in the package below the CLI imports it.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
@@ -39,7 +36,10 @@ import torch.nn as nn
 from .errors import ConfigError
 from .export.compact import load_compact
 from .export.dense import DENSE_FORMAT, load_dense
-from .formats.compact import FORMAT_NAME, ModelFileError, _looks_like_pickle, _looks_like_safetensors
+from .formats.compact import FORMAT_NAME, ModelFileError, _looks_like_safetensors
+from .formats.files import (
+    FileContentError, describe_foreign_file, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header,
+)
 from .io import read_limited
 from .models.spec import ModelSpec, build_model
 from .training.checkpoint import FORMAT as TRAINING_CHECKPOINT_FORMAT
@@ -52,9 +52,12 @@ __all__ = ["ModelFileError", "load_model", "load_state_file", "read_state_dict"]
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict in a safetensors file; of a robin training checkpoint, its model part.
 
+    The safetensors header is checked against limits before the body is read
+    (:func:`robin_plugin.formats.files.read_safetensors`).
+
     Raises:
         ModelFileError: the file is missing, is a pickle / ``torch.save`` file (never
-            unpickled), or is not a readable safetensors file.
+            unpickled), is not a readable safetensors file, or holds NaN / Inf (naming the tensor).
     """
     path = Path(path)
     if not path.is_file():
@@ -62,17 +65,23 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     with open(path, "rb") as f:
         head = f.read(16)
     if path.suffix != ".safetensors" and not _looks_like_safetensors(head + b"\0" * 8):
-        what = "a pickle / torch.save file, which robin never unpickles" if _looks_like_pickle(head) else "not safetensors"
+        what = describe_foreign_file(head, path.stat().st_size).removeprefix("it is ")
         raise ModelFileError(f"checkpoint {path} must be a .safetensors state dict; it is {what}")
     try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = safetensors.torch.load_file(str(path))
-    except Exception as e:  # noqa: BLE001  (safetensors raises several types for a foreign file)
-        raise ModelFileError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        tensors, metadata = read_safetensors(path)
+    except (OSError, FileContentError) as e:
+        raise ModelFileError(f"cannot read checkpoint {path}: {e}") from None
     if metadata.get("format") == TRAINING_CHECKPOINT_FORMAT:
         tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    _check_finite(tensors, f"checkpoint {path}")
     return tensors
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    bad = nonfinite_tensor(tensors)
+    if bad is not None:
+        raise ModelFileError(f"{what}: tensor {bad!r} holds NaN or Inf; a model must have finite weights, scores "
+                             "and statistics")
 
 
 def load_state_file(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> nn.Module:
@@ -84,6 +93,7 @@ def load_state_file(model: nn.Module, source: str | os.PathLike | Mapping[str, t
     """
     what = "the state dict" if isinstance(source, Mapping) else f"checkpoint {source}"
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
+    _check_finite(state, what)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -100,20 +110,25 @@ def load_state_file(model: nn.Module, source: str | os.PathLike | Mapping[str, t
 
 def _is_hub_folder(folder: Path) -> bool:
     """A folder whose config.json names an ``architecture`` (what ``robin export --format hub`` writes)."""
-    try:
-        config = json.loads(read_limited(folder / "config.json", MAX_CONFIG_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError):  # no / unreadable config: load_run says what is wrong
+    try:  # bounded here, before timm parses it again
+        config = parse_json(read_limited(folder / "config.json", MAX_CONFIG_BYTES))
+    except (OSError, ValueError):  # no / unreadable config: load_run says what is wrong
         return False
     return isinstance(config, dict) and "architecture" in config and "model_args" in config
 
 
 def _file_format(path: Path) -> str | None:
-    """The ``format`` of a safetensors file's metadata, or None (no metadata, or not safetensors)."""
+    """The ``format`` of a safetensors file's metadata, or None (a safetensors file without one).
+
+    Raises:
+        ModelFileError: the file is not a readable safetensors file (saying what it is instead:
+            empty, truncated, a pickle, ...), checked before any name or model is looked at.
+    """
     try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format")
-    except Exception:  # noqa: BLE001  (not safetensors: read_state_dict refuses it with the reason)
-        return None
+        return read_safetensors_header(path).metadata.get("format")
+    except (OSError, FileContentError) as e:
+        raise ModelFileError(f"{path} is not a model file robin reads ({e}); robin reads safetensors files: "
+                             "compact and dense exports, checkpoints and state dicts") from None
 
 
 def load_model(
@@ -155,7 +170,9 @@ def load_model(
         if _is_hub_folder(path):
             return timm.create_model(f"local-dir:{path}", pretrained=True).eval()
         return load_run(path, which)[0]
-    fmt = _file_format(path) if path.is_file() else None
+    if not path.is_file():
+        raise ModelFileError(f"{path} does not exist" if not path.exists() else f"{path} is not a regular file")
+    fmt = _file_format(path)  # refuses what is not safetensors (a pickle, random bytes, empty, truncated) by its content
     if fmt in (FORMAT_NAME, DENSE_FORMAT):
         if model is not None or kwargs:
             raise ConfigError(f"{path} is a {fmt} file that names its own architecture; do not pass model / model_kwargs")
