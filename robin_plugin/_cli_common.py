@@ -1,13 +1,13 @@
 """Argument helpers shared by the ``robin`` sub-commands (CLI layer only)."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import timm
 
 from . import models  # noqa: F401  (registers the robin models with timm)
 from .errors import ConfigError, UnknownNameError, closest
+from .formats.files import FileContentError, parse_json
 
 __all__ = ["parse_model_kwargs", "check_model_name"]
 
@@ -15,9 +15,9 @@ __all__ = ["parse_model_kwargs", "check_model_name"]
 def parse_model_kwargs(text: str) -> dict[str, Any]:
     """``--model-kwargs`` as a dict: a JSON object; list values of ``mean`` / ``std`` become tuples."""
     try:
-        kwargs = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--model-kwargs must be a JSON object, got {text!r} ({e.msg})") from None
+        kwargs = parse_json(text, max_bytes=1 << 20)
+    except FileContentError as e:
+        raise ConfigError(f"--model-kwargs must be a JSON object, got {text!r:.200} ({e})") from None
     if not isinstance(kwargs, dict):
         raise ConfigError(f"--model-kwargs must be a JSON object, got {text!r}")
     for key in ("mean", "std"):

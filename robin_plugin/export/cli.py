@@ -13,7 +13,6 @@ input.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ import torch.nn as nn
 
 from .._cli_common import check_model_name, parse_model_kwargs
 from ..errors import ConfigError
+from ..formats.files import MAX_JSON_BYTES, parse_json
+from ..io import read_limited
 from ..loading import load_model, read_state_dict
 from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
@@ -73,9 +74,9 @@ _read_checkpoint = read_state_dict  # its name before robin_plugin.loading
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot read {path} as JSON: {e}") from e
+        data = parse_json(read_limited(path, MAX_JSON_BYTES))
+    except (OSError, ValueError) as e:  # FileContentError (not UTF-8 / JSON, nested too deeply), size limit
+        raise ConfigError(f"cannot read {path} as JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data

@@ -167,18 +167,17 @@ def read_compact_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ExportFormatError(f"no compact file at {path}")
     try:
-        header = read_safetensors_header(path)  # what kind of file: the compact limits apply to compact files
-        metadata = header.metadata
-        if metadata == METADATA:
-            tensors, _ = read_safetensors(path, LIMITS)
+        metadata = read_safetensors_header(path).metadata  # what kind of file; the compact limits apply to compact files
     except OSError as e:
         raise ExportFormatError(f"cannot read {path}: {e.strerror or e}") from None
     except FileContentError as e:
-        what = str(e)
-        if what.startswith("not a safetensors file: "):
-            raise ExportFormatError(f"{path} is not a valid safetensors file ({what.split(': ', 1)[1]}); "
-                                    "compact exports are safetensors files") from None
-        raise ExportFormatError(f"{path} is not a valid compact file ({what})") from None
+        raise ExportFormatError(f"{path} is not a valid safetensors file ({str(e).removeprefix('not a safetensors file: ')})"
+                                "; compact exports are safetensors files") from None
+    if metadata == METADATA:
+        try:
+            tensors, _ = read_safetensors(path, LIMITS)
+        except (OSError, FileContentError) as e:
+            raise ExportFormatError(f"{path} is not a valid compact file ({e})") from None
     if metadata != METADATA:
         if metadata.get("format") == FORMAT_NAME:
             raise ExportFormatError(

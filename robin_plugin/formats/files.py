@@ -106,7 +106,7 @@ def parse_json(data: bytes | str, *, max_bytes: int = MAX_JSON_BYTES, max_depth:
     if len(raw) > max_bytes:
         raise FileContentError(f"JSON of {len(raw):,} bytes is larger than the limit of {max_bytes:,} bytes")
     if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
-        raise FileContentError(f"JSON nested more than {max_depth} levels deep")
+        raise FileContentError(f"JSON nested too deeply (more than {max_depth} levels)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
