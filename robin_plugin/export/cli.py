@@ -18,7 +18,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from .._cli_common import check_model_name, parse_model_kwargs
+from .._cli_common import check_model_name, keep_matplotlib_out_of_home, parse_model_kwargs
 from ..errors import ConfigError
 from ..formats.files import MAX_JSON_BYTES, parse_json
 from ..io import read_limited
@@ -151,6 +151,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    keep_matplotlib_out_of_home()  # before matplotlib is imported
     from ..viz import format_table, inspect_model, layer_table  # here: matplotlib takes a second to import
 
     model = load_model_for_cli(args)

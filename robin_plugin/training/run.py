@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..data import dataset_info, get_dataset, validation_split
-from ..errors import RobinError
+from ..errors import ConfigError, RobinError
 from ..formats.files import FileContentError, nonfinite_tensor, parse_json, read_safetensors
 from ..io import atomic_write_json, read_limited
 from ..layers.masked import LegacyStateWarning
@@ -56,6 +56,9 @@ def load_data(config: TrainConfig):
     if config.train_subset is not None and config.train_subset < len(train_full):
         train_full = train_full.subset(torch.arange(config.train_subset))
     tr, va = validation_split(len(train_full), config.val_fraction, config.seed)
+    if len(tr) < 2:  # BatchNorm needs two images per batch; torch would fail mid-step with its own ValueError
+        raise ConfigError(f"val_fraction={config.val_fraction} leaves {len(tr)} of {len(train_full)} training images "
+                          "for training; training needs at least 2 (lower val_fraction or raise train_subset)")
     test_split = "val" if config.dataset == "imagenet100" else "test"
     test = get_dataset(config.dataset, config.data_root, split=test_split) if config.test_n else None
     return train_full.subset(tr), (train_full.subset(va) if len(va) else None), test
