@@ -347,3 +347,190 @@ def test_hostile_files_fail_typed_and_small_under_an_address_space_limit(tmp_pat
     for name, (kind, seconds) in out.items():
         assert kind in ("ExportFormatError", "ModelFileError"), (name, kind)
         assert seconds < 5, (name, seconds)
+
+
+# --- 4. a killed export leaves only what the cleanup knows ---------------------------------------
+_KILLED_EXPORT = r"""
+import os, sys, threading, time
+import torch, timm, robin_plugin
+from robin_plugin.export import export_dense
+
+folder, name = sys.argv[1], sys.argv[2]
+model = timm.create_model("robin_resnet18", width=int(sys.argv[3]))
+
+def watch():  # SIGKILL as soon as anything appears inside the export's temporary folder
+    while True:
+        for entry in os.listdir(folder):
+            if entry.startswith("." + name + ".") and os.path.isdir(os.path.join(folder, entry)):
+                if os.listdir(os.path.join(folder, entry)):
+                    os.kill(os.getpid(), 9)
+        time.sleep(0.0005)
+
+threading.Thread(target=watch, daemon=True).start()
+export_dense(model, os.path.join(folder, name))
+time.sleep(5)
+"""
+
+
+def test_a_killed_export_leaves_only_a_temp_folder_the_cleanup_removes(tmp_path):
+    out = tmp_path / "exports"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(out), "m.safetensors", "32"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    left = sorted(p.name for p in out.iterdir())
+    assert left and all(n.startswith(".m.safetensors.") and n.endswith(".tmp") for n in left), left
+    assert not (out / "m.safetensors").exists()
+    (out / "other.bin").write_bytes(b"keep")
+    assert sorted(p.name for p in remove_stale_temp_files(out / "m.safetensors")) == left
+    assert sorted(p.name for p in out.iterdir()) == ["other.bin"]
+
+
+def test_the_next_write_removes_orphans_but_never_a_temp_folder_in_use(tmp_path):
+    import fcntl
+
+    orphan = tmp_path / ".m.bin.abc123.tmp"
+    orphan.mkdir()
+    (orphan / ".tmpXYZ123").write_bytes(b"x" * 1000)  # what safetensors' own writer leaves
+    busy = tmp_path / ".m.bin.def456.tmp"
+    busy.mkdir()
+    fd = os.open(busy, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a live writer holds its folder
+        atomic_write_bytes(tmp_path / "m.bin", b"new")
+        assert not orphan.exists() and busy.exists()
+    finally:
+        os.close(fd)
+    assert (tmp_path / "m.bin").read_bytes() == b"new"
+    assert remove_stale_temp_files(tmp_path / "m.bin") == [busy]  # its writer is gone
+
+
+# --- 6. the input contract at the boundary ---------------------------------------------------------
+def test_the_input_contract_is_checked_where_models_enter_robins_tools():
+    from robin_plugin.errors import InputError
+    from robin_plugin.eval import evaluate
+
+    model = timm.create_model("robin_resnet18", in_chans=1, num_classes=2, width=4, check_inputs=True).eval()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(InputError, match="expected float32 images .the model's dtype., got dtype torch.float64"):
+        model(x.double())
+    with pytest.raises(InputError, match="expected floating-point images in \\[0, 1\\], got dtype torch.uint8"):
+        model((x * 255).to(torch.uint8))
+    with pytest.raises(InputError, match="images must lie in \\[0, 1\\]"):
+        model(x * 255)
+    plain = timm.create_model("robin_resnet18", in_chans=1, num_classes=2, width=4).eval()
+    y = torch.tensor([0, 1])
+    for bad in (x * 255, x - 1):
+        with pytest.raises(InputError, match="images must lie in \\[0, 1\\]"):
+            evaluate(plain, bad, y, eps=0.1, attacks=("apgd-ce",), run_checks=False)
+
+
+# --- 7. clear messages ---------------------------------------------------------------------------
+@pytest.mark.parametrize("content, match", [
+    (b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94.", "pickle"),
+    (b"", "empty"),
+    (b"\x01\x02", "truncated"),
+    (os.urandom(4096), "not a safetensors file|truncated|damaged"),
+    (b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":", "truncated"),
+])
+def test_load_model_says_what_a_file_is_not(tmp_path, content, match):
+    from robin_plugin.loading import ModelFileError
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(content)
+    for kwargs in ({}, {"model": "robin_resnet18"}):
+        with pytest.raises(ModelFileError, match=match) as err:
+            load_model(path, **kwargs)
+        assert "plain state dict" not in str(err.value)
+
+
+def test_a_torch_save_file_is_named_as_such(tmp_path):
+    from robin_plugin.loading import ModelFileError
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
+    with pytest.raises(ModelFileError, match="pickle / torch.save file, which robin never unpickles"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_a_closed_stdout_gives_no_traceback(tmp_path):
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the command writes (robin train --list-presets | head -0)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "robin_plugin.cli", "train", "--list-presets"], stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=REPO)
+    finally:
+        os.close(w)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+def test_robin_train_refuses_another_runs_out_dir(tmp_path, capsys):
+    from robin_plugin.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    (out / "model_best.safetensors").write_bytes(b"old")
+    args = ["train", "epochs=1", f"out_dir={out}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "--overwrite" in err and "--resume" in err
+    assert (out / "results.json").read_text() == "{}"
+    (out / "results.json").unlink()
+    (out / "checkpoint.safetensors").write_bytes(b"old")
+    assert main(args) == 2
+    assert "holds an unfinished run" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--resume"]) == 2
+    with FolderLock(out):  # --overwrite never deletes under a live run
+        assert main(args + ["--overwrite"]) == 2
+        assert "is being written by another run" in capsys.readouterr().err
+    assert (out / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_robin_train_overwrite_starts_over_and_a_planted_lock_link_is_refused(tmp_path, capsys):
+    from robin_plugin.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "train_subset=64", "epochs=1", "batch_size=32", "test_n=0", "model_kwargs={width: 4}",
+            "val_pgd_steps=1", "progress=false", f"out_dir={out}"]
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    (out / "model_best.safetensors").write_bytes(b"old")  # must not be taken for the new run's best epoch
+    assert main(args + ["--overwrite"]) == 0
+    assert json.loads((out / "results.json").read_text())["epochs"] == 1
+    capsys.readouterr()
+    target = tmp_path / "important"
+    target.write_text("precious\n")
+    (out / LOCK_NAME).symlink_to(target)
+    for extra in (["--overwrite"], ["--resume"]):
+        assert main(args + extra) == 2
+        assert "symbolic link" in capsys.readouterr().err
+    assert target.read_text() == "precious\n"
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_a_val_fraction_that_leaves_no_training_set_is_a_config_error(tmp_path):
+    from robin_plugin.errors import ConfigError
+    from robin_plugin.training import TrainConfig
+    from robin_plugin.training.run import load_data
+
+    cfg = TrainConfig(val_fraction=0.999, train_subset=64, test_n=0, out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="val_fraction=0.999 leaves 1 of 64 training images"):
+        load_data(cfg)
+
+
+def test_robin_inspect_writes_nothing_into_home(tmp_path):
+    path = tmp_path / "m.safetensors"
+    export_compact(_tiny(), path)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPL", "XDG_"))}
+    env.update(HOME=str(home), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "robin_plugin.cli", "inspect", "--compact", str(path),
+                           "--out", str(tmp_path / "plots")], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tmp_path / "plots").glob("*.png"))
+    assert list(home.iterdir()) == []
