@@ -321,6 +321,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a fresh interpreter (imports torch and timm)
 def test_hostile_files_fail_typed_and_small_under_an_address_space_limit(tmp_path):
     _compact_with_header(tmp_path / "nested.safetensors", NESTED)
     path = tmp_path / "name.safetensors"
@@ -372,6 +373,7 @@ time.sleep(5)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter (imports torch and timm)
 def test_a_killed_export_leaves_only_a_temp_folder_the_cleanup_removes(tmp_path):
     out = tmp_path / "exports"
     out.mkdir()
@@ -453,6 +455,7 @@ def test_a_torch_save_file_is_named_as_such(tmp_path):
         load_model(tmp_path / "m.pt")
 
 
+@pytest.mark.slow  # a fresh interpreter (imports torch and timm)
 def test_a_closed_stdout_gives_no_traceback(tmp_path):
     r, w = os.pipe()
     os.close(r)  # the reader is gone before the command writes (robin train --list-presets | head -0)
@@ -521,6 +524,7 @@ def test_a_val_fraction_that_leaves_no_training_set_is_a_config_error(tmp_path):
         load_data(cfg)
 
 
+@pytest.mark.slow  # a fresh interpreter (imports torch and timm)
 def test_robin_inspect_writes_nothing_into_home(tmp_path):
     path = tmp_path / "m.safetensors"
     export_compact(_tiny(), path)
