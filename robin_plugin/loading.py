@@ -117,18 +117,13 @@ def _is_hub_folder(folder: Path) -> bool:
     return isinstance(config, dict) and "architecture" in config and "model_args" in config
 
 
-def _file_format(path: Path) -> str | None:
-    """The ``format`` of a safetensors file's metadata, or None (a safetensors file without one).
-
-    Raises:
-        ModelFileError: the file is not a readable safetensors file (saying what it is instead:
-            empty, truncated, a pickle, ...), checked before any name or model is looked at.
-    """
+def _file_format(path: Path) -> tuple[str | None, str | None]:
+    """``(format, None)``: the ``format`` of a safetensors file's metadata (None without one);
+    ``(None, reason)`` when it is not a readable safetensors file (empty, truncated, a pickle ...)."""
     try:
-        return read_safetensors_header(path).metadata.get("format")
+        return read_safetensors_header(path).metadata.get("format"), None
     except (OSError, FileContentError) as e:
-        raise ModelFileError(f"{path} is not a model file robin reads ({e}); robin reads safetensors files: "
-                             "compact and dense exports, checkpoints and state dicts") from None
+        return None, str(e)
 
 
 def load_model(
@@ -172,7 +167,10 @@ def load_model(
         return load_run(path, which)[0]
     if not path.is_file():
         raise ModelFileError(f"{path} does not exist" if not path.exists() else f"{path} is not a regular file")
-    fmt = _file_format(path)  # refuses what is not safetensors (a pickle, random bytes, empty, truncated) by its content
+    fmt, unreadable = _file_format(path)  # what the file is, by its content, never by its name
+    if unreadable is not None and model is None:
+        raise ModelFileError(f"{path} is not a model file robin reads ({unreadable}); robin reads safetensors files: "
+                             "compact and dense exports, checkpoints and state dicts")
     if fmt in (FORMAT_NAME, DENSE_FORMAT):
         if model is not None or kwargs:
             raise ConfigError(f"{path} is a {fmt} file that names its own architecture; do not pass model / model_kwargs")

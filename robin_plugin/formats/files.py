@@ -172,9 +172,9 @@ def describe_foreign_file(head: bytes, size: int) -> str:
     if n > size - 8:
         if head[8:9] == b"{":
             return f"it is truncated (a header of {n:,} bytes in a file of {size:,})"
-        return "it is not a safetensors file (no valid header length)"
+        return "its first 8 bytes are not a header length (random or foreign data)"
     if head[8:9] != b"{":
-        return "it is not a safetensors file (no JSON header)"
+        return "no JSON header follows its first 8 bytes (random or foreign data)"
     return "it is a damaged safetensors file"
 
 
