@@ -1,8 +1,10 @@
 """Atomic file writes shared by checkpoints, exports and result files, and bounded reads.
 
-A write goes to a temporary file in the destination folder, is flushed and fsynced, given the
-permissions the umask allows (as ``open`` would), then renamed over the destination, so a crash
-or a full disk never leaves a half-written file and never destroys the previous version.
+A write goes to a temporary file in a private folder beside the destination (locked while its
+writer lives, removed by the next write once its writer is gone), is flushed and fsynced, given
+the permissions the umask allows (as ``open`` would), then renamed over the destination, so a
+crash or a full disk never leaves a half-written file and never destroys the previous version,
+and a symbolic link planted at the destination is replaced, never followed.
 
 Safetensors files are written through :func:`save_safetensors`, whose header has sorted keys:
 the same tensors and metadata always give the same bytes (safetensors itself writes its header
