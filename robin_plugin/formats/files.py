@@ -214,7 +214,8 @@ def read_safetensors_header(path: str | os.PathLike, limits: SafetensorsLimits =
         raise FileContentError(f"unreadable safetensors header: {e}") from None
     if not isinstance(header, dict):
         raise FileContentError("unreadable safetensors header: not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise FileContentError("safetensors metadata must map strings to strings")
     for k, v in metadata.items():
