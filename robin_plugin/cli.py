@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import timm
@@ -93,13 +94,34 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``robin`` command line; returns the exit status.
+
+    A :class:`RobinError` prints ``robin <command>: error: <message>`` and returns 2. When the
+    reader of stdout goes away (``robin train --list-presets | head``), the command stops
+    quietly with status 141 (128 + SIGPIPE, as a tool killed by SIGPIPE), without a traceback.
+    """
     args = build_parser().parse_args(argv)
     _setup_logging()
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe fails here, not in the interpreter's exit
+        return code
     except RobinError as e:
         print(f"robin {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
+
+
+def _discard_stdout() -> None:
+    """Send what is left in stdout's buffer to /dev/null, so that Python's exit does not report the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (captured by a test)
+        pass
 
 
 if __name__ == "__main__":

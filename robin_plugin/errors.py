@@ -38,6 +38,14 @@ class UnknownNameError(RobinError, KeyError):
 
 
 def closest(name: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` if none is close."""
-    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""`` if none is close.
+
+    A name more than three times as long as every choice cannot be close (difflib's ratio
+    ``2 * matches / (len(name) + len(choice))`` stays under the 0.5 cutoff), so it is not
+    compared at all: a huge name read from a file costs nothing here.
+    """
+    choices = [c for c in choices if isinstance(c, str)]
+    if not isinstance(name, str) or not choices or len(name) > 3 * max(len(c) for c in choices):
+        return ""
+    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,8 +1,10 @@
 """Atomic file writes shared by checkpoints, exports and result files, and bounded reads.
 
-A write goes to a temporary file in the destination folder, is flushed and fsynced, given the
-permissions the umask allows (as ``open`` would), then renamed over the destination, so a crash
-or a full disk never leaves a half-written file and never destroys the previous version.
+A write goes to a temporary file in a private folder beside the destination (locked while its
+writer lives, removed by the next write once its writer is gone), is flushed and fsynced, given
+the permissions the umask allows (as ``open`` would), then renamed over the destination, so a
+crash or a full disk never leaves a half-written file and never destroys the previous version,
+and a symbolic link planted at the destination is replaced, never followed.
 
 Safetensors files are written through :func:`save_safetensors`, whose header has sorted keys:
 the same tensors and metadata always give the same bytes (safetensors itself writes its header
@@ -15,6 +17,8 @@ import glob
 import json
 import os
 import re
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +30,9 @@ __all__ = [
     "atomic_write_bytes", "atomic_write_json", "canonicalize_safetensors_header", "read_limited",
     "remove_stale_temp_files", "save_safetensors",
 ]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 LOCK_NAME = ".robin.lock"
 """The lock file :class:`FolderLock` keeps in a folder while a process writes it."""
@@ -46,6 +53,13 @@ class FolderLockedError(RobinError, OSError):
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = True) -> Path:
     """Call ``write(tmp_path)`` to produce the file, then move it atomically to ``path``.
 
+    The temporary file lies in a private folder ``.<name>.<random>.tmp`` beside ``path``, which
+    the writer holds (``flock``) until it is done: whatever ``write`` creates there (safetensors
+    >= 0.8 writes its own ``.tmpXXXXXX`` before renaming) stays inside it, so a writer killed at
+    any point leaves one folder that :func:`remove_stale_temp_files` knows, and that the next
+    write of ``path`` removes. The rename replaces ``path`` itself: a symbolic link planted
+    there is replaced, never followed, and no existing file is truncated.
+
     Args:
         path: destination file.
         write: function that writes the complete file to the temporary path it is given.
@@ -55,33 +69,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, overw
         ``path`` as a :class:`Path`.
     """
     path = Path(path)
-    if not overwrite and path.exists():
+    if not overwrite and (path.exists() or path.is_symlink()):
         raise FileExistsRobinError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        remove_stale_temp_files(path)  # what killed writers of this path left (never a folder in use)
+        tmp_dir, guard = _private_temp_folder(path)
     except OSError as e:
         raise WriteError(f"cannot write {path}: {e.strerror or e}; nothing was changed") from e
+    tmp = os.path.join(tmp_dir, os.path.basename(tmp_dir))
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it what open() would have
+        fd = os.open(tmp, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # give it what open() would have
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         state = "the previous file is intact" if path.exists() else "no file was written"
         if isinstance(e, OSError):
             raise WriteError(f"cannot write {path}: {e.strerror or e}; {state}") from e
         if _is_safetensors_error(e):  # safetensors reports I/O failures (a full disk) as its own type
             raise WriteError(f"cannot write {path}: {_safetensors_reason(e)}; {state} (nothing was changed)") from e
         raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        os.close(guard)
     return path
 
 
@@ -176,23 +192,72 @@ def read_limited(path: str | os.PathLike, max_bytes: int) -> bytes:
 def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that interrupted :func:`atomic_write` calls for ``path`` left.
 
-    A process killed between creating its temporary file and renaming it (SIGKILL, power loss)
-    cannot clean up. The orphan is hidden (``.<name>.<random>.tmp``) and never mistaken for
-    ``path``, but it holds disk space: a whole checkpoint per interrupted write. Call this only
-    when no other process is writing ``path`` (for example when a run resumes).
+    A process killed between creating its temporary folder and renaming the file out of it
+    (SIGKILL, power loss) cannot clean up. The orphan is hidden (``.<name>.<random>.tmp``, a
+    folder holding our temporary file and whatever safetensors wrote there; a plain file from
+    older versions) and never mistaken for ``path``, but it holds disk space: a whole checkpoint
+    or export per interrupted write. A folder whose writer is alive is locked (``flock``) and
+    left alone, so this is safe while other processes write ``path``; :func:`atomic_write` calls
+    it before every write. Symbolic links are removed, never followed.
 
     Returns:
-        The files removed.
+        The files and folders removed.
     """
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         try:
-            tmp.unlink()
+            st = os.lstat(tmp)
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(tmp, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_DIRECTORY", 0))
+                try:
+                    if not _try_flock(fd):
+                        continue  # its writer is alive
+                    shutil.rmtree(tmp)
+                finally:
+                    os.close(fd)
+            else:
+                tmp.unlink()
         except OSError:
             continue
         removed.append(tmp)
     return removed
+
+
+def _private_temp_folder(path: Path) -> tuple[str, int]:
+    """A new folder ``.<name>.<random>.tmp`` beside ``path``, and an fd that holds its ``flock``.
+
+    The folder is locked as soon as it exists; a cleaner that removed it in between (it was not
+    locked yet) is noticed and another one is made.
+    """
+    for _ in range(100):
+        tmp_dir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd = os.open(tmp_dir, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:
+            continue
+        try:
+            if _try_flock(fd) and os.path.samestat(os.fstat(fd), os.stat(tmp_dir, follow_symlinks=False)):
+                return tmp_dir, fd
+        except OSError:
+            pass
+        os.close(fd)
+    raise OSError(errno.EAGAIN, f"cannot make a temporary folder beside {path}: it keeps being removed")
+
+
+def _try_flock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` without waiting; False if another holds it (True without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
 
 
 class FolderLock:
@@ -200,7 +265,9 @@ class FolderLock:
 
     The lock is ``fcntl.flock`` on ``folder/.robin.lock``, which holds the owner's pid. The
     kernel drops a flock when its process ends, however it ends, so a run killed with SIGKILL
-    leaves a stale file that the next run simply takes over. The file is removed on release.
+    leaves a stale file that the next run takes over: it removes that name and creates its own
+    file (``O_EXCL``, no links followed), so a lock file it did not create is never written or
+    truncated, and a symbolic link planted there is refused. The file is removed on release.
     Two locks on one folder conflict even within one process. Where ``fcntl`` does not exist
     (Windows), nothing is locked.
 
@@ -214,7 +281,8 @@ class FolderLock:
 
     Raises:
         FolderLockedError: another process holds the lock (the message names its pid).
-        WriteError: the folder or its lock file cannot be created.
+        WriteError: the folder or its lock file cannot be created, or the lock file is a symbolic
+            link or not a regular file.
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -231,11 +299,25 @@ class FolderLock:
         if self._fd is not None:
             raise FolderLockedError(f"{self.folder} is already locked by this FolderLock")
         for _ in range(100):
+            created = True
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+                try:  # O_EXCL never follows a link: a planted .robin.lock is not written through
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o666)
+                except FileExistsError:
+                    created = False  # someone else's file: only read it (its pid) and lock it, never write it
+                    fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0))
             except OSError as e:
+                if e.errno == errno.ELOOP or self.path.is_symlink():
+                    raise WriteError(
+                        f"cannot lock {self.folder}: its lock file {self.path} is a symbolic link; robin never writes "
+                        "through links (remove it if no run uses the folder); nothing was changed"
+                    ) from None
                 raise WriteError(f"cannot lock {self.folder}: {e.strerror or e}; nothing was changed") from e
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise WriteError(f"cannot lock {self.folder}: its lock file {self.path} is not a regular file "
+                                 "(remove it if no run uses the folder); nothing was changed")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -249,15 +331,23 @@ class FolderLock:
                     "wait for it to finish or stop it, or use another out_dir; nothing was changed"
                 ) from None
             try:  # the holder may have released (and removed) the file between our open and flock
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))
             except OSError:
                 same = False
-            if same:
+            if same and not created:
+                # a stale lock (its run was killed), or a file planted there (perhaps a hard link to
+                # a file elsewhere): remove the name, never truncate the file, and make our own
+                try:
+                    os.unlink(self.path)
+                except OSError as e:
+                    os.close(fd)
+                    raise WriteError(f"cannot lock {self.folder}: cannot replace the stale lock file {self.path}: "
+                                     f"{e.strerror or e}; nothing was changed") from e
+            if same and created:
                 break
             os.close(fd)
         else:  # pragma: no cover - needs 100 lost races in a row
             raise FolderLockedError(f"cannot lock {self.folder}: its lock file {self.path} keeps changing")
-        os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self

@@ -31,7 +31,6 @@ file formats); nothing in the package below the CLI imports it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import zipfile
@@ -39,8 +38,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
@@ -48,7 +45,10 @@ import torch.nn as nn
 from .errors import ConfigError
 from .export.compact import load_compact
 from .export.dense import DENSE_FORMAT, load_dense
-from .formats.compact import FORMAT_NAME, ModelFileError, _looks_like_pickle, _looks_like_safetensors
+from .formats.compact import FORMAT_NAME, ModelFileError, _looks_like_safetensors
+from .formats.files import (
+    FileContentError, describe_foreign_file, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header,
+)
 from .io import read_limited
 from .models.spec import ModelSpec, build_model
 from .training.checkpoint import FORMAT as TRAINING_CHECKPOINT_FORMAT
@@ -76,8 +76,11 @@ def read_torch_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> dict
         ema: take ``state_dict_ema`` (the EMA weights timm saves with ``--model-ema``) instead
             of ``state_dict``.
 
+    The safetensors header is checked against limits before the body is read
+    (:func:`robin_plugin.formats.files.read_safetensors`).
+
     Raises:
-        ModelFileError: unreadable, a class outside the allow-list, or no state dict in it.
+        ModelFileError: unreadable, a class outside the allow-list, no state dict in it, or NaN / Inf.
     """
     path = Path(path)
     try:
@@ -99,6 +102,9 @@ def read_torch_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> dict
         raise ModelFileError(f"{path} holds no state dict (a dict of tensors, or a timm checkpoint with {key!r})")
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
+    bad = nonfinite_tensor(state)
+    if bad is not None:
+        raise ModelFileError(f"{path}: tensor {bad!r} holds NaN or Inf; a model's weights, scores and statistics are finite")
     return state
 
 
@@ -107,8 +113,8 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
     a ``torch.save`` checkpoint (:func:`read_torch_checkpoint`; ``ema`` picks timm's EMA weights).
 
     Raises:
-        ModelFileError: the file is missing, is a bare pickle (never unpickled), or is not a
-            readable safetensors or ``torch.save`` file.
+        ModelFileError: the file is missing, is a bare pickle (never unpickled), is not a
+            readable safetensors or ``torch.save`` file, or holds NaN / Inf (naming the tensor).
     """
     path = Path(path)
     if not path.is_file():
@@ -118,17 +124,24 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
     if head.startswith(b"PK\x03\x04") and path.suffix != ".safetensors":  # torch.save's zip format
         return read_torch_checkpoint(path, ema=ema)
     if path.suffix != ".safetensors" and not _looks_like_safetensors(head + b"\0" * 8):
-        what = "a pickle / torch.save file, which robin never unpickles" if _looks_like_pickle(head) else "not safetensors"
-        raise ModelFileError(f"checkpoint {path} must be a .safetensors state dict or a torch.save (zip) checkpoint; it is {what}")
+        what = describe_foreign_file(head, path.stat().st_size).removeprefix("it is ")
+        raise ModelFileError(f"checkpoint {path} must be a .safetensors state dict or a torch.save (zip) checkpoint; "
+                             f"it is {what}")
     try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = safetensors.torch.load_file(str(path))
-    except Exception as e:  # noqa: BLE001  (safetensors raises several types for a foreign file)
-        raise ModelFileError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        tensors, metadata = read_safetensors(path)
+    except (OSError, FileContentError) as e:
+        raise ModelFileError(f"cannot read checkpoint {path}: {e}") from None
     if metadata.get("format") == TRAINING_CHECKPOINT_FORMAT:
         tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    _check_finite(tensors, f"checkpoint {path}")
     return tensors
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    bad = nonfinite_tensor(tensors)
+    if bad is not None:
+        raise ModelFileError(f"{what}: tensor {bad!r} holds NaN or Inf; a model must have finite weights, scores "
+                             "and statistics")
 
 
 def load_state_file(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> nn.Module:
@@ -140,6 +153,7 @@ def load_state_file(model: nn.Module, source: str | os.PathLike | Mapping[str, t
     """
     what = "the state dict" if isinstance(source, Mapping) else f"checkpoint {source}"
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
+    _check_finite(state, what)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -156,20 +170,20 @@ def load_state_file(model: nn.Module, source: str | os.PathLike | Mapping[str, t
 
 def _is_hub_folder(folder: Path) -> bool:
     """A folder whose config.json names an ``architecture`` (what ``robin export --format hub`` writes)."""
-    try:
-        config = json.loads(read_limited(folder / "config.json", MAX_CONFIG_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError):  # no / unreadable config: load_run says what is wrong
+    try:  # bounded here, before timm parses it again
+        config = parse_json(read_limited(folder / "config.json", MAX_CONFIG_BYTES))
+    except (OSError, ValueError):  # no / unreadable config: load_run says what is wrong
         return False
     return isinstance(config, dict) and "architecture" in config and "model_args" in config
 
 
-def _file_format(path: Path) -> str | None:
-    """The ``format`` of a safetensors file's metadata, or None (no metadata, or not safetensors)."""
+def _file_format(path: Path) -> tuple[str | None, str | None]:
+    """``(format, None)``: the ``format`` of a safetensors file's metadata (None without one);
+    ``(None, reason)`` when it is not a readable safetensors file (empty, truncated, a pickle ...)."""
     try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format")
-    except Exception:  # noqa: BLE001  (not safetensors: read_state_dict refuses it with the reason)
-        return None
+        return read_safetensors_header(path).metadata.get("format"), None
+    except (OSError, FileContentError) as e:
+        return None, str(e)
 
 
 def load_model(
@@ -211,7 +225,12 @@ def load_model(
         if _is_hub_folder(path):
             return timm.create_model(f"local-dir:{path}", pretrained=True).eval()
         return load_run(path, which)[0]
-    fmt = _file_format(path) if path.is_file() else None
+    if not path.is_file():
+        raise ModelFileError(f"{path} does not exist" if not path.exists() else f"{path} is not a regular file")
+    fmt, unreadable = _file_format(path)  # what the file is, by its content, never by its name
+    if unreadable is not None and model is None:
+        raise ModelFileError(f"{path} is not a model file robin reads ({unreadable}); robin reads safetensors files: "
+                             "compact and dense exports, checkpoints and state dicts")
     if fmt in (FORMAT_NAME, DENSE_FORMAT):
         if model is not None or kwargs:
             raise ConfigError(f"{path} is a {fmt} file that names its own architecture; do not pass model / model_kwargs")

@@ -25,6 +25,8 @@ import torch
 import robin_plugin
 import robin_plugin.eval
 import robin_plugin.export
+import robin_plugin.export.dense
+import robin_plugin.loading
 from robin_plugin.data import ImageDataset, get_dataset, load_fashion_mnist
 from robin_plugin.io import FolderLock, atomic_write, save_safetensors
 from robin_plugin.training import (
@@ -177,6 +179,45 @@ def _fmnist_folder(tmp: Path, images: bytes | None, labels: bytes | None) -> Pat
     return folder
 
 
+def _lock_symlink(tmp: Path) -> None:
+    (tmp / "run").mkdir()
+    (tmp / "run" / ".robin.lock").symlink_to(tmp / "elsewhere")
+    FolderLock(tmp / "run").acquire()
+
+
+def _dense_with(tmp: Path, kwargs: str = '{"num_classes": 2, "in_chans": 1, "width": 4, "mean": [0.5], "std": [0.25]}',
+                nan: bool = False) -> Path:
+    from robin_plugin.export.dense import DENSE_FORMAT
+
+    model = _model()
+    sd = {k: v.clone().contiguous() for k, v in robin_plugin.export.dense_state_dict(model).items()}
+    if nan:
+        sd["conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp / "d.safetensors"
+    safetensors.torch.save_file(sd, str(path), metadata={"format": DENSE_FORMAT, "model": "robin_resnet18_dense",
+                                                         "kwargs": kwargs, "shrunk": "false"})
+    return path
+
+
+def _huge_compact_header(tmp: Path) -> None:
+    path = tmp / "h.safetensors"
+    size = 64 * 2**20
+    raw = json.dumps({"robin.header": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]},
+                      "__metadata__": {"format": "robin_compact", "version": "1"}}).encode()
+    with open(path, "wb") as f:  # sparse: nothing but the header is ever read
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + size)
+    robin_plugin.export.load_compact(path)
+
+
+def _taken_out_dir(tmp: Path) -> None:
+    from robin_plugin.training.cli import _check_fresh_out_dir
+
+    (tmp / "run").mkdir()
+    (tmp / "run" / "results.json").write_text("{}")
+    _check_fresh_out_dir(tmp / "run", overwrite=False)
+
+
 X = torch.rand(2, 1, 8, 8)
 
 TRIGGERS: dict[str, Callable[[Path], object]] = {
@@ -243,6 +284,13 @@ TRIGGERS: dict[str, Callable[[Path], object]] = {
     "image-dtype-training": lambda t: Trainer(_model(), _cfg(), _IntImages(), None),
     "write-failure-safetensors": _safetensors_disk_full,
     "out-dir-locked": _locked,
+    "lock-symlink": _lock_symlink,
+    "file-json-nested": lambda t: robin_plugin.export.dense.load_dense(_dense_with(t, kwargs="[" * 200_000)),
+    "file-declared-size": _huge_compact_header,
+    "file-nonfinite": lambda t: robin_plugin.export.dense.load_dense(_dense_with(t, nan=True)),
+    "model-file-foreign": lambda t: robin_plugin.loading.load_model(_write(t, "m.safetensors", b"")),
+    "train-out-dir-taken": _taken_out_dir,
+    "image-dtype-model": lambda t: _strict_model()(X.double()),
 }
 
 

@@ -92,8 +92,10 @@ def test_writer_gets_a_temp_path_in_the_destination_folder(tmp_path: Path) -> No
         Path(tmp).write_text("ok")
 
     atomic_write(tmp_path / "f.txt", write)
-    assert Path(seen[0]).parent == tmp_path and Path(seen[0]).name != "f.txt"
-    assert not os.path.exists(seen[0])  # renamed, not copied
+    # a private folder .f.txt.<random>.tmp beside the destination (same file system: rename, not copy)
+    private = Path(seen[0]).parent
+    assert private.parent == tmp_path and private.name.startswith(".f.txt.") and private.name.endswith(".tmp")
+    assert not os.path.exists(seen[0]) and not private.exists()  # renamed, not copied; the folder is gone
 
 
 @given(st.binary(max_size=2000))

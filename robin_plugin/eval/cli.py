@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .. import data
-from .._cli_common import check_model_name, parse_model_kwargs
+from .._cli_common import check_model_name, keep_matplotlib_out_of_home, parse_model_kwargs
 from ..data.registry import DATASETS, dataset_info
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..loading import load_model, load_state_file
@@ -191,6 +191,7 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key, path=args.result)
     print(format_ranking(result, r, board, size_key=args.size_key, notes=notes))
     if args.make_plot:
+        keep_matplotlib_out_of_home()  # before plot_size_vs_accuracy imports matplotlib
         plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")
         plot_size_vs_accuracy(result, board, plot, size_key=args.size_key, notes=notes)
         print(f"wrote {plot}")

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError, UnknownNameError, closest
-from ..io import atomic_write, atomic_write_json
-from .report import AUTOATTACK, is_autoattack, parse_eps, robust_acc
+from ..formats.files import parse_json
+from ..io import atomic_write, atomic_write_json, read_limited
+from .report import AUTOATTACK, MAX_RESULT_BYTES, is_autoattack, parse_eps, robust_acc
 
 __all__ = [
     "ARCH_PARAMS", "LEADERBOARDS", "CITATION", "Ranking", "arch_params", "build_snapshot", "comparability",
@@ -154,8 +155,8 @@ def build_snapshot(src: str | os.PathLike, out_dir: str | os.PathLike | None = N
         entries = []
         for f in sorted(folder.glob("*.json")):
             try:
-                info = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+                info = parse_json(read_limited(f, MAX_RESULT_BYTES))
+            except (OSError, ValueError) as e:  # FileContentError is a ValueError
                 raise InputError(f"{f} is not valid JSON: {e}") from None
             if not isinstance(info, dict) or any(k not in info for k in ("architecture", "clean_acc", "autoattack_acc")):
                 raise InputError(f"{f} lacks architecture, clean_acc or autoattack_acc")

@@ -35,13 +35,18 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import ConfigError, InputError, UnknownNameError, closest
-from ..io import atomic_write_json
+from ..formats.files import FileContentError, parse_json
+from ..io import atomic_write_json, read_limited
 from ..summary import format_storage, storage_bytes, summarize
 from .attacks import STANDARD_ATTACKS, AutoAttackConfig
 from .evaluate import EvalResult
 
-__all__ = ["AUTOATTACK", "REQUIRED_FIELDS", "ROBUST_FIELDS", "attack_set_label", "eps_string", "format_report",
-           "is_autoattack", "load_result", "make_model_info", "parse_eps", "robust_acc", "storage_of", "write_result"]
+MAX_RESULT_BYTES = 1024 * 1024
+"""Size limit of a result file (RobustBench ``model_info`` JSON: a few hundred bytes)."""
+
+__all__ = ["AUTOATTACK", "MAX_RESULT_BYTES", "REQUIRED_FIELDS", "ROBUST_FIELDS", "attack_set_label", "eps_string",
+           "format_report", "is_autoattack", "load_result", "make_model_info", "parse_eps", "robust_acc", "storage_of",
+           "write_result"]
 
 #: Fields every result file must have (RobustBench's model_info core), plus one of :data:`ROBUST_FIELDS`.
 REQUIRED_FIELDS: tuple[str, ...] = ("name", "architecture", "eps", "clean_acc")
@@ -239,17 +244,17 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_limited(p, MAX_RESULT_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise InputError(f"result file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:  # UnicodeDecodeError, or larger than the limit
         raise InputError(f"cannot read result file {p}: {e}") from None
     try:
-        info = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{p} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except RecursionError:
-        raise InputError(f"{p} is nested too deeply to be a result file") from None
+        info = parse_json(text, max_bytes=MAX_RESULT_BYTES)
+    except FileContentError as e:
+        if "nested too deeply" in str(e):
+            raise InputError(f"{p} is nested too deeply to be a result file") from None
+        raise InputError(f"{p} is not valid JSON: {str(e).removeprefix('not valid JSON ')}") from None
     if not isinstance(info, dict):
         raise InputError(f"{p} must hold a JSON object (RobustBench model_info), got {type(info).__name__}")
     _from_robustbench(info, p)

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import RobinError
 from ..formats.compact import checksum  # names, dtypes, shapes and bytes of every tensor
+from ..formats.files import parse_json
 from ..io import atomic_write_json, read_limited
 
 __all__ = ["STATE_VERSION", "load_state", "model_fingerprint", "save_state", "state_key"]
@@ -68,12 +69,12 @@ def load_state(path: Path, key: str, n: int, attacks: Sequence[str]) -> dict[str
     if not path.exists():
         return None
     try:
-        state = json.loads(read_limited(path, _MAX_STATE_BYTES).decode("utf-8"))
+        state = parse_json(read_limited(path, _MAX_STATE_BYTES))
         ok = state.get("version") == STATE_VERSION and state.get("key") == key and len(state["robust"]) == n
     except RecursionError:
         raise RobinError(f"cannot resume from {path}: not a valid evaluation state file (nested too deeply); "
                          "delete it to start over") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # UnicodeDecodeError, size limit
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # FileContentError, size limit
         raise RobinError(f"cannot resume from {path}: not a valid evaluation state file ({e}); delete it to start over") from e
     if not ok:
         raise RobinError(

@@ -13,14 +13,15 @@ input.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
-from .._cli_common import check_model_name, parse_model_kwargs
+from .._cli_common import check_model_name, keep_matplotlib_out_of_home, parse_model_kwargs
 from ..errors import ConfigError
+from ..formats.files import MAX_JSON_BYTES, parse_json
+from ..io import read_limited
 from ..loading import load_model, read_state_dict
 from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
@@ -75,9 +76,9 @@ _read_checkpoint = read_state_dict  # its name before robin_plugin.loading
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot read {path} as JSON: {e}") from e
+        data = parse_json(read_limited(path, MAX_JSON_BYTES))
+    except (OSError, ValueError) as e:  # FileContentError (not UTF-8 / JSON, nested too deeply), size limit
+        raise ConfigError(f"cannot read {path} as JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
@@ -163,6 +164,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    keep_matplotlib_out_of_home()  # before matplotlib is imported
     from ..viz import format_table, inspect_model, layer_table  # here: matplotlib takes a second to import
 
     model = load_model_for_cli(args)

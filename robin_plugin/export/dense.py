@@ -41,13 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
-from safetensors import safe_open
 
 from ..errors import RobinError
+from ..formats.files import FileContentError, SafetensorsLimits, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
 from ..io import FileExistsRobinError, save_safetensors
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..models._common import RobinNetBase
@@ -398,6 +397,10 @@ def export_dense(
     return sd
 
 
+_DENSE_LIMITS = SafetensorsLimits(max_metadata_chars=1 << 20)
+"""A dense export's metadata (format, model name, kwargs) is short."""
+
+
 def load_dense(path: str | os.PathLike) -> nn.Module:
     """Rebuild a model written by :func:`export_dense` from a robin timm model (eval mode).
 
@@ -408,22 +411,27 @@ def load_dense(path: str | os.PathLike) -> nn.Module:
     if not path.is_file():
         raise ExportFormatError(f"no dense export at {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        sd = safetensors.torch.load_file(str(path))
+        metadata = read_safetensors_header(path, _DENSE_LIMITS).metadata  # checked before the body is read
         if metadata.get("format") != DENSE_FORMAT:
-            raise ExportFormatError(f"{path} is not a robin dense export (metadata format {metadata.get('format')!r})")
+            raise ExportFormatError(f"{path} is not a robin dense export (metadata format {metadata.get('format')!r:.60})")
         if "model" not in metadata:
             raise ExportFormatError(f"{path} comes from a model without a timm name; load it into your own architecture")
-        spec = ModelSpec.parse(metadata["model"], json.loads(metadata.get("kwargs", "{}")),
+        spec = ModelSpec.parse(metadata["model"], parse_json(metadata.get("kwargs", "{}"), max_bytes=1 << 20),
                                source=f"{path}'s metadata kwargs")
+        sd, _ = read_safetensors(path, _DENSE_LIMITS)
+        bad = nonfinite_tensor(sd)
+        if bad is not None:
+            raise ExportFormatError(f"{path}: tensor {bad!r} holds NaN or Inf; a dense export must hold finite "
+                                    "weights and statistics")
         model = build_model(spec)
     except ExportFormatError:
         raise
     except RobinError as e:
         raise ExportFormatError(f"{path}: {e}") from e
+    except (OSError, FileContentError) as e:
+        raise ExportFormatError(f"{path} is not a readable dense export ({e})") from None
     except Exception as e:
-        raise ExportFormatError(f"{path} is not a readable dense export ({type(e).__name__}: {e})") from e
+        raise ExportFormatError(f"{path} is not a readable dense export ({type(e).__name__}: {str(e)[:200]})") from e
     shrunk = metadata.get("shrunk", "false")
     if shrunk not in ("true", "false"):
         raise ExportFormatError(f"{path}: metadata 'shrunk' must be true or false, got {shrunk!r:.40}")

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import safetensors
 import torch
 
+from ..formats.files import FileContentError, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
 from ..io import save_safetensors
 from .deploy import _ARITY, _IN_MEMORY_ONLY, DeployError, DeployModel, _Op
 
@@ -76,21 +76,23 @@ def load_deploy(path: str | os.PathLike) -> DeployModel:
     """
     path = Path(path)
     try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != DEPLOY_FORMAT:
-                raise DeployFormatError(f"{path}: not a robin deploy file (format {meta.get('format')!r})")
-            if meta.get("version") != DEPLOY_VERSION:
-                raise DeployFormatError(f"{path}: deploy format version {meta.get('version')!r} is not supported "
-                                        f"(this robin_plugin reads version {DEPLOY_VERSION})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, safetensors.SafetensorError) as e:
-        raise DeployFormatError(f"{path}: cannot read a safetensors file ({e})") from e
+        meta = read_safetensors_header(path).metadata  # sizes, names and dtypes checked before the body is read
+        if meta.get("format") != DEPLOY_FORMAT:
+            raise DeployFormatError(f"{path}: not a robin deploy file (format {meta.get('format')!r:.60})")
+        if meta.get("version") != DEPLOY_VERSION:
+            raise DeployFormatError(f"{path}: deploy format version {meta.get('version')!r:.40} is not supported "
+                                    f"(this robin_plugin reads version {DEPLOY_VERSION})")
+        tensors, meta = read_safetensors(path)
+    except (OSError, FileContentError) as e:
+        raise DeployFormatError(f"{path}: cannot read a safetensors file ({e})") from None
     try:
-        program = json.loads(meta["program"])
+        program = parse_json(meta["program"])
         output, num_classes = int(meta["output"]), int(meta["num_classes"])
-    except (KeyError, ValueError) as e:
-        raise DeployFormatError(f"{path}: bad deploy metadata ({type(e).__name__}: {e})") from e
+    except (KeyError, ValueError) as e:  # FileContentError is a ValueError
+        raise DeployFormatError(f"{path}: bad deploy metadata ({type(e).__name__}: {str(e)[:200]})") from None
+    bad = nonfinite_tensor(tensors)
+    if bad is not None:
+        raise DeployFormatError(f"{path}: tensor {bad!r} holds NaN or Inf; a deploy file must hold finite weights")
     return DeployModel(_check_program(program, tensors, output, path), output, num_classes=num_classes,
                        source=str(path))
 

@@ -36,7 +36,6 @@ one that validates the header's model spec before building it).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -52,6 +51,7 @@ from ..layers.masked import KEEP_RATIO_KEY, MaskedLayer
 from ..layers.selection import kept_count
 from ..pruning import masked_layers
 from .codec import CodecError, decode_mask, unpack_bits
+from .files import FileContentError, SafetensorsLimits, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
 
 __all__ = [
     "CHECKSUM_KEY",
@@ -123,7 +123,7 @@ def checksum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
             continue
         t = tensors[key]
         h.update(f"{key}\0{str(t.dtype)}\0{tuple(t.shape)}\0".encode())
-        h.update(t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().reshape(-1).contiguous().view(torch.uint8).numpy())  # the buffer itself: no copy
     return torch.frombuffer(bytearray(h.digest()), dtype=torch.uint8)
 
 
@@ -137,8 +137,27 @@ def _looks_like_safetensors(data: bytes) -> bool:
     return len(data) > 9 and int.from_bytes(data[:8], "little") <= len(data) - 8 and data[8:9] == b"{"
 
 
+MAX_HEADER_BYTES = 8 * 1024 * 1024
+"""Size limit of a compact file's JSON header (``robin.header``); a ResNet-50's takes about 40 kB."""
+MAX_NAME_CHARS = 1024
+"""Length limit of the names and strings in a compact header (model name, layer names, codings)."""
+
+
+def _compact_tensor_name(name: str) -> bool:
+    return name in (HEADER_KEY, CHECKSUM_KEY, MASKS_KEY, SIGNS_KEY, VALUES_KEY) or (
+        name.startswith(STATE_PREFIX) and len(name) <= 32)
+
+
+LIMITS = SafetensorsLimits(max_tensors=64, max_name_chars=64, max_metadata_chars=64, names=_compact_tensor_name,
+                           tensor_limits={HEADER_KEY: MAX_HEADER_BYTES, CHECKSUM_KEY: 32})
+"""What a compact file may declare before its body is read: its own tensor names, a bounded header."""
+
+
 def read_compact_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a compact file's tensors after checking that it is one; never unpickles anything.
+
+    The safetensors header (tensor names, dtypes, sizes, metadata) is checked against
+    :data:`LIMITS` before the body is read, so a huge or sparse file is refused after a few bytes.
 
     Raises:
         ExportFormatError: missing, truncated, not safetensors (pickle and ``torch.save`` files
@@ -147,30 +166,26 @@ def read_compact_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ExportFormatError(f"no compact file at {path}")
-    data = path.read_bytes()
-    if not _looks_like_safetensors(data) and _looks_like_pickle(data):
-        raise ExportFormatError(
-            f"{path} is a pickle / torch.save file; robin never unpickles files. "
-            "Compact exports and checkpoints are safetensors files"
-        )
-    if len(data) < 8:
-        raise ExportFormatError(f"{path} is truncated ({len(data)} bytes): not a safetensors file")
-    n = int.from_bytes(data[:8], "little")
-    if n > len(data) - 8:
-        raise ExportFormatError(f"{path} is truncated or not a safetensors file (header of {n} bytes, file of {len(data)})")
     try:
-        raw = json.loads(data[8:8 + n])
-        metadata = raw.get("__metadata__") if isinstance(raw, dict) else None
-        tensors = safetensors.torch.load(data)
-    except Exception as e:  # safetensors raises its own error type, json ValueError, ...
-        raise ExportFormatError(f"{path} is not a valid safetensors file ({type(e).__name__}: {e})") from e
+        metadata = read_safetensors_header(path).metadata  # what kind of file; the compact limits apply to compact files
+    except OSError as e:
+        raise ExportFormatError(f"cannot read {path}: {e.strerror or e}") from None
+    except FileContentError as e:
+        raise ExportFormatError(f"{path} is not a valid safetensors file ({str(e).removeprefix('not a safetensors file: ')})"
+                                "; compact exports are safetensors files") from None
+    if metadata == METADATA:
+        try:
+            tensors, _ = read_safetensors(path, LIMITS)
+        except (OSError, FileContentError) as e:
+            raise ExportFormatError(f"{path} is not a valid compact file ({e})") from None
     if metadata != METADATA:
-        if isinstance(metadata, dict) and metadata.get("format") == FORMAT_NAME:
+        if metadata.get("format") == FORMAT_NAME:
             raise ExportFormatError(
-                f"{path} is a {FORMAT_NAME} file of version {metadata.get('version')!r}; this robin_plugin reads version {FORMAT_VERSION}"
+                f"{path} is a {FORMAT_NAME} file of version {metadata.get('version')!r:.40}; this robin_plugin reads version {FORMAT_VERSION}"
             )
+        shown = {k[:40]: v[:40] for k, v in list(metadata.items())[:5]} or None
         raise ExportFormatError(
-            f"{path} is a safetensors file but not a robin compact export (metadata {metadata!r}); "
+            f"{path} is a safetensors file but not a robin compact export (metadata {shown!r}); "
             "a plain state dict loads with model.load_state_dict(safetensors.torch.load_file(path))"
         )
     return tensors
@@ -194,15 +209,39 @@ def parse_header(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     stored = tensors[CHECKSUM_KEY]
     if stored.dtype != torch.uint8 or stored.numel() != 32 or not torch.equal(stored.reshape(-1), checksum(tensors)):
         raise ExportFormatError("compact file is corrupt: its SHA-256 checksum does not match its contents")
+    raw = tensors[HEADER_KEY]
+    if raw.dtype != torch.uint8 or raw.numel() > MAX_HEADER_BYTES:
+        raise ExportFormatError(f"compact header must be uint8 JSON of at most {MAX_HEADER_BYTES:,} bytes, "
+                                f"got {raw.dtype} x {raw.numel():,}")
     try:
-        header = json.loads(tensors[HEADER_KEY].numpy().tobytes().decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ExportFormatError(f"compact file has an unreadable header ({e})") from e
+        header = parse_json(raw.reshape(-1).numpy().tobytes(), max_bytes=MAX_HEADER_BYTES)
+    except FileContentError as e:
+        raise ExportFormatError(f"compact file has an unreadable header ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or header.get("version") != FORMAT_VERSION:
         raise ExportFormatError(f"compact header is not {FORMAT_NAME} version {FORMAT_VERSION}")
     if header.get("weights") not in ("recipe", "stored") or not isinstance(header.get("layers"), list):
         raise ExportFormatError("compact header lacks a valid 'weights' or 'layers' entry")
+    long = _long_string(header)
+    if long is not None:
+        raise ExportFormatError(f"compact header: a string of {len(long):,} characters ({long[:40]!r}...) is longer "
+                                f"than the limit of {MAX_NAME_CHARS}; names, codings and digests are short")
     return header
+
+
+def _long_string(value: Any) -> str | None:
+    """The first string (key or value) in a parsed JSON value longer than :data:`MAX_NAME_CHARS`."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if len(v) > MAX_NAME_CHARS:
+                return v
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
 
 
 def layer_field(info: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -247,6 +286,8 @@ def decode_compact(
     masks_blob = tensors[MASKS_KEY].numpy()
     signs_blob = tensors[SIGNS_KEY].numpy() if SIGNS_KEY in tensors else np.zeros(0, np.uint8)
     values_blob = tensors[VALUES_KEY] if VALUES_KEY in tensors else torch.zeros(0)
+    if nonfinite_tensor({VALUES_KEY: values_blob}):
+        raise ExportFormatError(f"compact file: tensor {VALUES_KEY!r} (stored weights) holds NaN or Inf")
     mask_off = sign_off = value_off = 0
     sd: dict[str, torch.Tensor] = {}
     decoded: list[tuple[str, MaskedLayer, torch.Tensor, str, dict]] = []
@@ -352,6 +393,10 @@ def _unpack_state(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> d
     for k, t in tensors.items():
         if k.startswith(STATE_PREFIX) and offsets.get(k[len(STATE_PREFIX):], 0) != t.numel():
             raise ExportFormatError(f"compact file's tensor {k!r} holds data its header does not describe")
+    bad = nonfinite_tensor(out)
+    if bad is not None:
+        raise ExportFormatError(f"compact file: state tensor {bad!r} holds NaN or Inf; a model file must hold finite "
+                                "weights and statistics")
     return out
 
 

@@ -169,7 +169,7 @@ class InputNormalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.check_inputs and not torch.jit.is_scripting():  # a Python-only debugging check
-            check_images(x, self.in_chans)
+            check_images(x, self.in_chans, self.mean.dtype)
         return (x - self.mean) / self.std
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
@@ -202,8 +202,13 @@ def check_stats(in_chans: int, mean, std) -> None:
         raise ConfigError(f"std values must be finite and > 0, got {list(std)}")
 
 
-def check_images(x: torch.Tensor, in_chans: int) -> None:
-    """Raise :class:`InputError` unless ``x`` is a float (N, in_chans, H, W) batch in [0, 1]."""
+def check_images(x: torch.Tensor, in_chans: int, dtype: torch.dtype | None = None) -> None:
+    """Raise :class:`InputError` unless ``x`` is a float (N, in_chans, H, W) batch in [0, 1].
+
+    The input contract of every robin model: float images in [0, 1] (the model normalises
+    inside), shape (N, C, H, W); with ``dtype`` (the model's parameter dtype) also of that
+    dtype, so a float64 batch for a float32 model gets this message, not torch's.
+    """
     if not isinstance(x, torch.Tensor):
         raise InputError(f"expected a torch.Tensor of images, got {type(x).__name__}")
     if x.dim() != 4:
@@ -215,6 +220,9 @@ def check_images(x: torch.Tensor, in_chans: int) -> None:
         )
     if not x.is_floating_point():
         raise InputError(f"expected floating-point images in [0, 1], got dtype {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise InputError(f"expected {str(dtype).removeprefix('torch.')} images (the model's dtype), got dtype "
+                         f"{x.dtype}; convert them with images.to({dtype})")
     if x.numel():
         lo, hi = torch.aminmax(x.detach())
         if not (torch.isfinite(lo) and torch.isfinite(hi)):

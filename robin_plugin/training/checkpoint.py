@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..errors import RobinError
+from ..formats.files import FileContentError, parse_json, read_safetensors, read_safetensors_header
 from ..io import atomic_write, canonicalize_safetensors_header
 from ..layers.masked import MaskedLayer
 
@@ -130,19 +130,19 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e})") from e
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a robin_plugin training checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})")
+        metadata = read_safetensors_header(path).metadata  # sizes, names and dtypes checked before the body is read
+        if metadata.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a robin_plugin training checkpoint (format "
+                                  f"{metadata.get('format')!r:.60}, expected {FORMAT!r})")
+        tensors, metadata = read_safetensors(path)
+    except (FileContentError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e})") from None
     try:
-        meta = json.loads(metadata["robin_checkpoint"])
+        meta = parse_json(metadata["robin_checkpoint"])
         state = unflatten_state(meta, tensors)
     except CheckpointError as e:
         raise CheckpointError(f"{path} has corrupt checkpoint metadata ({e})") from e
-    except (KeyError, TypeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+    except (KeyError, TypeError, ValueError, RecursionError) as e:  # FileContentError is a ValueError
         raise CheckpointError(f"{path} has corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} has corrupt checkpoint metadata (the state is a {type(state).__name__}, expected a mapping)")

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..io import FolderLock, WriteError
 from ..summary import format_storage
 from .checkpoint import CHECKPOINT
 from .config import DEFAULT_PRESET, PRESETS, apply_overrides, get_preset, load_config_file, parse_override
@@ -31,6 +32,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="continue from out_dir/checkpoint.safetensors (an error if there is none)")
     p.add_argument("--resume-or-start", action="store_true",
                    help="continue from out_dir/checkpoint.safetensors if it exists, else start a new run there")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an out_dir that holds another run's files (they are deleted first)")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (eps and steps filled in) as JSON and exit without training")
@@ -50,6 +53,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(resolve_attack_sizes(config).to_dict(), indent=2))
         return 0
+    if args.resume and args.resume_or_start:
+        raise ConfigError("give --resume or --resume-or-start, not both")
+    if args.overwrite and (args.resume or args.resume_or_start):
+        raise ConfigError("give --overwrite (start over) or --resume / --resume-or-start (continue), not both")
+    if not (args.resume or args.resume_or_start):  # before any rank starts: all refuse alike
+        _check_fresh_out_dir(Path(config.out_dir), overwrite=args.overwrite)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
@@ -58,8 +67,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             config = config.__class__.from_dict({**config.to_dict(), "device": f"cuda:{local}"})
-    if args.resume and args.resume_or_start:
-        raise ConfigError("give --resume or --resume-or-start, not both")
     if args.resume and not (Path(config.out_dir) / CHECKPOINT).is_file():
         raise ConfigError(f"nothing to resume: {Path(config.out_dir) / CHECKPOINT} does not exist (out_dir={config.out_dir}); "
                           "drop --resume to start a new run, or pass --resume-or-start")
@@ -71,6 +78,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         _print_result(result, config.out_dir)
     return 0
+
+
+RUN_FILES = ("results.json", CHECKPOINT, "model.safetensors", "model_best.safetensors", "metrics.csv", "config.json")
+"""The files a run writes into its out_dir (``robin train --overwrite`` deletes them first)."""
+
+
+def _check_fresh_out_dir(out_dir: Path, *, overwrite: bool) -> None:
+    """Refuse to start a new run over another run's files unless ``overwrite``; then delete them.
+
+    A new run would replace the old one's checkpoint and weights one by one, and until its own
+    ``results.json`` is written the folder would mix the two runs. Only rank 0 deletes, under
+    the folder lock, so a run still writing there is not disturbed (it holds the lock).
+    """
+    found = [name for name in RUN_FILES[:5] if (out_dir / name).is_file()]
+    if not found:
+        return
+    if not overwrite:
+        what = "a finished run" if "results.json" in found else "an unfinished run"
+        raise ConfigError(f"{out_dir} holds {what} ({', '.join(found)}); pass --resume to continue it, "
+                          "--overwrite to delete it and start over there, or choose another out_dir")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    with FolderLock(out_dir):  # FolderLockedError if a run is writing there
+        for name in RUN_FILES:
+            try:
+                (out_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise WriteError(f"cannot delete {out_dir / name} to start over: {e.strerror or e}") from e
 
 
 def _print_result(r: dict, out_dir: str) -> None:

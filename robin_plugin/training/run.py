@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -12,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..data import dataset_info, get_dataset, validation_split
-from ..errors import RobinError
+from ..errors import ConfigError, RobinError
+from ..formats.files import FileContentError, nonfinite_tensor, parse_json, read_safetensors
 from ..io import atomic_write_json, read_limited
 from ..layers.masked import LegacyStateWarning
 from ..pgd import default_pgd_step
@@ -58,6 +57,9 @@ def load_data(config: TrainConfig):
     if config.train_subset is not None and config.train_subset < len(train_full):
         train_full = train_full.subset(torch.arange(config.train_subset))
     tr, va = validation_split(len(train_full), config.val_fraction, config.seed)
+    if len(tr) < 2:  # BatchNorm needs two images per batch; torch would fail mid-step with its own ValueError
+        raise ConfigError(f"val_fraction={config.val_fraction} leaves {len(tr)} of {len(train_full)} training images "
+                          "for training; training needs at least 2 (lower val_fraction or raise train_subset)")
     test_split = "val" if config.dataset == "imagenet100" else "test"
     test = get_dataset(config.dataset, config.data_root, split=test_split, **options) if config.test_n else None
     return train_full.subset(tr), (train_full.subset(va) if len(va) else None), test
@@ -150,11 +152,11 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     except ValueError as e:
         raise CheckpointError(f"{cfg_path} is not a valid run config: larger than {MAX_CONFIG_BYTES} bytes (1 MiB)") from e
     try:
-        config = TrainConfig.from_dict(json.loads(raw.decode("utf-8")))
+        config = TrainConfig.from_dict(parse_json(raw))
         info = dataset_info(config.dataset)
         model = build_model(dataclasses.replace(config, device="cpu"), info.num_classes, info.in_chans, info.mean, info.std)
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{cfg_path} is not a valid run config: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except FileContentError as e:  # not UTF-8, not JSON, nested too deeply
+        raise CheckpointError(f"{cfg_path} is not a valid run config: {e}") from None
     except RecursionError as e:
         raise CheckpointError(f"{cfg_path} is not a valid run config: nested too deeply") from e
     except RobinError as e:  # ConfigError / UnknownNameError naming the bad key, from the config or the model spec
@@ -162,9 +164,13 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{cfg_path} is not a valid run config ({e})") from e
     try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from e
+        state, _ = read_safetensors(weights)  # sizes checked before the body is read
+    except (FileContentError, OSError) as e:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from None
+    bad = nonfinite_tensor(state)
+    if bad is not None:
+        raise CheckpointError(f"{weights}: tensor {bad!r} holds NaN or Inf; a model must have finite weights, scores "
+                              "and statistics")
     try:
         with warnings.catch_warnings():  # files of robin_plugin 0.1: the config gave the ratios and statistics
             warnings.simplefilter("ignore", LegacyStateWarning)
