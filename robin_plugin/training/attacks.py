@@ -34,7 +34,7 @@ from ..errors import ConfigError, UnknownNameError, closest
 from ..pgd import check_eps as _check_eps
 from ..pgd import pgd_attack
 from ..rng import derive_seed, isolated_rng
-from .checkpoint import CheckpointError
+from ..errors import CheckpointError
 from .distributed import all_gather_cat
 from .events import Hook
 from .state import TrainState
