@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .._cli_common import check_model_name, parse_model_kwargs
 from ..errors import ConfigError
-from ..loading import load_model, read_state_dict
+from ..loading import load_model
 from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
 from .deploy import deploy_model
@@ -66,9 +66,6 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
     if args.checkpoint is None:
         raise ConfigError("--model needs --checkpoint (a freshly initialised model has nothing to export or inspect)")
     return load_model(args.checkpoint, model=args.model, model_kwargs=kwargs)
-
-
-_read_checkpoint = read_state_dict  # its name before robin_plugin.loading
 
 
 def _read_json(path: Path) -> dict[str, Any]:
