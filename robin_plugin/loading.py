@@ -42,6 +42,7 @@ from .export.dense import DENSE_FORMAT, load_dense
 from .formats.compact import FORMAT_NAME, ModelFileError, _looks_like_pickle, _looks_like_safetensors
 from .io import read_limited
 from .models.spec import ModelSpec, build_model
+from .models.timm_loading import training_model_state
 from .training.checkpoint import FORMAT as TRAINING_CHECKPOINT_FORMAT
 from .training.config import MAX_CONFIG_BYTES
 from .training.run import load_run
@@ -71,7 +72,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001  (safetensors raises several types for a foreign file)
         raise ModelFileError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
     if metadata.get("format") == TRAINING_CHECKPOINT_FORMAT:
-        tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        tensors = training_model_state(tensors)
     return tensors
 
 
