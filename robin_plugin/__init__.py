@@ -9,7 +9,7 @@ from .models import RobinResNet, RobinWideResNet, robinify
 from .export import compact_size_report, export_compact, export_dense, load_compact
 from .eval import evaluate
 from .pruning import adaptive_keep_ratios, is_masked, masked_layers, set_keep_ratio
-from .summary import ModelSummary, storage_bytes, summarize, summary  # summary: deprecated name of summarize
+from .summary import ModelSummary, storage_bytes, summarize
 
 __version__ = "0.1.0"
 
@@ -18,7 +18,7 @@ __all__ = [
     "MaskedConv2d", "MaskedLayer", "MaskedLinear", "kept_count", "topk_mask",
     "RobinResNet", "RobinWideResNet", "robinify",
     "adaptive_keep_ratios", "is_masked", "masked_layers", "set_keep_ratio",
-    "ModelSummary", "storage_bytes", "summarize", "summary",
+    "ModelSummary", "storage_bytes", "summarize",
     "compact_size_report", "export_compact", "export_dense", "load_compact",
     "evaluate",
 ]

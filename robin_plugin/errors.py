@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "RobinError",
+    "CheckpointError",
     "ConfigError",
     "InputError",
     "UnknownNameError",
@@ -24,6 +25,10 @@ class RobinError(Exception):
 
 class ConfigError(RobinError, ValueError):
     """A setting (keep ratio, p, eps, ...) is outside its valid range or has the wrong type."""
+
+
+class CheckpointError(RobinError, ValueError):
+    """A training checkpoint or run folder is missing, truncated, corrupt, foreign, or does not match the run."""
 
 
 class InputError(RobinError, ValueError):

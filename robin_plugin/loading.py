@@ -51,6 +51,7 @@ from .formats.files import (
 )
 from .io import read_limited
 from .models.spec import ModelSpec, build_model
+from .models.timm_loading import training_model_state
 from .training.checkpoint import FORMAT as TRAINING_CHECKPOINT_FORMAT
 from .training.config import MAX_CONFIG_BYTES
 from .training.run import load_run
@@ -132,7 +133,7 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
     except (OSError, FileContentError) as e:
         raise ModelFileError(f"cannot read checkpoint {path}: {e}") from None
     if metadata.get("format") == TRAINING_CHECKPOINT_FORMAT:
-        tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        tensors = training_model_state(tensors)
     _check_finite(tensors, f"checkpoint {path}")
     return tensors
 

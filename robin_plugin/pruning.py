@@ -13,25 +13,18 @@ from collections.abc import Sequence
 
 import torch.nn as nn
 
+from ._checks import is_number
 from .errors import ConfigError
 from .layers.masked import MaskedLayer
+from .layers.selection import check_keep_ratio
 
 __all__ = ["adaptive_keep_ratios", "check_keep_ratio", "check_p", "is_masked", "masked_layers", "set_keep_ratio"]
 
 
-def check_keep_ratio(keep_ratio: float) -> float:
-    """Return ``keep_ratio`` as a float, or raise :class:`ConfigError` if it is not in (0, 1]."""
-    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0:
-        raise ConfigError(
-            f"keep_ratio is the fraction of weights KEPT and must be in (0, 1], got {keep_ratio!r}"
-        )
-    return float(keep_ratio)
-
-
 def check_p(p: float) -> float:
     """Return ``p`` as a float, or raise :class:`ConfigError` if it is not in [0, 1]."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise ConfigError(f"p must be in [0, 1] (1 = uniform, 0 = equal counts), got {p!r}")
+    if not is_number(p) or not 0.0 <= p <= 1.0:
+        raise ConfigError(f"p must be in [0, 1] (1 = uniform, 0 = equal counts), got {p!r:.80}")
     return float(p)
 
 

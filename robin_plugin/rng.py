@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ._checks import is_int
 from .errors import ConfigError
 
 __all__ = ["derive_seed", "isolated_rng", "stream_generator"]
@@ -43,7 +44,7 @@ def stream_generator(seed: int, *stream: Any) -> torch.Generator:
     Raises:
         ConfigError: ``seed`` is not an integer >= 0.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     return torch.Generator().manual_seed(derive_seed(seed, *stream))
 

@@ -5,14 +5,10 @@
 (:func:`format_storage`). Every figure counts, besides the masked weights, every other
 floating-point parameter and buffer of the model (BatchNorm statistics, input mean and std) at
 fp32; a dense model's only figure is all of its floating-point tensors at fp32.
-
-The function was called ``summary``, like this module; ``robin_plugin.summary(model)`` and
-``robin_plugin.summary.summary(model)`` still work for one release, with a ``DeprecationWarning``.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,7 +16,7 @@ import torch.nn as nn
 
 from .pruning import masked_layers
 
-__all__ = ["LayerSummary", "ModelSummary", "binary_entropy", "format_storage", "storage_bytes", "summarize", "summary"]
+__all__ = ["LayerSummary", "ModelSummary", "binary_entropy", "format_storage", "storage_bytes", "summarize"]
 
 
 def binary_entropy(k: float) -> float:
@@ -156,9 +152,3 @@ def format_storage(storage: Mapping[str, int]) -> str:
     """``"fp32_bytes 44.698 MB, sign_mask_bytes ..."``: how every report prints :func:`storage_bytes`."""
     return ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in storage.items())
 
-
-def summary(model: nn.Module) -> ModelSummary:
-    """Deprecated name of :func:`summarize` (removed in the next release)."""
-    warnings.warn("robin_plugin.summary(model) is now robin_plugin.summarize(model); the old name goes in the next release",
-                  DeprecationWarning, stacklevel=2)
-    return summarize(model)

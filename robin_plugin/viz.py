@@ -1,9 +1,8 @@
 """``robin inspect``: per-layer mask statistics, mask-structure plots and training curves.
 
 A viewer, not an export: it reads a model (or a metric log) and draws; nothing here writes a
-model file. (It was ``robin_plugin.export.inspect``, which stays importable for one release. The
-name ``viz`` rather than ``inspect`` keeps it from shadowing the standard library's ``inspect``
-when a script inside the package folder is run directly.)
+model file. (The name ``viz`` rather than ``inspect`` keeps it from shadowing the standard
+library's ``inspect`` when a script inside the package folder is run directly.)
 
 Tables are plain data (:func:`layer_table`) plus a text rendering (:func:`format_table`). Plots
 are PNG files drawn with matplotlib's object API on the Agg canvas (no global backend switch,

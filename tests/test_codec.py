@@ -123,14 +123,3 @@ def test_codec_errors_are_typed():
     assert issubclass(CodecError, RobinError) and issubclass(CodecError, ValueError)
     with pytest.raises(CodecError):
         pack_bits(np.array([0, 2]))
-
-
-def test_old_module_path_warns_and_is_the_same_code():
-    import importlib
-
-    import robin_plugin.export.codec as old
-    import robin_plugin.formats.codec as new
-
-    with pytest.warns(DeprecationWarning, match="robin_plugin.formats.codec"):
-        importlib.reload(old)
-    assert old.encode_mask is new.encode_mask and old.CodecError is new.CodecError

@@ -681,28 +681,8 @@ def test_validation_split_properties(n, fraction, seed):
 
 
 # --------------------------------------------------------------------------------------------
-# Layout: one module per job, imports one way, the old module kept for compatibility
+# Layout: one module per job, imports one way
 # --------------------------------------------------------------------------------------------
-def test_datasets_module_is_kept_for_compatibility():
-    """``robin_plugin.data.datasets`` still offers every name it had, as the very same objects."""
-    import robin_plugin.data as data
-    from robin_plugin.data import datasets
-
-    expected = {
-        "DATASETS", "DatasetError", "DatasetInfo", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "IMAGE_EXTENSIONS",
-        "ImageDataset", "ImageFolderDataset", "RefusedGlobalError", "RestrictedUnpickler", "dataset_info",
-        "get_dataset", "load_cifar", "load_fashion_mnist", "load_image", "load_imagenet100", "parse_idx",
-        "validation_split",
-    }
-    assert set(datasets.__all__) == expected
-    for name in expected:
-        obj = getattr(datasets, name)
-        if hasattr(data, name):
-            assert getattr(data, name) is obj, name
-        if callable(obj) and hasattr(obj, "__module__"):
-            assert obj.__module__ != "robin_plugin.data.datasets", f"{name} must be defined in its own module"
-
-
 def test_data_modules_import_one_way():
     """base <- the formats <- registry: no format imports the registry, base imports no format."""
     import ast

@@ -110,9 +110,9 @@ def _eval(x, y, **kw):
 
 
 def _eval_checkpoint(model, path):
-    from robin_plugin.eval.cli import _load_checkpoint
+    from robin_plugin.loading import load_state_file
 
-    _load_checkpoint(model, path)
+    load_state_file(model, path)
 
 
 def _fail_write(tmp: Path) -> None:

@@ -145,8 +145,9 @@ def test_export_never_overwrites(tmp_path):
         with pytest.raises(FileExistsRobinError):
             call()
         assert path.read_bytes() == b"precious"
+    x = _prepare(model, 4)
     export_compact(model, path, overwrite=True)
-    assert load_compact(path) is not None
+    _assert_same(model, load_compact(path), x)  # the file now holds this model
     export_dense(model, path, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary files left
 
@@ -232,10 +233,10 @@ def test_pickle_payload_never_runs(tmp_path):
     (tmp_path / "evil2.safetensors").write_bytes(len(evil).to_bytes(8, "little") + evil)
     with pytest.raises(ExportFormatError):
         load_compact(tmp_path / "evil2.safetensors")
-    from robin_plugin.export.cli import _read_checkpoint
+    from robin_plugin.loading import read_state_dict
 
     with pytest.raises(ExportFormatError):
-        _read_checkpoint(tmp_path / "evil.pt")
+        read_state_dict(tmp_path / "evil.pt")
     assert not sentinel.exists()
     pickle.loads(evil)["robin.header"].close()  # the payload is real: unpickling does create the file
     assert sentinel.exists()
@@ -363,18 +364,6 @@ def test_shrinking_reads_the_models_channel_graph():
     plain = dense_model(robin_plugin.robinify(timm.create_model("resnet18", num_classes=10), keep_ratio=0.1))
     with pytest.raises(robin_plugin.export.ExportError, match="dense twins of robin models"):
         shrink_plan(plain)
-
-
-def test_timm_loading_moved_to_the_models_old_path_warns():
-    import importlib
-
-    import robin_plugin.export.timm_loading as old
-    import robin_plugin.models.timm_loading as new
-
-    with pytest.warns(DeprecationWarning, match="robin_plugin.models.timm_loading"):
-        importlib.reload(old)
-    assert old.checkpoint_filter_fn is new.checkpoint_filter_fn is checkpoint_filter_fn
-    assert old.compact_load_pre_hook is new.compact_load_pre_hook is compact_load_pre_hook
 
 
 def test_compact_decoding_without_regenerate_refuses_a_foreign_seed(tmp_path):

@@ -35,7 +35,7 @@ from robin_plugin.io import (
 )
 from robin_plugin.training import CheckpointError, Trainer, apply_overrides, load_checkpoint, save_checkpoint
 from robin_plugin.training.config import MAX_CONFIG_BYTES, MAX_SEED, load_config_file, parse_override
-from robin_plugin.training.hooks import Hook
+from robin_plugin.training.events import Hook
 from robin_plugin.training.run import load_run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -503,11 +503,22 @@ def test_lock_is_released_when_fit_fails(tmp_path):
         assert (tmp_path / LOCK_NAME).read_text().strip() == str(os.getpid())
 
 
-def test_only_rank_zero_takes_the_lock(tmp_path):
-    trainer = Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=tmp_path)
-    trainer.rank = 1  # as under torchrun: other ranks write nothing, so they do not lock
-    with FolderLock(tmp_path):
-        trainer.fit()
+def test_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
+    """Under torchrun rank 0 locks out_dir; the other ranks write nothing, so they do not lock (and run while it is held)."""
+    import robin_plugin.training.trainer as trainer_module
+
+    taken = []
+    monkeypatch.setattr(trainer_module, "FolderLock", lambda path: taken.append(Path(path)) or FolderLock(path))
+    for rank in (1, 0):
+        out = tmp_path / f"rank{rank}"
+        trainer = Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=out)
+        trainer.rank = rank  # as under torchrun
+        if rank:
+            with FolderLock(out):  # rank 0 holds it
+                trainer.fit()
+        else:
+            trainer.fit()
+    assert taken == [tmp_path / "rank0"]
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664), (0o077, 0o600)])

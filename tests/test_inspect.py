@@ -130,14 +130,3 @@ def test_cli_export_and_inspect(tmp_path, model, metrics_csv, capsys):
     with pytest.raises(RobinError, match="JSON"):
         _run(["export", "--model", "robin_resnet18", "--model-kwargs", "{width: 4}", "--checkpoint", str(ckpt),
               "--out", str(tmp_path / "x.safetensors")])
-
-
-def test_viewer_left_export_old_module_path_warns():
-    import importlib
-
-    import robin_plugin.export.inspect as old
-    import robin_plugin.viz as new
-
-    with pytest.warns(DeprecationWarning, match="robin_plugin.viz"):
-        importlib.reload(old)
-    assert old.layer_table is new.layer_table and old.plot_training_curves is new.plot_training_curves

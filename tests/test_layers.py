@@ -85,7 +85,7 @@ def test_bad_score_scale_is_refused(scale) -> None:
 
 @pytest.mark.parametrize("k", [0.0, -0.5, 1.01, float("nan"), True, "0.5"])
 def test_bad_keep_ratio_is_refused(k) -> None:
-    with pytest.raises(ConfigError, match=r"keep_ratio must be a number in \(0, 1\]"):
+    with pytest.raises(ConfigError, match=r"keep_ratio is the fraction of weights KEPT and must be in \(0, 1\]"):
         _conv(keep_ratio=k)
     layer = _conv()
     with pytest.raises(ConfigError):

@@ -191,7 +191,7 @@ def test_pretrained_cfg_tells_the_truth_for_timm_transforms():
             assert torch.equal(model(x), model(to_tensor(image).unsqueeze(0)))
 
 
-@pytest.mark.parametrize("name", ["robin_resnet18", "robin_resnet18_dense", "robin_wrn34_10_cifar10_linf"])
+@pytest.mark.parametrize("name", ["robin_resnet18", "robin_resnet18_dense", "robin_wrn34_cifar10_linf"])
 def test_pretrained_without_a_file_is_the_same_clear_error_for_every_name(name):
     with pytest.raises(ConfigError, match="no hosted weights"):
         timm.create_model(name, pretrained=True, width=4) if "wrn" not in name else timm.create_model(name, pretrained=True)

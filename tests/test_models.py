@@ -6,6 +6,8 @@ for speed; the full-size parameter counts are checked once.
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import timm
 import torch
@@ -53,7 +55,7 @@ def tiny() -> nn.Module:
 
 # --- registry --------------------------------------------------------------------------------
 def test_registry_has_every_family_and_its_dense_twin() -> None:
-    expected = {"robin_resnet18", "robin_resnet34", "robin_resnet50", "robin_wrn28_10", "robin_wrn34_10"}
+    expected = {"robin_resnet18", "robin_resnet34", "robin_resnet50", "robin_wrn28_10", "robin_wrn34"}
     assert expected <= set(MASKED_NAMES)
     assert {f"{n}_dense" for n in MASKED_NAMES} == set(DENSE_NAMES)
 
@@ -142,7 +144,7 @@ def test_dense_twin_trains_weights_and_affine_batchnorm(name: str) -> None:
         ("robin_resnet34", 21_265_088),
         ("robin_resnet50", 23_467_712),
         ("robin_wrn28_10", 36_461_232),
-        ("robin_wrn34_10", 46_138_032),
+        ("robin_wrn34", 46_138_032),
     ],
 )
 def test_full_size_weight_counts(name: str, expected: int) -> None:
@@ -168,7 +170,7 @@ def test_other_input_sizes(tiny: nn.Module, size: int) -> None:
 
 
 # --- seeds -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34_10", "robin_resnet18_dense"])
+@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34", "robin_resnet18_dense"])
 def test_same_seed_same_model_different_seed_different_weights(name: str) -> None:
     a, b = build(name, seed=3), build(name, seed=3)
     c = build(name, seed=4)
@@ -241,7 +243,7 @@ def test_bad_keep_ratio(keep_ratio: float) -> None:
 @pytest.mark.parametrize("p", [-0.1, 1.1, float("nan")])
 def test_bad_p(p: float) -> None:
     with pytest.raises(ConfigError, match=r"p must be in \[0, 1\]"):
-        build("robin_wrn34_10", p=p)
+        build("robin_wrn34", p=p)
 
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
@@ -273,7 +275,7 @@ def test_bad_architecture_settings(kwargs: dict) -> None:
 @pytest.mark.parametrize("depth", [30, 4])
 def test_bad_wrn_depth(depth: int) -> None:
     with pytest.raises(ConfigError, match="6n \\+ 4"):
-        timm.create_model("robin_wrn34_10", depth=depth, widen_factor=1)
+        timm.create_model("robin_wrn34", depth=depth, widen_factor=1)
 
 
 # --- timm model API --------------------------------------------------------------------------
@@ -292,7 +294,7 @@ def test_timm_model_api(name: str) -> None:
     assert (fc.in_features, fc.out_features) == (model.num_features, 10) and model.num_classes == 10
 
 
-@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34_10", "robin_resnet50_dense"])
+@pytest.mark.parametrize("name", ["robin_resnet18", "robin_wrn34", "robin_resnet50_dense"])
 def test_reset_classifier(name: str) -> None:
     model = build(name, in_chans=1)
     if model.masked:  # as ProgressivePruning would: the current ratios are no longer the construction-time ones
@@ -367,32 +369,20 @@ def test_package_import_registers_models() -> None:
     assert "robin_resnet18" in timm.list_models("robin_*")
 
 
-# --- names before issue 14 -------------------------------------------------------------------
-def test_robin_wrn34_is_a_deprecated_alias_of_robin_wrn34_10() -> None:
+# --- the design card's name -----------------------------------------------------------------
+def test_robin_wrn34_is_a_registered_wideresnet_34_10_built_without_a_warning() -> None:
+    """``timm.create_model('robin_wrn34')`` (the design card's line) is a listed model, not a timm deprecation."""
     from robin_plugin.models.spec import ModelSpec
 
-    assert "robin_wrn34" not in timm.list_models("robin_*")  # timm hides deprecated names ...
-    assert timm.is_model("robin_wrn34") and timm.is_model("robin_wrn34_cifar10_linf")  # ... but knows them
-    for old, new in (("robin_wrn34", "robin_wrn34_10"), ("robin_wrn34_dense", "robin_wrn34_10_dense"),
-                     ("robin_wrn34_cifar100_l2", "robin_wrn34_10_cifar100_l2")):
-        assert timm.models.get_deprecated_models()[old] == new
-        with pytest.warns(UserWarning, match=f"deprecated model name {old} to current {new}"):
-            a = timm.create_model(old, depth=10, widen_factor=1, seed=5)
-        b = timm.create_model(new, depth=10, widen_factor=1, seed=5)
-        assert a.pretrained_cfg["architecture"] == new and a.num_classes == b.num_classes
-        sa, sb = a.state_dict(), b.state_dict()
-        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-        # a file naming the old model (earlier versions wrote it) is read as the current one
-        assert ModelSpec.parse(old, {}).name == new
-
-
-def test_layer_factory_old_names_warn() -> None:
-    from robin_plugin.models import _common
-
-    with pytest.warns(DeprecationWarning, match="LayerFactory"):
-        assert _common.Layers is _common.LayerFactory
-    with pytest.warns(DeprecationWarning, match="make_layer_factory"):
-        assert _common.make_layers is _common.make_layer_factory
+    assert {"robin_wrn34", "robin_wrn34_dense"} <= set(timm.list_models("robin_*"))
+    assert not any(k.startswith("robin_") or v.startswith("robin_") for k, v in timm.models.get_deprecated_models().items())
+    assert not timm.is_model("robin_wrn34_10")  # one name for WideResNet-34-10
+    for name in ("robin_wrn34", "robin_wrn34_dense", "robin_wrn34_cifar100_l2"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m = timm.create_model(name, depth=10, widen_factor=1)
+        assert m.pretrained_cfg["architecture"] == name
+        assert ModelSpec.parse(name, {}).name == name
 
 
 # --- channel graphs --------------------------------------------------------------------------

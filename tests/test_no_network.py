@@ -93,7 +93,10 @@ def test_train_export_load_and_evaluate_offline(tmp_path):
     data = _toy(8, seed=2)
     res = evaluate(model, data.images, data.labels, 0.1, attacks=("apgd-ce",), pgd_steps=2, run_checks=False,
                    config=AutoAttackConfig(apgd_iter=2), progress=False)
-    assert res is not None
+    with torch.no_grad():
+        clean = (model(data.images.float() / 255).argmax(1) == data.labels).float().mean().item()
+    assert (res.n, res.attacks, len(res.robust)) == (8, ["apgd-ce"], 8)
+    assert res.clean_acc == pytest.approx(clean) and res.worst_case_acc <= res.autoattack_acc <= res.clean_acc
 
 
 def test_training_data_loaders_never_download(tmp_path):

@@ -374,7 +374,7 @@ def test_pickle_payload_is_real(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_payload_is_refused_by_every_loader(tmp_path):
-    from robin_plugin.eval.cli import _load_checkpoint as eval_load_checkpoint
+    from robin_plugin.loading import load_state_file as eval_load_checkpoint
     from robin_plugin.export import ExportFormatError
     from robin_plugin.export.dense import load_dense
     from robin_plugin.training.run import load_run

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
 
 import pytest
 import torch
@@ -90,8 +89,3 @@ def test_to_float_is_the_one_conversion() -> None:
         assert y.dtype == torch.float32 and y.tolist() == [0.25, 1.0]
     with pytest.raises(InputError, match=r"must be uint8 \(0..255\) or floats in \[0, 1\], got dtype torch.int64"):
         to_float(torch.tensor([1]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        from robin_plugin.data.augment import to_float as old  # its former home still has it
-
-    assert old is to_float

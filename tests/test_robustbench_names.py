@@ -64,12 +64,10 @@ def test_alias_registered_with_right_classes(name):
 
 
 def test_naming_matches_robustbench():
-    assert rbn.robustbench_name("robin_wrn34_10", "cifar10", "Linf") == "robin_wrn34_10_cifar10_linf"
+    assert rbn.robustbench_name("robin_wrn34", "cifar10", "Linf") == "robin_wrn34_cifar10_linf"
     assert rbn.robustbench_name("Robin-ResNet34", "cifar100", "L2") == "robin_resnet34_cifar100_l2"
-    assert {"robin_wrn34_10_cifar10_linf", "robin_resnet34_cifar100_linf"} <= set(rbn.robustbench_names())
+    assert {"robin_wrn34_cifar10_linf", "robin_resnet34_cifar100_linf"} <= set(rbn.robustbench_names())
     assert len(rbn.robustbench_names()) == 20  # 5 architectures x 2 datasets x 2 threat models
-    # the name before issue 14 still resolves (robustbench asks timm.is_model, which knows deprecations)
-    assert timm.is_model("robin_wrn34_cifar10_linf") and "robin_wrn34_cifar10_linf" not in rbn.robustbench_names()
 
 
 @pytest.mark.parametrize("dataset,classes", [("cifar10", 10), ("cifar100", 100)])

@@ -145,14 +145,3 @@ def test_model_summary_totals_from_rows() -> None:
     assert s.fp32_bytes == 424 and s.sign_mask_bytes == 34 and s.seeded_mask_bytes == 21
     assert s.entropy_bound_bytes == math.ceil(100 * binary_entropy(0.1) / 8) + 8  # layer b: H(1) = 0
 
-
-def test_old_function_name_summary_warns(tiny) -> None:
-    import sys
-
-    import robin_plugin
-
-    with pytest.warns(DeprecationWarning, match="summarize"):
-        old = robin_plugin.summary(tiny)  # the package attribute is still the (deprecated) function
-    assert old == summarize(tiny)
-    with pytest.warns(DeprecationWarning, match="summarize"):
-        assert sys.modules["robin_plugin.summary"].summary(tiny) == old

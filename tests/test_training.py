@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import math
-import warnings
 
 import pytest
 import timm
@@ -495,13 +494,18 @@ def test_adversarial_loss_goes_through_state_net():
             calls.append(x.shape[0])
             return self.inner(x)
 
-    ds = toy_dataset(8)
+    x = toy_dataset(8).images.float() / 255
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)
+    y[:2] = 1 - y[:2]  # 6 of 8 right: 0.75, an accuracy that no mix-up of right and wrong keeps
     adv = AdversarialTraining("none", eps=0.1, step_size=0.05)
     state = TrainState(model, net=Wrapper(model))
-    state.set_batch(ds.images.float() / 255, ds.labels)
+    state.set_batch(x, y)
     adv.on_batch_start(state)
     fire([adv], Event.LOSS, state)
-    assert calls == [8] and state.loss is not None and state.batch_metrics["train/clean_acc"] >= 0
+    assert calls == [8] and torch.allclose(state.loss.detach(), F.cross_entropy(logits, y))
+    assert state.batch_metrics["train/clean_acc"] == 0.75
     assert TrainState(model).net is model  # a plain loop: the model itself
 
 
@@ -687,14 +691,9 @@ def test_checkpointing_hook_writes_every_n_epochs_and_after_the_last(tmp_path):
     assert saved["config"] == {"seed": 0} and (tmp_path / "model.safetensors").exists()
 
 
-def test_progressive_pruning_steps_is_a_deprecated_alias_of_stages():
-    with pytest.warns(DeprecationWarning, match="stages"):
-        hook = ProgressivePruning(steps=2)
-    assert hook.stages == 2
-    with pytest.warns(DeprecationWarning, match="stages"):
-        assert hook.steps == 2
-    with pytest.warns(DeprecationWarning):
-        assert progressive_keep_ratio(0.0, 0.25, steps=2) == progressive_keep_ratio(0.0, 0.25, stages=2) == 0.5
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert ProgressivePruning(stages=2).stages == 2 and ProgressivePruning().stages == 3
+def test_progressive_pruning_takes_stages_only():
+    assert ProgressivePruning(stages=2).stages == 2 and ProgressivePruning().stages == 3
+    with pytest.raises(TypeError):
+        ProgressivePruning(steps=2)
+    with pytest.raises(TypeError):
+        progressive_keep_ratio(0.0, 0.25, steps=2)

@@ -9,21 +9,19 @@
 - :mod:`.cifar`: CIFAR-10 / CIFAR-100 python batches, read with that unpickler.
 - :mod:`.imagefolder`: ImageNet-100 / any ImageFolder tree, decoded lazily with PIL.
 - :mod:`.augment`: random crop and flip applied to whole batches.
-- :mod:`.datasets`: kept for compatibility; re-exports the names it held before the split.
 
 Imports flow one way: ``base`` <- the formats <- ``registry`` <- this package.
 See ``docs/data.md`` for the supported datasets, their on-disk layouts and the errors.
 """
 from __future__ import annotations
 
-from .augment import CropFlip, apply_crop_flip, put_crop_flip, sample_crop_flip, take_crop_flip, to_float
-from .base import DatasetError, ImageDataset
+from .augment import CropFlip, apply_crop_flip, put_crop_flip, sample_crop_flip, take_crop_flip
+from .base import DatasetError, ImageDataset, to_float
 from .cifar import load_cifar
 from .idx import load_fashion_mnist, parse_idx
 from .imagefolder import ImageFolderDataset, load_image, load_imagenet100
 from .registry import DATASETS, DatasetInfo, dataset_info, get_dataset, validation_split
 from .restricted_pickle import RefusedGlobalError, RestrictedUnpickler
-from . import datasets  # noqa: F401  kept importable as an attribute, as before the split
 
 __all__ = [
     "DATASETS", "DatasetError", "DatasetInfo", "ImageDataset", "ImageFolderDataset",

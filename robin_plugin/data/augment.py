@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
-from .base import to_float  # noqa: F401  (re-exported: it lived here before)
 
-__all__ = ["CropFlip", "apply_crop_flip", "put_crop_flip", "sample_crop_flip", "take_crop_flip", "to_float"]
+__all__ = ["CropFlip", "apply_crop_flip", "put_crop_flip", "sample_crop_flip", "take_crop_flip"]
 
 
 @dataclass(frozen=True, eq=False)

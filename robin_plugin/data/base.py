@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import is_int
 from ..errors import ConfigError, InputError, RobinError, UnknownNameError, closest
 
 __all__ = [
@@ -160,7 +161,7 @@ def check_indices(indices: Sequence[int] | torch.Tensor, n: int, name: str) -> t
 
 def check_image_size(image_size: int) -> None:
     """Raise :class:`ConfigError` unless ``image_size`` (pixels) is an integer >= 1."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if not is_int(image_size) or image_size < 1:
         raise ConfigError(f"image_size must be an integer >= 1 (pixels), got {image_size!r}")
 
 

@@ -18,7 +18,8 @@ reads ``checks`` and ``resume``) <- ``report``.
 """
 from __future__ import annotations
 
-from .attacks import STANDARD_ATTACKS, AutoAttackConfig, build_attack, default_pgd_step, pgd_attack, standard_attacks
+from ..pgd import default_pgd_step, pgd_attack
+from .attacks import STANDARD_ATTACKS, AutoAttackConfig, build_attack, standard_attacks
 from .checks import CheckResult
 from .evaluate import EvalResult, evaluate
 from .reference import reference_autoattack

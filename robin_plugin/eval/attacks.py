@@ -21,9 +21,7 @@ original settings; ``docs/evaluation.md`` lists the differences.
 
 torchattacks' APGD, APGD-T, FAB and Square call ``torch.manual_seed`` on every call; every attack
 here runs inside :func:`robin_plugin.rng.isolated_rng`, so an evaluation leaves the caller's random
-state as it was. The PGD baseline is the package's one PGD, :func:`robin_plugin.pgd.pgd_attack`
-(re-exported here with :func:`~robin_plugin.pgd.check_eps`, :func:`~robin_plugin.pgd.default_pgd_step`
-and :func:`~robin_plugin.rng.isolated_rng`, their names before they moved).
+state as it was. The PGD baseline is the package's one PGD, :func:`robin_plugin.pgd.pgd_attack`.
 """
 from __future__ import annotations
 
@@ -32,18 +30,14 @@ from dataclasses import dataclass
 import torch.nn as nn
 import torchattacks
 
+from .._checks import is_int
 from ..errors import ConfigError, UnknownNameError, closest
-from ..pgd import check_eps, default_pgd_step, pgd_attack
-from ..rng import isolated_rng
+from ..pgd import check_eps
 
 __all__ = [
     "STANDARD_ATTACKS",
     "AutoAttackConfig",
     "build_attack",
-    "check_eps",
-    "isolated_rng",
-    "default_pgd_step",
-    "pgd_attack",
     "standard_attacks",
 ]
 
@@ -76,7 +70,7 @@ class AutoAttackConfig:
         for name in ("apgd_iter", "apgd_restarts", "apgdt_iter", "apgdt_restarts", "apgdt_target_classes",
                      "fab_iter", "fab_restarts", "fab_target_classes", "square_queries", "square_restarts"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"AutoAttackConfig.{name} must be an integer >= 1, got {value!r}")
         if not 0.0 < self.square_p_init <= 1.0:
             raise ConfigError(f"AutoAttackConfig.square_p_init must be in (0, 1], got {self.square_p_init!r}")
@@ -99,7 +93,7 @@ def build_attack(
         eps: Linf radius in [0, 1] pixel units.
         num_classes: number of classes; targeted attacks use ``min(9, num_classes - 1)`` targets.
         seed: seed each attack sets before it runs (torchattacks re-seeds the global RNG; run
-            the attack inside :func:`isolated_rng` to keep the caller's random state).
+            the attack inside :func:`~robin_plugin.rng.isolated_rng` to keep the caller's random state).
         config: iteration counts, restarts and schedules (default: AutoAttack "standard").
 
     Returns:
@@ -108,7 +102,7 @@ def build_attack(
     eps = check_eps(eps)
     if name not in STANDARD_ATTACKS:
         raise UnknownNameError(f"unknown attack {name!r}{closest(name, STANDARD_ATTACKS)}; valid: {', '.join(STANDARD_ATTACKS)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     c = config
     if name == "apgd-ce":

@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from .._checks import is_int, is_number
 from ..errors import ConfigError
 
 __all__ = [
@@ -63,14 +64,14 @@ class CheckResult:
 
 
 def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+    if not is_number(value) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must be a fraction in [0, 1], got {value!r}")
     return float(value)
 
 
 def one_point(n: int) -> float:
     """Accuracy of one point out of ``n``: the smallest difference an evaluation can see."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or n < 1:
         raise ConfigError(f"n must be an integer >= 1, got {n!r}")
     return 1.0 / n
 
@@ -164,9 +165,9 @@ def check_zero_gradients(n_zero: int, n: int, *, max_fraction: float = 0.0) -> C
 
     ``value`` is the fraction of points with a zero gradient.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or n < 1:
         raise ConfigError(f"n must be an integer >= 1, got {n!r}")
-    if isinstance(n_zero, bool) or not isinstance(n_zero, int) or not 0 <= n_zero <= n:
+    if not is_int(n_zero) or not 0 <= n_zero <= n:
         raise ConfigError(f"n_zero must be an integer in [0, {n}], got {n_zero!r}")
     max_fraction = _check_fraction("max_fraction", max_fraction)
     frac = n_zero / n

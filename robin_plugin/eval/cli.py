@@ -19,7 +19,7 @@ from .. import data
 from .._cli_common import check_model_name, keep_matplotlib_out_of_home, parse_model_kwargs
 from ..data.registry import DATASETS, dataset_info
 from ..errors import ConfigError, InputError, UnknownNameError, closest
-from ..loading import load_model, load_state_file
+from ..loading import load_model
 from ..pruning import is_masked, masked_layers
 from ..training.run import load_run
 from .attacks import STANDARD_ATTACKS
@@ -113,9 +113,6 @@ def _load_model(args: argparse.Namespace, info):
         kwargs.setdefault("mean", tuple(info.mean))
         kwargs.setdefault("std", tuple(info.std))
     return load_model(Path(args.checkpoint) if args.checkpoint else None, model=args.model, model_kwargs=kwargs)
-
-
-_load_checkpoint = load_state_file  # its name before robin_plugin.loading
 
 
 def default_entry_name(timm_name: str, model: Any) -> str:

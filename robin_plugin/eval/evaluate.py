@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._checks import is_int
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..progress import progress as progress_bar
 from ..data.base import to_float
@@ -151,7 +152,7 @@ def check_eval_inputs(images: torch.Tensor, labels: torch.Tensor, n: int | None)
         raise InputError("no test points: images is empty")
     if n is None:
         n = total
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total:
+    if not is_int(n) or not 1 <= n <= total:
         raise ConfigError(f"n must be an integer in [1, {total}] (the test set has {total} points), got {n!r}")
     x, y = images[:n], labels[:n].long()
     x = to_float(x)  # uint8 / 255; float16 / 64 -> float32; other dtypes refused
@@ -202,9 +203,9 @@ class _Settings:
             raise ConfigError(f"attacks must not repeat, got {attacks}")
         object.__setattr__(self, "attacks", tuple(attacks))
         for nm, v in (("batch_size", self.batch_size), ("pgd_steps", self.pgd_steps), ("check_n", self.check_n)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ConfigError(f"{nm} must be an integer >= 1, got {v!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= _MAX_SEED:
+        if not is_int(self.seed) or not 0 <= self.seed <= _MAX_SEED:
             raise ConfigError(f"seed must be an integer >= 0 and <= 2**63 - 1 ({_MAX_SEED}), got {self.seed!r}")
 
 
@@ -265,7 +266,7 @@ def evaluate(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+    if num_classes is not None and (not is_int(num_classes) or num_classes < 1):
         raise ConfigError(f"the model has num_classes={num_classes!r}; evaluation needs a classifier with num_classes >= 1 "
                           "(num_classes=0 makes a timm model return features, not logits)")
     x, y = check_eval_inputs(images, labels, n)
@@ -305,7 +306,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: _Settings) 
         raise ConfigError(f"the model must return logits of shape (N, num_classes) with num_classes >= 1, got {got}")
     num_classes = int(out.shape[1])
     declared = getattr(model, "num_classes", None)
-    if isinstance(declared, int) and not isinstance(declared, bool) and declared != num_classes:
+    if is_int(declared) and declared != num_classes:
         raise ConfigError(f"the model declares num_classes={declared} but returns {num_classes} outputs per point")
     if int(y.max()) >= num_classes:
         raise InputError(f"labels must be < {num_classes} (the model's class count), got {int(y.max())}")

@@ -10,7 +10,7 @@ Flammarion, Chiang, Mittal, Hein, "RobustBench: a standardized adversarial robus
 benchmark", NeurIPS 2021 Datasets and Benchmarks Track.
 
 Parameter counts (:data:`ARCH_PARAMS`) are counted, not taken from the papers: the CIFAR
-WideResNet-d-k, ResNet-18 and ResNet-50 with robin's dense twins (``robin_wrn34_10_dense`` with
+WideResNet-d-k, ResNet-18 and ResNet-50 with robin's dense twins (``robin_wrn34_dense`` with
 ``depth``/``widen_factor``, ``robin_resnet18_dense``, ``robin_resnet50_dense``: the same layouts as
 RobustBench's CIFAR models), the ImageNet architectures with timm's models of that name, at the
 dataset's class count. Approximations, marked ``"approx"`` in the snapshot: PreActResNet-18 is

@@ -37,6 +37,7 @@ import torch.nn as nn
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..formats.files import FileContentError, parse_json
 from ..io import atomic_write_json, read_limited
+from ..pruning import is_masked
 from ..summary import format_storage, storage_bytes, summarize
 from .attacks import STANDARD_ATTACKS, AutoAttackConfig
 from .evaluate import EvalResult
@@ -133,7 +134,7 @@ def storage_of(model: nn.Module) -> dict[str, Any]:
         total_weights is its parameter count. storage_bytes: :func:`robin_plugin.summary.storage_bytes`.
     """
     s = summarize(model)
-    if s.total:
+    if is_masked(model):
         mk = getattr(model, "masked_kwargs", {}) or {}
         return {"keep_ratio": s.keep_ratio, "p": mk.get("p"), "kept_weights": s.kept, "total_weights": s.total,
                 "storage_bytes": storage_bytes(model)}

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .._checks import is_number
 from ..errors import RobinError
 from ..formats.compact import checksum  # names, dtypes, shapes and bytes of every tensor
 from ..formats.files import parse_json
@@ -83,7 +84,7 @@ def load_state(path: Path, key: str, n: int, attacks: Sequence[str]) -> dict[str
         )
 
     def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
+        return is_number(v) and 0 <= v < math.inf
 
     problems = []
     if not all(isinstance(r, bool) for r in state["robust"]):

@@ -81,6 +81,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._checks import is_int
 from ..data import get_dataset
 from ..errors import ConfigError, RobinError
 
@@ -368,7 +369,7 @@ def load_cifar(dataset: str, n_examples: int | None, data_dir: str | os.PathLike
     Raises:
         robin_plugin.data.DatasetError: the folder or a file is missing or corrupt.
     """
-    if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
+    if n_examples is not None and (not is_int(n_examples) or n_examples < 1):
         raise ConfigError(f"n_examples must be an integer >= 1 or None, got {n_examples!r}")
     data = get_dataset(dataset, data_dir, split="test")
     n = len(data) if n_examples is None else min(n_examples, len(data))
@@ -498,7 +499,7 @@ def enable(*, seed: int | None = 0) -> types.ModuleType:
         RobustBenchInstallError: robustbench 1.1.1 is missing or overwritten (see
             :func:`check_install`), or a package it imports is missing.
     """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+    if seed is not None and (not is_int(seed) or not 0 <= seed < 2**63):
         raise ConfigError(f"seed must be an integer in [0, 2**63 - 1] or None, got {seed!r}")
     check_install()
     if _install_autoattack_alias():

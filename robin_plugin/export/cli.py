@@ -71,9 +71,6 @@ def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
     return load_model(args.checkpoint, model=args.model, model_kwargs=kwargs)
 
 
-_read_checkpoint = read_state_dict  # its name before robin_plugin.loading
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = parse_json(read_limited(path, MAX_JSON_BYTES))

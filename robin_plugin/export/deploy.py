@@ -51,6 +51,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import is_int
 from ..errors import RobinError
 from ..layers.masked import MaskedLayer
 
@@ -476,7 +477,7 @@ def deploy_model(model: nn.Module, *, sparse_below: float = SPARSE_BELOW,
     for name, v in (("sparse_below", sparse_below), ("sparse_below_small", sparse_below_small)):
         if not 0.0 <= v <= 1.0:
             raise DeployError(f"{name} must be in [0, 1], got {v!r}")
-    if isinstance(small_positions, bool) or not isinstance(small_positions, int) or small_positions < 0:
+    if not is_int(small_positions) or small_positions < 0:
         raise DeployError(f"small_positions must be an integer >= 0, got {small_positions!r}")
     was_training = model.training
     model.eval()

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError, UnknownNameError, closest
-from .selection import kept_count, straight_through, topk_keep, topk_mask
+from .selection import check_keep_ratio, kept_count, straight_through, topk_keep, topk_mask
 
 __all__ = ["INITS", "KEEP_RATIO_BITS_KEY", "KEEP_RATIO_KEY", "LegacyStateWarning", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
 
@@ -172,8 +172,7 @@ class MaskedLayer(nn.Module):
 
     @keep_ratio.setter
     def keep_ratio(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-            raise ConfigError(f"keep_ratio must be a number in (0, 1], got {value!r}")
+        check_keep_ratio(value)
         self._keep_ratio = float(value)
         buf = self._buffers[KEEP_RATIO_BITS_KEY]
         if not buf.is_meta:

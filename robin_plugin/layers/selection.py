@@ -9,9 +9,21 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import is_number
 from ..errors import ConfigError
 
-__all__ = ["kept_count", "topk_keep", "topk_mask", "topk_mask_by_sort", "straight_through"]
+__all__ = ["check_keep_ratio", "kept_count", "topk_keep", "topk_mask", "topk_mask_by_sort", "straight_through"]
+
+
+def check_keep_ratio(keep_ratio: float) -> float:
+    """Return ``keep_ratio`` as a float, or raise :class:`ConfigError` if it is not a number in (0, 1].
+
+    The package's one range check of a keep ratio (also :func:`robin_plugin.pruning.check_keep_ratio`);
+    it sits here, below the masked layers, so that they can use it too.
+    """
+    if not is_number(keep_ratio) or not 0.0 < keep_ratio <= 1.0:
+        raise ConfigError(f"keep_ratio is the fraction of weights KEPT and must be in (0, 1], got {keep_ratio!r:.80}")
+    return float(keep_ratio)
 
 
 def kept_count(numel: int, keep_ratio: float) -> int:
@@ -25,9 +37,7 @@ def kept_count(numel: int, keep_ratio: float) -> int:
     """
     if numel < 1:
         raise ConfigError(f"a layer needs at least one weight, got numel={numel}")
-    if not 0.0 < keep_ratio <= 1.0:
-        raise ConfigError(f"keep_ratio must be in (0, 1], got {keep_ratio!r}")
-    return min(numel, max(1, round(keep_ratio * numel)))
+    return min(numel, max(1, round(check_keep_ratio(keep_ratio) * numel)))
 
 
 def topk_mask(abs_scores: torch.Tensor, count: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from timm.models._features import feature_take_indices
 from ..errors import ConfigError, InputError
 from ..layers.masked import LegacyStateWarning, MaskedConv2d, MaskedLayer, MaskedLinear, check_init, check_score_scale
 from ..pruning import adaptive_keep_ratios, check_keep_ratio, check_p, masked_layers, set_keep_ratio
-from ..rng import stream_generator  # noqa: F401  (re-exported: it lived here before)
+from ..rng import stream_generator
 from .channels import ChannelGraph
 from .timm_loading import compact_load_pre_hook
 
@@ -108,18 +108,6 @@ def make_layer_factory(masked: bool, generator: torch.Generator, **masked_kwargs
         return fc
 
     return LayerFactory(dense_conv, dense_linear, nn.BatchNorm2d, nn.BatchNorm1d, masked=False)
-
-
-_RENAMED = {"Layers": "LayerFactory", "make_layers": "make_layer_factory"}
-
-
-def __getattr__(name: str):
-    """The names before issue 14, with a :class:`DeprecationWarning` (removed in the next release)."""
-    if name in _RENAMED:
-        warnings.warn(f"robin_plugin.models._common.{name} is now {_RENAMED[name]}; the old name goes in the next release",
-                      DeprecationWarning, stacklevel=2)
-        return globals()[_RENAMED[name]]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_masked_kwargs(masked: bool, kwargs: dict) -> dict:

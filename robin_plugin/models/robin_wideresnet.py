@@ -4,10 +4,9 @@ Zagoruyko and Komodakis, "Wide Residual Networks" (BMVC 2016), in the pre-activa
 RobustBench uses for its WideResNet-34-10 and -28-10 entries; masked binary variant after
 Liu et al., "Robust Binary Models by Pruning Randomly-initialized Networks" (NeurIPS 2022).
 
-Registered as ``robin_wrn28_10`` and ``robin_wrn34_10`` (depth-widen_factor), each with a dense
-twin ``<name>_dense``. ``robin_wrn34`` and ``robin_wrn34_dense``, the names before issue 14, are
-timm deprecations of the ``robin_wrn34_10`` names: they build the same model (with timm's
-warning), and files naming them still load.
+Registered as ``robin_wrn34`` (WideResNet-34-10, the RobustBench standard architecture and the
+name the design card uses) and ``robin_wrn28_10`` (WideResNet-28-10), each with a dense twin
+``<name>_dense``.
 """
 from __future__ import annotations
 
@@ -23,9 +22,9 @@ from timm.models import (
     checkpoint_seq,
     generate_default_cfgs,
     register_model,
-    register_model_deprecations,
 )
 
+from .._checks import is_int
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from ._common import LayerFactory, RobinNetBase, default_cfg
@@ -125,7 +124,7 @@ class RobinWideResNet(RobinNetBase):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ConfigError(f"WideResNet depth must be 6n + 4 with n >= 1, got {depth}")
-        if isinstance(widen_factor, bool) or not isinstance(widen_factor, int) or widen_factor < 1:
+        if not is_int(widen_factor) or widen_factor < 1:
             raise ConfigError(f"widen_factor must be an integer >= 1, got {widen_factor!r}")
         with self._building(device, dtype):
             mk = self._setup(
@@ -216,7 +215,7 @@ def _cfg(**kwargs) -> dict:
 # the caller may override them (depth=10, widen_factor=1 builds a small WideResNet)
 _VARIANTS: dict[str, dict[str, Any]] = {
     "robin_wrn28_10": dict(depth=28, widen_factor=10),
-    "robin_wrn34_10": dict(depth=34, widen_factor=10),
+    "robin_wrn34": dict(depth=34, widen_factor=10),
 }
 
 register_family(Family(
@@ -226,9 +225,9 @@ register_family(Family(
 
 default_cfgs = generate_default_cfgs({
     "robin_wrn28_10": _cfg(),
-    "robin_wrn34_10": _cfg(),
+    "robin_wrn34": _cfg(),
     "robin_wrn28_10_dense": _cfg(),
-    "robin_wrn34_10_dense": _cfg(),
+    "robin_wrn34_dense": _cfg(),
 })
 
 
@@ -239,9 +238,9 @@ def robin_wrn28_10(pretrained: bool = False, **kwargs) -> RobinWideResNet:
 
 
 @register_model
-def robin_wrn34_10(pretrained: bool = False, **kwargs) -> RobinWideResNet:
+def robin_wrn34(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Masked binary WideResNet-34-10 (the RobustBench standard architecture)."""
-    return _create_robin_wrn("robin_wrn34_10", pretrained, **{**_VARIANTS["robin_wrn34_10"], **kwargs})
+    return _create_robin_wrn("robin_wrn34", pretrained, **{**_VARIANTS["robin_wrn34"], **kwargs})
 
 
 @register_model
@@ -251,10 +250,7 @@ def robin_wrn28_10_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
 
 
 @register_model
-def robin_wrn34_10_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
-    """Dense full-precision twin of :func:`robin_wrn34_10`."""
-    return _create_robin_wrn("robin_wrn34_10_dense", pretrained, **{**_VARIANTS["robin_wrn34_10"], "masked": False, **kwargs})
+def robin_wrn34_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
+    """Dense full-precision twin of :func:`robin_wrn34`."""
+    return _create_robin_wrn("robin_wrn34_dense", pretrained, **{**_VARIANTS["robin_wrn34"], "masked": False, **kwargs})
 
-
-# the names before issue 14 (timm warns and builds the current model; removed in the next release)
-register_model_deprecations(__name__, {"robin_wrn34": "robin_wrn34_10", "robin_wrn34_dense": "robin_wrn34_10_dense"})

@@ -8,12 +8,10 @@ returns::
     timm.create_model(name, num_classes=DATASET_CLASSES[dataset], pretrained=True,
                       checkpoint_path=custom_checkpoint).eval()
 
-Registering ``robin_wrn34_10_cifar10_linf``, ``robin_resnet34_cifar100_linf`` ... (one alias per
+Registering ``robin_wrn34_cifar10_linf``, ``robin_resnet34_cifar100_linf`` ... (one alias per
 base name that a model family declares, :func:`robin_plugin.models.spec.families`) therefore makes
-``load_model("robin_wrn34_10", dataset="cifar10", threat_model="Linf", custom_checkpoint="w.safetensors")``
-return a robin model. The aliases of the name before issue 14 (``robin_wrn34_cifar10_linf`` ...)
-are timm deprecations of the ``robin_wrn34_10`` ones, so ``load_model("robin_wrn34", ...)`` still
-works (``timm.is_model`` knows deprecated names). timm loads ``checkpoint_path`` itself, after the
+``load_model("robin_wrn34", dataset="cifar10", threat_model="Linf", custom_checkpoint="w.safetensors")``
+return a robin model. timm loads ``checkpoint_path`` itself, after the
 entry point has built the model (``weights_only=True``; ``.safetensors`` files are read with
 safetensors). Robin models have no hosted weights: ``pretrained=True`` with no ``checkpoint_path``
 (robustbench's default ``custom_checkpoint=""``) raises :class:`~robin_plugin.errors.ConfigError`,
@@ -28,7 +26,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model, register_model_deprecations
+from timm.models import generate_default_cfgs, register_model
 
 from . import robin_resnet, robin_wideresnet  # noqa: F401  (their families must be registered first)
 from ._common import CIFAR100_MEAN, CIFAR100_STD
@@ -93,9 +91,3 @@ for _m in _BASES:
         for _t in ROBUSTBENCH_THREATS:
             _alias = robustbench_name(_m, _d, _t)
             globals()[_alias] = register_model(_make_entry(_alias, _m, _c))
-
-# the aliases of the name before issue 14 (timm warns and builds the current model; removed in the next release)
-register_model_deprecations(__name__, {
-    robustbench_name("robin_wrn34", d, t): robustbench_name("robin_wrn34_10", d, t)
-    for d in ROBUSTBENCH_DATASETS for t in ROBUSTBENCH_THREATS
-})

@@ -30,15 +30,15 @@ from typing import Any, Callable
 
 import timm
 import torch.nn as nn
-from timm.models import get_deprecated_models
 
+from .._checks import is_int, is_number
 from ..errors import ConfigError, UnknownNameError, closest
 from ..layers.masked import INITS
-from ..pruning import is_masked
+from ..pruning import check_keep_ratio, check_p, is_masked
 
 __all__ = [
     "ARCH_ARGS", "DEFAULT_MAX_MODEL_BYTES", "Family", "ModelSpec", "build_model", "check_model_args",
-    "check_model_name", "check_model_size", "count_weights", "current_name", "estimate_model_bytes", "families",
+    "check_model_name", "check_model_size", "count_weights", "estimate_model_bytes", "families",
     "family_of", "max_model_bytes", "model_spec", "register_family",
 ]
 
@@ -49,7 +49,7 @@ _REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoin
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], Any]:
     def check(key: str, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        if not is_int(v) or not lo <= v <= hi:
             raise ConfigError(f"model argument {key!r} must be an integer in [{lo}, {hi}], got {v!r:.80}")
         return v
     return check
@@ -57,7 +57,7 @@ def _int(lo: int, hi: int) -> Callable[[str, Any], Any]:
 
 def _float(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Callable[[str, Any], Any]:
     def check(key: str, v: Any) -> float:
-        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        ok = (is_number(v) and math.isfinite(v)
               and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi))
         if not ok:
             raise ConfigError(f"model argument {key!r} must be a number in {'(' if lo_open else '['}{lo}, {hi}"
@@ -99,8 +99,8 @@ ARCH_ARGS: dict[str, Callable[[str, Any], Any]] = {
     "width": _int(1, 1024),                  # robin ResNets: channels of the first stage
     "depth": _int(10, 202),                  # robin WideResNets: 6n + 4
     "widen_factor": _int(1, 64),             # robin WideResNets
-    "keep_ratio": _float(0.0, 1.0, lo_open=True),
-    "p": _float(0.0, 1.0),
+    "keep_ratio": lambda key, v: check_keep_ratio(v),
+    "p": lambda key, v: check_p(v),
     "init": _choice(*INITS),
     "score_init_scale": _float(0.0, 1e6, lo_open=True),
     "score_scale_by_fan_in": _bool,
@@ -170,18 +170,12 @@ def families() -> tuple[Family, ...]:
     return tuple(_FAMILIES)
 
 
-def current_name(name: str) -> str:
-    """``name``, or the current name timm maps a deprecated name to (``robin_wrn34`` -> ``robin_wrn34_10``)."""
-    return get_deprecated_models().get(name) or name
-
-
 def family_of(name: str) -> tuple[Family, str] | None:
     """The family of model ``name`` and the base name it extends, or None for a non-robin name.
 
-    A deprecated name counts as its current name; the longest base name that ``name`` starts
-    with wins (``robin_wrn34_10_dense`` extends ``robin_wrn34_10``).
+    The longest base name that ``name`` starts with wins (``robin_wrn34_dense`` extends
+    ``robin_wrn34``).
     """
-    name = current_name(name)
     matches = [(base, fam) for fam in _FAMILIES for base in fam.variants if name.startswith(base)]
     if not matches:
         return None
@@ -195,14 +189,8 @@ def _excluded(name: str) -> frozenset[str]:
 
 
 def check_model_name(name: Any) -> str:
-    """Return the current name of ``name`` if it is a registered robin model, else raise :class:`UnknownNameError`.
-
-    A deprecated name that timm maps to a robin model (``robin_wrn34``, which earlier versions
-    wrote into files) gives that model's current name, so such files still load.
-    """
+    """Return ``name`` if it is a registered robin model, else raise :class:`UnknownNameError`."""
     names = timm.list_models("robin_*")
-    if isinstance(name, str) and name not in names and current_name(name) in names:
-        return current_name(name)
     if not isinstance(name, str) or name not in names:
         raise UnknownNameError(f"unknown model {name!r:.80}{closest(str(name), names)}; robin models: {', '.join(names)}")
     return name
@@ -267,7 +255,7 @@ DEFAULT_MAX_MODEL_BYTES = 4 * 2**30
 ``ROBIN_MAX_MODEL_BYTES`` or ``build_model(spec, max_bytes=...)``."""
 
 def _default_classes(name: str) -> int:
-    cfg = timm.models.get_pretrained_cfg(current_name(name))
+    cfg = timm.models.get_pretrained_cfg(name)
     return cfg.num_classes if cfg is not None else 10
 
 

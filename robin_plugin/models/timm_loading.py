@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import torch.nn as nn
@@ -36,6 +37,7 @@ from .spec import ARCH_ARGS, ModelSpec, build_model, check_model_size, count_wei
 
 __all__ = [
     "build_from_header", "check_weight_source", "checkpoint_filter_fn", "compact_load_pre_hook", "compact_state_dict",
+    "training_model_state",
 ]
 
 _TRAINING_PREFIX = "model/"  # robin_plugin.training checkpoints store the model under model/<key>
@@ -179,6 +181,15 @@ def compact_state_dict(tensors: dict[str, Any], model: nn.Module) -> dict[str, A
     return decode_compact(tensors, model, regenerate=_regenerate)
 
 
+def training_model_state(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The model part of a robin training checkpoint's tensors: each ``model/<key>`` entry as ``<key>``.
+
+    The one place that strips the prefix; the checkpoint writer (:mod:`robin_plugin.training.checkpoint`),
+    :func:`checkpoint_filter_fn` and :func:`robin_plugin.loading.read_state_dict` share it.
+    """
+    return {k[len(_TRAINING_PREFIX):]: v for k, v in tensors.items() if k.startswith(_TRAINING_PREFIX)}
+
+
 def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     """Turn what timm read from a file into ``model``'s state dict.
 
@@ -204,7 +215,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     if is_compact(state_dict):
         return compact_state_dict(state_dict, model)
     if state_dict and all(k.startswith(_TRAINING_PREFIX) or k.startswith("state") for k in state_dict):
-        model_keys = {k[len(_TRAINING_PREFIX):]: v for k, v in state_dict.items() if k.startswith(_TRAINING_PREFIX)}
+        model_keys = training_model_state(state_dict)
         if model_keys and set(model_keys) <= set(model.state_dict()):  # older files lack keep ratios / mean / std
             return model_keys
     return state_dict

@@ -5,8 +5,9 @@ the adversarial attack and loss, best-model tracking, logging, the catastrophic-
 guard and checkpointing are hooks on the events of :class:`Event` (the loop is in its module's
 docstring), usable in a plain PyTorch loop as well.
 """
+from ..errors import CheckpointError
 from .attacks import ATTACKS, AdversarialTraining, PersistentFGSM, trades_loss
-from .checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import PRESETS, TrainConfig, apply_overrides, get_preset
 from .events import Event, Hook, fire
 from .guard import CatastrophicOverfittingError, CatastrophicOverfittingGuard, is_collapse

@@ -38,10 +38,9 @@ import torchattacks
 from torchattacks.attack import Attack
 
 from ..data.augment import CropFlip, put_crop_flip, take_crop_flip
-from ..errors import ConfigError, UnknownNameError, closest
+from ..errors import CheckpointError, ConfigError, UnknownNameError, closest
 from ..pgd import check_eps, check_iterate, pgd_attack
 from ..rng import derive_seed, isolated_rng
-from .checkpoint import CheckpointError
 from .distributed import all_gather_cat
 from .events import Hook
 from .state import TrainState

@@ -25,17 +25,19 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from ..errors import RobinError
+from .._checks import is_int, is_number
+from ..errors import CheckpointError, RobinError
 from ..formats.files import FileContentError, parse_json, read_safetensors, read_safetensors_header
 from ..io import atomic_write, canonicalize_safetensors_header
 from ..layers.masked import MaskedLayer
+from ..models.timm_loading import training_model_state
 
 if TYPE_CHECKING:  # annotations only
     from .config import TrainConfig
     from .events import Hook
     from .state import TrainState
 
-__all__ = ["CHECKPOINT", "CheckpointError", "flatten_state", "unflatten_state", "save_checkpoint", "load_checkpoint",
+__all__ = ["CHECKPOINT", "flatten_state", "unflatten_state", "save_checkpoint", "load_checkpoint",
            "save_state_dict", "check_train_state", "training_state", "restore_training_state"]
 
 _log = logging.getLogger(__name__)
@@ -43,10 +45,6 @@ _log = logging.getLogger(__name__)
 FORMAT = "robin_plugin.checkpoint/1"
 CHECKPOINT = "checkpoint.safetensors"
 """File name of a run's checkpoint in its ``out_dir``."""
-
-
-class CheckpointError(RobinError, ValueError):
-    """A checkpoint file is missing, truncated, corrupt, foreign, or does not match the run."""
 
 
 def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "s") -> Any:
@@ -146,7 +144,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{path} has corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} has corrupt checkpoint metadata (the state is a {type(state).__name__}, expected a mapping)")
-    model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    model_state = training_model_state(tensors)
     return model_state, state
 
 
@@ -174,22 +172,22 @@ def check_train_state(path: str | Path, state: dict[str, Any], steps_per_epoch: 
             raise CheckpointError(f"{path}: checkpoint lacks the field {key!r}; a training checkpoint has "
                                   "epoch, step, best, optimizer, hooks and config")
     epoch, step = state["epoch"], state["step"]
-    if not _is_int(epoch) or epoch < 0:
+    if not is_int(epoch) or epoch < 0:
         raise bad("epoch", epoch, "an integer >= 0 (the last finished epoch)")
     expected = (epoch + 1) * steps_per_epoch
-    if not _is_int(step) or step != expected:
+    if not is_int(step) or step != expected:
         raise bad("step", step, f"{expected} (optimizer steps after epoch {epoch} at {steps_per_epoch} steps per epoch; "
                                 "a different training-set size or batch size gives another count)")
     best = state["best"]
     if not isinstance(best, dict) or not all(isinstance(k, str) for k in best):
         raise bad("best", best, "a mapping of metric names to numbers")
     for k, v in best.items():
-        if not _is_number(v) or not _finite(v):
+        if not is_number(v) or not _finite(v):
             raise bad(f"best.{k}", v, "a finite number")
     if "val/robust_acc" not in best or not -1.0 <= best["val/robust_acc"] <= 1.0:
         raise bad("best.val/robust_acc", best.get("val/robust_acc"), "a fraction in [0, 1] (or -1 before any validation)")
     best_epoch = best.get("epoch", -1)
-    if not _is_int(best_epoch) or not -1 <= best_epoch <= epoch:
+    if not is_int(best_epoch) or not -1 <= best_epoch <= epoch:
         raise bad("best.epoch", best_epoch, f"an integer in [-1, {epoch}]")
     opt = state["optimizer"]
     if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list) \
@@ -371,19 +369,11 @@ def _by_class(types: list[str]) -> list[tuple[str, int]]:
     return keys
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _finite(v: float) -> bool:
     try:
         return math.isfinite(v)
     except OverflowError:  # an int too large for a float
         return False
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _show(v: Any) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._checks import is_int
 from ..data.base import to_float
 from ..errors import ConfigError, RobinError
 from ..pgd import pgd_attack
@@ -81,7 +82,7 @@ class CatastrophicOverfittingGuard(Hook):
         if action not in ACTIONS:
             raise ConfigError(f"guard action must be one of {', '.join(ACTIONS)}, got {action!r}")
         for name, v in (("pgd_steps", pgd_steps), ("every", every), ("max_rollbacks", max_rollbacks)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "max_rollbacks" else 1):
+            if not is_int(v) or v < (0 if name == "max_rollbacks" else 1):
                 raise ConfigError(f"guard {name} must be a positive integer, got {v!r}")
         if not (isinstance(images, torch.Tensor) and images.dim() == 4 and len(images) == len(labels) and len(images) > 0):
             raise ConfigError("the guard needs a non-empty check batch: images (N, C, H, W) and labels (N,)")

@@ -12,7 +12,6 @@ import csv
 import io
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,16 @@ import torch
 import torch.distributed as dist
 
 from ..data.augment import CropFlip, apply_crop_flip, sample_crop_flip
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_bytes
 from ..pruning import check_p, is_masked, masked_layers, set_keep_ratio
 from ..rng import stream_generator
-from .checkpoint import CHECKPOINT, CheckpointError, save_checkpoint, save_state_dict, training_state
-from .events import Hook, fire  # re-exported: their home is .events
-from .schedules import _stages, lr_at, lr_at_epoch, progressive_keep_ratio
+from .checkpoint import CHECKPOINT, save_checkpoint, save_state_dict, training_state
+from .events import Hook
+from .schedules import lr_at, lr_at_epoch, progressive_keep_ratio
 from .state import TrainState
 
-__all__ = ["Hook", "fire", "LRSchedule", "ProgressivePruning", "RandomCropFlip", "MetricLogger", "BestModel",
+__all__ = ["LRSchedule", "ProgressivePruning", "RandomCropFlip", "MetricLogger", "BestModel",
            "Checkpointing"]
 
 _log = logging.getLogger(__name__)
@@ -153,24 +152,12 @@ class ProgressivePruning(Hook):
             at least ``stages`` epochs (each stage starts at an epoch start, so the last epoch is
             in the last stage exactly when ``epochs >= stages``); FIT_START refuses fewer with a
             :class:`ConfigError`.
-        steps: deprecated name of ``stages`` (a DeprecationWarning).
     """
 
-    def __init__(self, keep_ratio: float | None = None, p: float | None = None, stages: int | None = None, *,
-                 steps: int | None = None):
-        if stages is None and steps is None:
-            stages = 3
-        stages = _stages(stages, steps, "ProgressivePruning")
+    def __init__(self, keep_ratio: float | None = None, p: float | None = None, stages: int = 3):
         progressive_keep_ratio(0.0, keep_ratio if keep_ratio is not None else 1.0, stages)  # validates both
         self.keep_ratio, self.p, self.stages = keep_ratio, (check_p(p) if p is not None else None), stages
         self.current: float | None = None
-
-    @property
-    def steps(self) -> int:
-        """Deprecated name of :attr:`stages`."""
-        warnings.warn("ProgressivePruning.steps is deprecated, use .stages (pruning stages, not optimizer steps)",
-                      DeprecationWarning, stacklevel=2)
-        return self.stages
 
     def _apply(self, state: TrainState) -> None:
         k = progressive_keep_ratio(state.epoch / max(1, state.epochs), self.keep_ratio, self.stages)

@@ -14,16 +14,15 @@ import torch
 from safetensors.torch import load_file
 
 from ..data import dataset_info, get_dataset, validation_split
-from ..errors import ConfigError, RobinError
+from ..errors import CheckpointError, ConfigError, RobinError
 from ..formats.files import FileContentError, nonfinite_tensor, parse_json, read_safetensors
 from ..io import atomic_write_json, read_limited
 from ..layers.masked import LegacyStateWarning
 from ..pgd import default_pgd_step
 from ..pruning import is_masked
 from ..summary import storage_bytes, summarize
-from .checkpoint import CheckpointError
 from .config import MAX_CONFIG_BYTES, TrainConfig
-from .hooks import Hook
+from .events import Hook
 from .metrics import clean_and_pgd_accuracy
 from .trainer import Trainer, build_model, default_hooks, gather
 

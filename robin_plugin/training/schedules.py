@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 from ..errors import ConfigError
@@ -14,7 +13,7 @@ LR_SCHEDULES = ("cosine", "onecycle", "step", "constant")
 """Names :func:`lr_at` (and ``TrainConfig.lr_schedule``) accepts."""
 
 
-def progressive_keep_ratio(progress: float, target: float, stages: int | None = None, *, steps: int | None = None) -> float:
+def progressive_keep_ratio(progress: float, target: float, stages: int) -> float:
     """Keep ratio at ``progress`` for a geometric schedule from 1 down to ``target``.
 
     Training is cut into ``stages`` equal stages; stage j (0-based) keeps
@@ -25,9 +24,7 @@ def progressive_keep_ratio(progress: float, target: float, stages: int | None = 
         progress: fraction of training done, in [0, 1].
         target: final keep ratio, in (0, 1].
         stages: number of stages, >= 1 (``TrainConfig.prune_steps``).
-        steps: deprecated name of ``stages``.
     """
-    stages = _stages(stages, steps, "progressive_keep_ratio")
     target = check_keep_ratio(target)
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise ConfigError(f"prune_steps (the number of pruning stages) must be an integer >= 1, got {stages!r}")
@@ -35,19 +32,6 @@ def progressive_keep_ratio(progress: float, target: float, stages: int | None = 
         raise ConfigError(f"progress must be in [0, 1], got {progress!r}")
     stage = min(int(progress * stages), stages - 1)
     return target ** ((stage + 1) / stages)
-
-
-def _stages(stages: int | None, steps: int | None, where: str) -> int:
-    """``stages``, or the deprecated ``steps=`` (with a DeprecationWarning); exactly one of them."""
-    if steps is not None:
-        if stages is not None:
-            raise ConfigError(f"{where}: give stages= only (steps= is its deprecated name)")
-        warnings.warn(f"{where}(steps=...) is deprecated, use stages=... (pruning stages, not optimizer steps)",
-                      DeprecationWarning, stacklevel=3)
-        return steps
-    if stages is None:
-        raise TypeError(f"{where}() missing the number of pruning stages: stages=")
-    return stages
 
 
 def cosine_lr(progress: float, base_lr: float) -> float:
