@@ -45,17 +45,13 @@ def test_isolated_rng_restores_and_optionally_seeds() -> None:
         assert torch.equal(torch.rand(3), inside)
 
 
-def test_check_eps_one_rule_and_the_old_training_signature_warns() -> None:
+def test_check_eps_one_rule() -> None:
     assert check_eps(8 / 255) == 8 / 255 and check_eps(1, "step_size") == 1.0
     for bad in (0, -0.1, 1.5, float("nan"), float("inf"), True, "0.1"):
         with pytest.raises(ConfigError, match=r"must be a number in \(0, 1\]"):
             check_eps(bad)
     with pytest.raises(ConfigError, match=r"^step_size must be a number in \(0, 0.5\]"):
         check_eps(0.6, "step_size", 0.5)
-    from robin_plugin.training.attacks import check_eps as old
-
-    with pytest.warns(DeprecationWarning, match="robin_plugin.pgd.check_eps"):
-        assert old("eps", 0.1) == 0.1
 
 
 def test_pgd_attack_is_torchattacks_pgd_with_the_eval_step_rule() -> None:

@@ -238,6 +238,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 # evaluation on the whole test set is robin's own clean / PGD-20 check, the paper's is AutoAttack)
 for _name in PAPER_PRESETS:
     PRESETS[_name] = dict(official_overrides(_name), test_n=5000 if _name.startswith("imagenet100") else 10000)
+# robin's own: the paper's CIFAR-10 ResNet-34 recipes on the design card's WideResNet-34-10 (the
+# official code has no WideResNet; these are not paper presets)
+for _attack in ("pgd", "fast"):
+    PRESETS[f"cifar10-wrn34-{_attack}"] = dict(official_overrides(f"cifar10-resnet34-{_attack}"), model="robin_wrn34",
+                                               test_n=10000)
 DEFAULT_PRESET = "fmnist-fast"
 
 
