@@ -368,3 +368,16 @@ def test_resume_file_round_trip_and_refusals(tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(RobinError, match="'robust' must be a list of true/false"):
         load_state(path, key, 3, ("apgd-ce",))
+
+
+def test_robin_eval_tells_an_untrained_model_apart():
+    """An untrained +-1 network in eval mode keeps BatchNorm's initial statistics: robin eval warns about it."""
+    import timm
+
+    from robin_plugin.eval.cli import never_trained
+
+    model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.2)
+    assert never_trained(model)
+    model.train()(torch.rand(4, 1, 16, 16))
+    assert not never_trained(model)
+    assert not never_trained(torch.nn.Linear(2, 2))  # no BatchNorm: nothing to tell

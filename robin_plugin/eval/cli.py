@@ -158,6 +158,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     ds = data.get_dataset(args.dataset, args.data_root, split="test")
     model = run_model if run_model is not None else _load_model(args, info)
+    if never_trained(model):
+        print("robin eval: warning: no BatchNorm of this model has seen a training batch (num_batches_tracked is 0 "
+              "everywhere): it holds its initial statistics, so the logits of an untrained +-1 network can reach "
+              "1e11 and the accuracies mean nothing; pass --checkpoint or --run for trained weights")
     result = evaluate(model, ds.images, ds.labels, eps, n=args.n, attacks=attacks, pgd_steps=args.pgd_steps,
                       reference=args.reference, batch_size=args.batch_size, seed=args.seed, run_checks=args.checks,
                       state_path=args.state, progress=args.progress, fast=not args.exact_attacks)
@@ -193,3 +197,11 @@ def run_leaderboard(args: argparse.Namespace) -> int:
         plot_size_vs_accuracy(result, board, plot, size_key=args.size_key, notes=notes)
         print(f"wrote {plot}")
     return 0
+
+
+def never_trained(model: torch.nn.Module) -> bool:
+    """Whether the model has BatchNorm layers and none of them has seen a training batch."""
+    counts = [m.num_batches_tracked for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None]
+    return bool(counts) and all(int(c) == 0 for c in counts)
+
