@@ -118,7 +118,7 @@ def test_same_seed_same_weights_different_seed_different() -> None:
     assert not torch.equal(a[0].weight, c[0].weight)
 
 
-@pytest.mark.parametrize("init", ["signed_kaiming_constant", "kaiming_normal"])
+@pytest.mark.parametrize("init", ["signed_kaiming_constant", "kaiming_normal", "uniform_pm1"])
 def test_init_options_pass_through(init: str) -> None:
     model = robinify(nn.Sequential(nn.Linear(16, 8)), 0.5, 1.0, init=init, score_init_scale=0.5)
     assert model[0].init == init

@@ -96,7 +96,7 @@ def _robinified(seed: int, keep_ratio: float, p: float, init: str = "binary"):
 
 @settings(max_examples=6)
 @given(keep_ratio=st.sampled_from([0.01, 0.1, 0.5]), p=st.floats(0.0, 1.0), seed=st.integers(0, 100),
-       init=st.sampled_from(["binary", "signed_kaiming_constant", "kaiming_normal"]))
+       init=st.sampled_from(["binary", "signed_kaiming_constant", "kaiming_normal", "uniform_pm1"]))
 def test_compact_round_trip_robinified(tmp_path_factory, keep_ratio, p, seed, init):
     model = _robinified(seed, keep_ratio, p, init)
     x = _prepare(model, seed)

@@ -53,6 +53,47 @@ def test_kaiming_normal_init_has_the_kaiming_std() -> None:
     assert w.std().item() == pytest.approx(math.sqrt(2.0 / (64 * 9)), rel=0.03)
 
 
+def test_uniform_pm1_init_is_uniform_on_minus_one_one() -> None:
+    w = init_weight(torch.Size((256, 64, 3, 3)), "uniform_pm1", _gen())
+    assert w.min().item() >= -1.0 and w.max().item() <= 1.0
+    assert w.std().item() == pytest.approx(1 / math.sqrt(3), rel=0.02)  # U(-1, 1)
+    assert len(w.unique()) > 1000  # not binary
+
+
+def _model_and_grads(init: str, last_bn: bool = True, bn_eps: float | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    import timm
+
+    model = timm.create_model("robin_resnet18", width=4, keep_ratio=0.3, in_chans=1, num_classes=10, seed=5,
+                              init=init, last_bn=last_bn).train().double()
+    for m in model.modules():
+        if bn_eps is not None and isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eps = bn_eps
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    logits = model(x)
+    torch.nn.functional.cross_entropy(logits, torch.arange(8) % 10).backward()
+    return logits.detach(), [p.grad.clone() for n, p in model.named_parameters() if n.endswith("scores")]
+
+
+def test_a_per_layer_constant_scale_is_a_no_op_with_non_affine_batchnorm() -> None:
+    """Signed Kaiming constants are the +-1 weights times one constant per layer. A non-affine BatchNorm
+    follows every masked layer (the last BN follows the classifier): it divides the constant out of the
+    outputs, and the straight-through gradient to a score (gradient of the masked weight times the
+    weight) carries the constant once in each direction. So logits and score gradients are those of
+    the +-1 model, up to BatchNorm's eps (added to a variance the constant scales): the ablation
+    tests nothing, and the results page's ablations are ``kaiming_normal`` and ``uniform_pm1``."""
+    logits_pm1, grads_pm1 = _model_and_grads("binary", bn_eps=1e-30)
+    logits_sc, grads_sc = _model_and_grads("signed_kaiming_constant", bn_eps=1e-30)
+    torch.testing.assert_close(logits_sc, logits_pm1, rtol=1e-9, atol=1e-9)
+    for g_sc, g_pm1 in zip(grads_sc, grads_pm1, strict=True):
+        torch.testing.assert_close(g_sc, g_pm1, rtol=1e-9, atol=1e-12)
+    for init in ("kaiming_normal", "uniform_pm1"):  # these change the function
+        logits, _ = _model_and_grads(init, bn_eps=1e-30)
+        assert (logits - logits_pm1).abs().max() > 0.1
+    logits_nobn, _ = _model_and_grads("binary", last_bn=False, bn_eps=1e-30)  # without the last BN the classifier's scale shows
+    logits_sc_nobn, _ = _model_and_grads("signed_kaiming_constant", last_bn=False, bn_eps=1e-30)
+    assert (logits_sc_nobn - logits_nobn).abs().max() > 0.1
+
+
 @pytest.mark.parametrize("init", INITS)
 def test_every_init_builds_a_working_layer(init: str) -> None:
     layer = _conv(init=init)
@@ -64,7 +105,7 @@ def test_every_init_builds_a_working_layer(init: str) -> None:
 def test_unknown_init_names_the_value_and_suggests() -> None:
     with pytest.raises(UnknownNameError, match=r"'binar'.*did you mean 'binary'.*valid: binary"):
         _conv(init="binar")
-    with pytest.raises(UnknownNameError, match="valid: binary, signed_kaiming_constant, kaiming_normal"):
+    with pytest.raises(UnknownNameError, match="valid: binary, signed_kaiming_constant, kaiming_normal, uniform_pm1"):
         MaskedLinear(3, 2, init="xavier")
 
 

@@ -22,8 +22,11 @@ from .selection import check_keep_ratio, kept_count, straight_through, topk_keep
 
 __all__ = ["INITS", "KEEP_RATIO_BITS_KEY", "KEEP_RATIO_KEY", "LegacyStateWarning", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
 
-INITS = ("binary", "signed_kaiming_constant", "kaiming_normal")
-"""Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), and Kaiming normal."""
+INITS = ("binary", "signed_kaiming_constant", "kaiming_normal", "uniform_pm1")
+"""Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), Kaiming normal, and U(-1, 1)
+(the official code's ``uniform_pm1`` ablation). With a non-affine BatchNorm after every masked
+layer, a per-layer constant factor on the weights changes neither the outputs nor the scores'
+gradients, so ``signed_kaiming_constant`` is the ``binary`` function; the last two change it."""
 
 _RELU_GAIN = math.sqrt(2.0)
 
@@ -64,12 +67,14 @@ def init_weight(shape: torch.Size, init: str, generator: torch.Generator) -> tor
         shape: weight shape, ``(out, in, kh, kw)`` or ``(out, in)``.
         init: one of :data:`INITS`. ``binary`` gives exactly +1/-1 (signs of a fair draw);
             ``signed_kaiming_constant`` gives +-sqrt(2)/sqrt(fan_in); ``kaiming_normal`` gives
-            N(0, 2/fan_in) (for ablations: no longer binary).
+            N(0, 2/fan_in); ``uniform_pm1`` gives U(-1, 1) (both for ablations: no longer binary).
         generator: a seeded CPU generator, so weights are reproducible from the seed alone.
     """
     if init == "kaiming_normal":
         std = _RELU_GAIN / math.sqrt(_fan_in(shape))
         return torch.randn(shape, generator=generator) * std
+    if init == "uniform_pm1":
+        return torch.rand(shape, generator=generator) * 2 - 1
     check_init(init)
     signs = torch.randint(0, 2, shape, generator=generator, dtype=torch.int8).float() * 2 - 1
     if init == "signed_kaiming_constant":

@@ -144,7 +144,7 @@ class RobinResNet(RobinNetBase):
         p: adaptive keep-ratio exponent in [0, 1]. Masked only; default 0.1.
         stem: ``"cifar"`` (3x3, stride 1, no pool; default) or ``"imagenet"`` (7x7 stride 2 and
             a 3x3 stride-2 max-pool). Fixed by the registered name.
-        init: ``"binary"`` (+-1, default), ``"signed_kaiming_constant"`` or ``"kaiming_normal"``.
+        init: ``"binary"`` (+-1, default), ``"signed_kaiming_constant"``, ``"kaiming_normal"`` or ``"uniform_pm1"``.
         score_init_scale: a in U(-a, a) for the scores. Default 0.01.
         score_scale_by_fan_in: divide a by sqrt(fan_in). Default False.
         last_bn: non-affine BatchNorm on the logits. Default True when masked, False when dense.
