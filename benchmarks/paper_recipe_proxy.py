@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fmnist_results import seed_stats, verdict  # noqa: E402  (the page's statistics and rule)
+from fmnist_plan import seed_stats, verdict  # noqa: E402  (the page's statistics and rule)
 
 from robin_plugin.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from robin_plugin.training.config import apply_overrides, get_preset  # noqa: E402
