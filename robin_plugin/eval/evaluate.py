@@ -14,7 +14,9 @@ are written after every batch (:mod:`robin_plugin.eval.resume`), and a rerun wit
 settings skips the attacks already done.
 
 This module is the protocol only: the batched measurements live in :mod:`.measure`, the resume
-file in :mod:`.resume` and the reference adapter in :mod:`.reference`.
+file in :mod:`.resume` and the reference adapter in :mod:`.reference`. It runs past 400 lines
+because the protocol's stages (inputs, clean, PGD, each attack with its resume point, the checks,
+the reference) are read in their order, one after the other, in one place.
 """
 from __future__ import annotations
 
