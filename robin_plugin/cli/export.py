@@ -1,14 +1,7 @@
-"""``robin export`` and ``robin inspect``: argument parsers and their commands.
+"""``robin export``: write a model as a compact, dense, shrunk, hub, deploy or ONNX file.
 
-The integrator adds them to the top-level parser::
-
-    from .export.cli import add_export_parser, add_inspect_parser
-    add_export_parser(sub)
-    add_inspect_parser(sub)
-
-Each sets ``func`` to a function ``(args) -> int`` that prints its results (the only prints of
-this package live in CLI functions) and raises :class:`~robin_plugin.errors.RobinError` on bad
-input.
+:func:`add_export_parser` adds the command to the ``robin`` parser; its ``func`` prints what
+was written and raises :class:`~robin_plugin.errors.RobinError` on bad input.
 """
 from __future__ import annotations
 
@@ -16,59 +9,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
-
-from .._cli_common import check_model_name, keep_matplotlib_out_of_home, parse_model_kwargs
 from ..errors import ConfigError
+from ..export.compact import compact_size_report, export_compact
+from ..export.deploy import deploy_model
+from ..export.deploy_file import save_deploy
+from ..export.dense import dense_model, export_dense, pruned_channels
+from ..export.hub import export_hub, run_data_config
+from ..export.onnx import export_onnx
 from ..formats.files import MAX_JSON_BYTES, parse_json
 from ..io import read_limited
-from ..loading import load_model, read_state_dict
-from .compact import compact_size_report, export_compact, load_compact
-from .dense import dense_model, export_dense, pruned_channels
-from .deploy import deploy_model
-from .deploy_file import save_deploy
-from .hub import export_hub, run_data_config
-from .onnx import export_onnx
+from ._common import add_source_args, load_model_for_cli
 
-__all__ = ["add_export_parser", "add_inspect_parser", "load_model_for_cli"]
-
-def _add_source_args(p: argparse.ArgumentParser, *, required: bool) -> None:
-    src = p.add_argument_group("model source (a run folder, a compact file, or a model name with a checkpoint)")
-    src.add_argument("--run", type=Path, help="a finished `robin train` folder: its config.json decides the architecture")
-    src.add_argument("--which", choices=("best", "last"), default="best",
-                     help="with --run: the best epoch (model_best.safetensors, default) or the last one")
-    src.add_argument("--compact", type=Path, help="a compact export (.safetensors) to read")
-    src.add_argument("--model", help="timm model name, e.g. robin_resnet34")
-    src.add_argument("--model-kwargs", default="{}",
-                     help="JSON keyword arguments for timm.create_model, e.g. '{\"keep_ratio\": 0.01, \"p\": 0.1}'; "
-                          "use the keep_ratio and p the model was trained with")
-    src.add_argument("--checkpoint", type=Path,
-                     help="the model's state dict: a safetensors file (a plain one, or a robin training checkpoint) or a "
-                          "timm CheckpointSaver / torch.save file (read with weights_only=True)")
-    p.set_defaults(_source_required=required)
-
-
-def load_model_for_cli(args: argparse.Namespace) -> nn.Module | None:
-    """The model named by ``--run``, ``--compact`` or ``--model/--model-kwargs/--checkpoint`` (:func:`~robin_plugin.loading.load_model`)."""
-    if args.run is not None:
-        if args.compact is not None or args.model is not None or args.checkpoint is not None:
-            raise ConfigError("give one model source: --run, --compact, or --model with --checkpoint")
-        return load_model(args.run, which=args.which)
-    if args.compact is not None:
-        if args.model is not None or args.checkpoint is not None:
-            raise ConfigError("give either --compact or --model with --checkpoint, not both")
-        return load_compact(args.compact)
-    if args.model is None:
-        if args.checkpoint is not None:
-            raise ConfigError("--checkpoint needs --model (the architecture the state dict belongs to)")
-        if args._source_required:
-            raise ConfigError("no model given: pass --run DIR, --compact FILE, or --model NAME --checkpoint FILE")
-        return None
-    check_model_name(args.model)
-    kwargs = parse_model_kwargs(args.model_kwargs)
-    if args.checkpoint is None:
-        raise ConfigError("--model needs --checkpoint (a freshly initialised model has nothing to export or inspect)")
-    return load_model(args.checkpoint, model=args.model, model_kwargs=kwargs)
+__all__ = ["add_export_parser"]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -148,7 +100,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                     "convolutions over the kept weights (load with robin_plugin.export.load_deploy). onnx / onnx-shrunk: "
                     "the dense (or shrunk) twin as an ONNX file (needs pip install 'robin_plugin[onnx]').",
     )
-    _add_source_args(p, required=True)
+    add_source_args(p, required=True)
     p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub", "deploy", "onnx", "onnx-shrunk"),
                    default="compact",
                    help="what to write (default: compact); hub: a timm folder for timm.create_model('local-dir:OUT')")
@@ -157,37 +109,4 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="with --format hub: a `robin eval` result JSON whose RobustBench fields go into the model card")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_export)
-    return p
-
-
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    keep_matplotlib_out_of_home()  # before matplotlib is imported
-    from ..viz import format_table, inspect_model, layer_table  # here: matplotlib takes a second to import
-
-    model = load_model_for_cli(args)
-    if model is None and args.metrics is None:
-        raise ConfigError("nothing to inspect: pass a model (--run, --compact, or --model with --checkpoint) and/or --metrics")
-    if args.run is not None and args.metrics is None and (args.run / "metrics.csv").is_file():
-        args.metrics = args.run / "metrics.csv"  # the run's training curves
-    if model is not None:
-        print(format_table(layer_table(model)))
-        if args.compact is not None:
-            print(f"compact file: {args.compact.stat().st_size:,} bytes")
-    if args.out is not None:
-        for path in inspect_model(model if args.plots else None, args.out, metrics=args.metrics):
-            print(f"wrote {path}")
-    return 0
-
-
-def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``robin inspect`` to ``subparsers``; returns its parser."""
-    p = subparsers.add_parser(
-        "inspect",
-        help="per-layer keep ratios, kept counts, pruned channels and bits; mask-structure and training-curve plots",
-    )
-    _add_source_args(p, required=False)
-    p.add_argument("--metrics", type=Path, help="metric log CSV (column 'epoch' plus e.g. train/loss, val/robust_acc)")
-    p.add_argument("--out", type=Path, help="folder for the PNG plots (none are drawn without it)")
-    p.add_argument("--no-plots", dest="plots", action="store_false", help="table only, no mask plots")
-    p.set_defaults(func=_cmd_inspect)
     return p
