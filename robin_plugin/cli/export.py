@@ -23,14 +23,31 @@ from ._common import add_source_args, load_model_for_cli
 __all__ = ["add_export_parser"]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = parse_json(read_limited(path, MAX_JSON_BYTES))
-    except (OSError, ValueError) as e:  # FileContentError (not UTF-8 / JSON, nested too deeply), size limit
-        raise ConfigError(f"cannot read {path} as JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``robin export`` to ``subparsers``; returns its parser."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a trained masked model: compact (seed + coded masks), dense, or dense with dead channels removed",
+        description="Export a model. hub: a timm hub folder (config.json, model.safetensors, README.md) that "
+                    "timm.create_model('local-dir:FOLDER', pretrained=True) loads after `import robin_plugin`. "
+                    "compact: a safetensors file with the seed recipe, the coded "
+                    "masks and the BatchNorm statistics (load with robin_plugin.export.load_compact or timm "
+                    "pretrained_cfg_overlay=dict(file=...)). dense: a plain state dict for the <model>_dense twin. "
+                    "dense-shrunk: the same with provably dead channels removed (load with "
+                    "robin_plugin.export.dense.load_dense). deploy: a fast inference program with sparse "
+                    "convolutions over the kept weights (load with robin_plugin.export.load_deploy). onnx / onnx-shrunk: "
+                    "the dense (or shrunk) twin as an ONNX file (needs pip install 'robin_plugin[onnx]').",
+    )
+    add_source_args(p, required=True)
+    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub", "deploy", "onnx", "onnx-shrunk"),
+                   default="compact",
+                   help="what to write (default: compact); hub: a timm folder for timm.create_model('local-dir:OUT')")
+    p.add_argument("--out", type=Path, required=True, help="output file (.safetensors), or folder for --format hub")
+    p.add_argument("--model-info", type=Path, default=None,
+                   help="with --format hub: a `robin eval` result JSON whose RobustBench fields go into the model card")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_export)
+    return p
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -85,28 +102,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``robin export`` to ``subparsers``; returns its parser."""
-    p = subparsers.add_parser(
-        "export",
-        help="export a trained masked model: compact (seed + coded masks), dense, or dense with dead channels removed",
-        description="Export a model. hub: a timm hub folder (config.json, model.safetensors, README.md) that "
-                    "timm.create_model('local-dir:FOLDER', pretrained=True) loads after `import robin_plugin`. "
-                    "compact: a safetensors file with the seed recipe, the coded "
-                    "masks and the BatchNorm statistics (load with robin_plugin.export.load_compact or timm "
-                    "pretrained_cfg_overlay=dict(file=...)). dense: a plain state dict for the <model>_dense twin. "
-                    "dense-shrunk: the same with provably dead channels removed (load with "
-                    "robin_plugin.export.dense.load_dense). deploy: a fast inference program with sparse "
-                    "convolutions over the kept weights (load with robin_plugin.export.load_deploy). onnx / onnx-shrunk: "
-                    "the dense (or shrunk) twin as an ONNX file (needs pip install 'robin_plugin[onnx]').",
-    )
-    add_source_args(p, required=True)
-    p.add_argument("--format", choices=("compact", "dense", "dense-shrunk", "hub", "deploy", "onnx", "onnx-shrunk"),
-                   default="compact",
-                   help="what to write (default: compact); hub: a timm folder for timm.create_model('local-dir:OUT')")
-    p.add_argument("--out", type=Path, required=True, help="output file (.safetensors), or folder for --format hub")
-    p.add_argument("--model-info", type=Path, default=None,
-                   help="with --format hub: a `robin eval` result JSON whose RobustBench fields go into the model card")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.set_defaults(func=_cmd_export)
-    return p
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = parse_json(read_limited(path, MAX_JSON_BYTES))
+    except (OSError, ValueError) as e:  # FileContentError (not UTF-8 / JSON, nested too deeply), size limit
+        raise ConfigError(f"cannot read {path} as JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data

@@ -14,6 +14,20 @@ from ._common import add_source_args, keep_matplotlib_out_of_home, load_model_fo
 __all__ = ["add_inspect_parser"]
 
 
+def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``robin inspect`` to ``subparsers``; returns its parser."""
+    p = subparsers.add_parser(
+        "inspect",
+        help="per-layer keep ratios, kept counts, pruned channels and bits; mask-structure and training-curve plots",
+    )
+    add_source_args(p, required=False)
+    p.add_argument("--metrics", type=Path, help="metric log CSV (column 'epoch' plus e.g. train/loss, val/robust_acc)")
+    p.add_argument("--out", type=Path, help="folder for the PNG plots (none are drawn without it)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="table only, no mask plots")
+    p.set_defaults(func=_cmd_inspect)
+    return p
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     keep_matplotlib_out_of_home()  # before matplotlib is imported
     from ..viz import format_table, inspect_model, layer_table  # here: matplotlib takes a second to import
@@ -31,17 +45,3 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         for path in inspect_model(model if args.plots else None, args.out, metrics=args.metrics):
             print(f"wrote {path}")
     return 0
-
-
-def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``robin inspect`` to ``subparsers``; returns its parser."""
-    p = subparsers.add_parser(
-        "inspect",
-        help="per-layer keep ratios, kept counts, pruned channels and bits; mask-structure and training-curve plots",
-    )
-    add_source_args(p, required=False)
-    p.add_argument("--metrics", type=Path, help="metric log CSV (column 'epoch' plus e.g. train/loss, val/robust_acc)")
-    p.add_argument("--out", type=Path, help="folder for the PNG plots (none are drawn without it)")
-    p.add_argument("--no-plots", dest="plots", action="store_false", help="table only, no mask plots")
-    p.set_defaults(func=_cmd_inspect)
-    return p
