@@ -58,13 +58,6 @@ def run_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size_label(result: Mapping[str, Any], size_key: str) -> str:
-    sb = result.get("storage_bytes") or {}
-    if sb.get(size_key):
-        return size_key.replace("_bytes", "")
-    return "fp32" if sb.get("fp32_bytes") or model_bytes(result, size_key) else "size unknown"
-
-
 def format_ranking(result: Mapping[str, Any], r: Ranking, board: Mapping[str, Any], size_key: str = "sign_mask_bytes",
                    notes: Sequence[str] | None = None) -> str:
     """A readable table: rank, neighbours with their accuracies and fp32 sizes, and ours.
@@ -99,6 +92,13 @@ def format_ranking(result: Mapping[str, Any], r: Ranking, board: Mapping[str, An
 
 def _mb(e: Mapping[str, Any]) -> str:
     return f"{4 * e['params'] / 1e6:.1f}" if e.get("params") else "?"
+
+
+def _size_label(result: Mapping[str, Any], size_key: str) -> str:
+    sb = result.get("storage_bytes") or {}
+    if sb.get(size_key):
+        return size_key.replace("_bytes", "")
+    return "fp32" if sb.get("fp32_bytes") or model_bytes(result, size_key) else "size unknown"
 
 
 def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], path: str | os.PathLike, *,
