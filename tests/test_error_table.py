@@ -211,7 +211,7 @@ def _huge_compact_header(tmp: Path) -> None:
 
 
 def _taken_out_dir(tmp: Path) -> None:
-    from robin_plugin.training.cli import _check_fresh_out_dir
+    from robin_plugin.cli.train import _check_fresh_out_dir
 
     (tmp / "run").mkdir()
     (tmp / "run" / "results.json").write_text("{}")

@@ -156,7 +156,7 @@ def test_uint8_images_are_scaled(trained):
 def _run_cli(argv: list[str]) -> int:
     import argparse
 
-    from robin_plugin.eval.cli import add_eval_parser
+    from robin_plugin.cli.eval import add_eval_parser
 
     parser = argparse.ArgumentParser(prog="robin")
     add_eval_parser(parser.add_subparsers(dest="command", required=True))
@@ -374,7 +374,7 @@ def test_robin_eval_tells_an_untrained_model_apart():
     """An untrained +-1 network in eval mode keeps BatchNorm's initial statistics: robin eval warns about it."""
     import timm
 
-    from robin_plugin.eval.cli import never_trained
+    from robin_plugin.cli.eval import never_trained
 
     model = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.2)
     assert never_trained(model)

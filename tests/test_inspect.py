@@ -12,9 +12,10 @@ import timm
 import torch
 
 import robin_plugin
+from robin_plugin.cli.export import add_export_parser
+from robin_plugin.cli.inspect import add_inspect_parser
 from robin_plugin.errors import RobinError
 from robin_plugin.export import load_compact
-from robin_plugin.export.cli import add_export_parser, add_inspect_parser
 from robin_plugin.viz import (
     MetricsFormatError,
     format_table,

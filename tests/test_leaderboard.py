@@ -3,28 +3,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch.nn as nn
 from hypothesis import given
 from hypothesis import strategies as st
 
+from robin_plugin.cli.leaderboard import add_leaderboard_parser, format_ranking
+from robin_plugin.cli.leaderboard_snapshot import main as rebuild_main
 from robin_plugin.errors import InputError, UnknownNameError
 from robin_plugin.eval.checks import check_black_box, check_zero_gradients
-from robin_plugin.eval.cli import add_leaderboard_parser
 from robin_plugin.eval.evaluate import EvalResult
 from robin_plugin.eval.leaderboard import (
-    ARCH_PARAMS,
-    comparability,
-    model_bytes,
-    result_threat,
     LEADERBOARDS,
+    TIMM_ARCHITECTURES,
     arch_params,
     build_snapshot,
-    format_ranking,
+    comparability,
+    he_cifar_resnet_params,
     load_leaderboard,
+    model_bytes,
     rank,
+    result_threat,
 )
 from robin_plugin.eval.report import REQUIRED_FIELDS, eps_string, format_report, load_result, make_model_info, parse_eps
 from robin_plugin.models import robinify
@@ -74,6 +78,69 @@ def test_snapshot_facts():
     assert arch_params("WideResNet-34-10", 100) == (46218164, "computed")
     assert arch_params("PreActResNet-18", 10)[1] == "approx"
     assert arch_params("5-layer-CNN", 10) == (None, None)
+
+
+@pytest.mark.parametrize("board", sorted(LEADERBOARDS))
+def test_shipped_parameter_counts_are_the_ones_counted_on_the_models(board):
+    """Every entry's params and params_source are what arch_params counts for its architecture today."""
+    d = load_leaderboard(board)
+    for e in d["entries"]:
+        assert (e["params"], e["params_source"]) == arch_params(e["architecture"], d["num_classes"]), e["id"]
+
+
+def test_parameter_counts_are_counted_on_the_models():
+    assert all(timm.is_model(name) for name in TIMM_ARCHITECTURES.values())
+    # published figures: torchvision's ResNet-18 (11.69M), Zagoruyko & Komodakis' WRN-28-10 (36.5M)
+    assert arch_params("ResNet-18", 1000) == (11689512, "computed")
+    assert arch_params("WideResNet-28-10", 10) == (36479194, "computed")
+    assert arch_params("WideResNet-34-10", 100) == (46218164, "computed")
+    assert arch_params("Swin-B + ConvNeXt-L", 1000) == (arch_params("Swin-B", 1000)[0] + arch_params("ConvNeXt-L", 1000)[0], "approx")
+    assert arch_params("RaWideResNet-70-16", 10) == arch_params("WideResNet-34-R", 10) == (None, None)
+
+
+def _he_cifar_resnet(depth: int, num_classes: int) -> nn.Module:
+    """He et al.'s CIFAR ResNet built layer by layer, to check :func:`he_cifar_resnet_params` against."""
+    def conv_bn(cin, cout, k):
+        return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout)]
+    layers, cin = conv_bn(3, 16, 3), 16
+    for width in (16, 32, 64):
+        for _ in range((depth - 2) // 6):
+            layers += conv_bn(cin, width, 3) + conv_bn(width, width, 3) + (conv_bn(cin, width, 1) if cin != width else [])
+            cin = width
+    return nn.Sequential(*layers, nn.Linear(64, num_classes))
+
+
+@pytest.mark.parametrize(("depth", "num_classes", "published"), [(20, 10, 0.27e6), (32, 10, 0.46e6), (56, 10, 0.85e6),
+                                                                   (110, 10, 1.7e6)])
+def test_he_cifar_resnet_counts(depth, num_classes, published):
+    built = sum(p.numel() for p in _he_cifar_resnet(depth, num_classes).parameters())
+    assert he_cifar_resnet_params(depth, num_classes) == built == arch_params(f"ResNet-{depth}", num_classes)[0]
+    assert abs(built - published) < 0.02 * published  # He et al. 2016, table 6
+
+
+def test_rebuild_command_writes_and_prints_each_board(tmp_path, capsys):
+    src = tmp_path / "src"
+    for dataset in ("cifar10", "cifar100", "imagenet"):
+        (src / dataset / "Linf").mkdir(parents=True)
+    assert rebuild_main(["--rebuild", str(src), "--out", str(tmp_path / "out"), "--date", "2024-01-02"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{board}: {tmp_path / 'out' / board}.json" in out for board in LEADERBOARDS)
+    assert rebuild_main(["--rebuild", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        rebuild_main(["--rebuild", str(src), "--date", "January"])
+
+
+def test_rebuild_command_runs_with_python_m(tmp_path):
+    """``python -m robin_plugin.cli.leaderboard_snapshot`` runs without runpy's double-import warning."""
+    src = tmp_path / "src"
+    for dataset in ("cifar10", "cifar100", "imagenet"):
+        (src / dataset / "Linf").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "robin_plugin.cli.leaderboard_snapshot",
+                           "--rebuild", str(src), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert "cifar10_linf:" in proc.stdout and not proc.stderr
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="RobustBench model_info copy not available")
@@ -154,7 +221,7 @@ def test_real_robustbench_file_without_storage_plots_at_its_architecture_size(tm
     plot = tmp_path / "p.png"
     assert _run(["leaderboard", str(f), "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 10_000
-    assert model_bytes(load_result(f)) == 4 * ARCH_PARAMS["ResNet-18"][10]
+    assert model_bytes(load_result(f)) == 4 * arch_params("ResNet-18", 10)[0]
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the RobustBench model_info snapshot (../shared/data) is not beside the repo")

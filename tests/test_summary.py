@@ -70,7 +70,7 @@ def test_the_three_reports_print_the_same_storage(name: str, capsys: pytest.Capt
     """`robin models`, `robin train`'s results and `robin eval`'s report print one set of figures."""
     from robin_plugin.cli import main
     from robin_plugin.eval.report import format_report, storage_of
-    from robin_plugin.training.cli import _print_result
+    from robin_plugin.cli.train import _print_result
     from robin_plugin.training.run import model_figures
 
     assert main(["models", "--pattern", name, "--no-layers"]) == 0

@@ -9,7 +9,7 @@
 - :mod:`.reference`: the original AutoAttack (``pyautoattack``) as a cross-check, and the reader
   of its log.
 - :mod:`.report`: RobustBench model_info JSON and the terminal table.
-- :mod:`.leaderboard`: the RobustBench leaderboard snapshot, ranking and the size plot.
+- :mod:`.leaderboard`: the RobustBench leaderboard snapshot, comparability checks and ranking.
 - :mod:`.robustbench_compat`: ``enable()`` makes RobustBench 1.1.1's own ``load_model`` and
   ``eval.benchmark`` run offline on robin models (optional; not imported here).
 

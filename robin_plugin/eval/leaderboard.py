@@ -1,49 +1,57 @@
-"""The RobustBench leaderboard snapshot: rank a result, show its neighbours, plot accuracy vs size.
+"""The RobustBench leaderboard snapshot: load it, check a result is comparable, rank it.
 
 The snapshot in ``leaderboard_data/<dataset>_<threat>.json`` (CIFAR-10 Linf, CIFAR-100 Linf,
-ImageNet Linf) is built by :func:`build_snapshot` from RobustBench's ``model_info`` files:
-
-    python -m robin_plugin.eval.leaderboard --rebuild ../shared/data/robustbench-model-info
+ImageNet Linf) is built by :func:`build_snapshot` from RobustBench's ``model_info`` files
+(``python -m robin_plugin.cli.leaderboard_snapshot --rebuild SRC``). The table, the plot and the
+``robin leaderboard`` command are in :mod:`robin_plugin.cli.leaderboard`.
 
 Please cite RobustBench when you use it: Croce, Andriushchenko, Sehwag, Debenedetti,
 Flammarion, Chiang, Mittal, Hein, "RobustBench: a standardized adversarial robustness
 benchmark", NeurIPS 2021 Datasets and Benchmarks Track.
 
-Parameter counts (:data:`ARCH_PARAMS`) are counted, not taken from the papers: the CIFAR
-WideResNet-d-k, ResNet-18 and ResNet-50 with robin's dense twins (``robin_wrn34_dense`` with
-``depth``/``widen_factor``, ``robin_resnet18_dense``, ``robin_resnet50_dense``: the same layouts as
-RobustBench's CIFAR models), the ImageNet architectures with timm's models of that name, at the
-dataset's class count. Approximations, marked ``"approx"`` in the snapshot: PreActResNet-18 is
-counted as ResNet-18 (they differ by a few hundred BatchNorm parameters), MeanSparse and
-PSSiLU variants and "+ ConvStem" models as their base network, "A + B" ensembles as the sum of
-their members. Unknown (``null``, left out of the plot): XCiT-M12 and XCiT-L12 (12-layer
-variants that timm does not define), WideResNet-34-R, WideResNet-A4, RaWideResNet, ResNeSt-152,
-the Neural-ODE and mixing-network models and the 5-layer CNN.
+Parameter counts (:func:`arch_params`) are counted on the models, not taken from the papers:
+each RobustBench architecture string is built on the meta device (no memory, no weights) and
+its parameters are summed, at the dataset's class count. CIFAR WideResNet-d-k is robin's dense
+twin ``robin_wrn34_dense`` with ``depth``/``widen_factor`` (the layout of RobustBench's CIFAR
+WideResNets); the other named architectures are timm's models of that name
+(:data:`TIMM_ARCHITECTURES`; ResNet-18 and ResNet-50 with timm's 7x7 stem at every class count,
+as the ``architecture`` field does not say which stem a CIFAR entry used); He et al.'s CIFAR
+ResNet-20/32/44/56/110/1202, which neither robin nor timm ships, by their layout
+(:func:`he_cifar_resnet_params`). Approximations, marked ``"approx"`` in the snapshot:
+PreActResNet-18 is counted as ResNet-18, MeanSparse and PSSiLU variants and "+ ConvStem" models
+as their base network, "A + B" ensembles as the sum of their members. Unknown (``null``, left out
+of the plot): XCiT-M12 and XCiT-L12 (12-layer variants that timm does not define),
+WideResNet-34-R, WideResNet-A4, RaWideResNet, ResNeSt-152, the Neural-ODE and mixing-network
+models and the 5-layer CNN.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
+import functools
 import json
 import logging
 import math
 import os
 import re
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InputError, UnknownNameError, closest
+import timm
+import torch
+
+from .. import models  # noqa: F401  (registers robin_wrn34_dense with timm)
+from ..errors import InputError, UnknownNameError, closest
 from ..formats.files import parse_json
-from ..io import atomic_write, atomic_write_json, read_limited
+from ..io import atomic_write_json, read_limited
 from .report import AUTOATTACK, MAX_RESULT_BYTES, is_autoattack, parse_eps, robust_acc
 
 __all__ = [
-    "ARCH_PARAMS", "LEADERBOARDS", "CITATION", "Ranking", "arch_params", "build_snapshot", "comparability",
-    "load_leaderboard", "plot_size_vs_accuracy", "rank", "format_ranking", "result_threat", "same_entry",
+    "CITATION", "LEADERBOARDS", "TIMM_ARCHITECTURES", "Ranking", "arch_params", "build_snapshot", "comparability",
+    "he_cifar_resnet_params", "leaderboard_for", "load_leaderboard", "model_bytes", "rank", "result_threat",
+    "same_entry", "same_eps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,52 +68,74 @@ CITATION = (
     "adversarial robustness benchmark. NeurIPS 2021 Datasets and Benchmarks Track. https://robustbench.github.io"
 )
 
-#: Parameter counts by architecture and class count (see the module docstring for how).
-ARCH_PARAMS: dict[str, dict[int, int]] = {
-    "WideResNet-28-10": {10: 36479194, 100: 36536884},
-    "WideResNet-34-10": {10: 46160474, 100: 46218164},
-    "WideResNet-70-16": {10: 266796506, 100: 266888756},
-    "WideResNet-34-20": {10: 184531674, 100: 184646964},
-    "WideResNet-34-15": {10: 103819674, 100: 103906164},
-    "WideResNet-40-8": {10: 35748314, 100: 35794484},
-    "WideResNet-28-4": {10: 5849050, 100: 5872180},
-    "WideResNet-106-16": {10: 415475162, 100: 415567412},
-    "WideResNet-94-16": {10: 365915610, 100: 366007860},
-    "WideResNet-82-8": {10: 79125466, 100: 79171636},
-    "ResNet-18": {10: 11181642, 100: 11227812, 1000: 11689512},
-    "ResNet-50": {10: 23528522, 100: 23712932, 1000: 25557032},
-    "ResNet-20": {10: 272474},  # He et al. CIFAR ResNet (16-32-64 channels)
-    "ResNet-32": {10: 466906},
-    "ResNet-110": {10: 1730714},
-    "WideResNet-50-2": {1000: 68883240},
-    "WideResNet-101-2": {1000: 126886696},
-    "ResNet-152": {10: 58164298, 100: 58348708, 1000: 60192808},
-    "DenseNet-121": {10: 6964106, 100: 7056356, 1000: 7978856},
-    "Swin-B": {1000: 87768224},
-    "Swin-L": {1000: 196532476},
-    "ViT-B": {1000: 86567656},
-    "ViT-S": {1000: 22050664},
-    "ConvNeXt-L": {1000: 197767336},
-    "ConvNeXt-B": {1000: 88591464},
-    "ConvNeXt-S": {1000: 50223688},
-    "ConvNeXt-T": {1000: 28589128},
-    "ConvNeXtV2-L": {1000: 197956840},
-    "XCiT-S12": {10: 25872154, 100: 25906804, 1000: 26253304},
+#: RobustBench architecture strings counted on timm's model of the same architecture.
+TIMM_ARCHITECTURES: dict[str, str] = {
+    "ResNet-18": "resnet18",
+    "ResNet-50": "resnet50",
+    "ResNet-152": "resnet152",
+    "WideResNet-50-2": "wide_resnet50_2",
+    "WideResNet-101-2": "wide_resnet101_2",
+    "DenseNet-121": "densenet121",
+    "Swin-B": "swin_base_patch4_window7_224",
+    "Swin-L": "swin_large_patch4_window7_224",
+    "ViT-B": "vit_base_patch16_224",
+    "ViT-S": "vit_small_patch16_224",
+    "ConvNeXt-L": "convnext_large",
+    "ConvNeXt-B": "convnext_base",
+    "ConvNeXt-S": "convnext_small",
+    "ConvNeXt-T": "convnext_tiny",
+    "ConvNeXtV2-L": "convnextv2_large",
+    "XCiT-S12": "xcit_small_12_p16_224",
 }
+
+_WIDE_RESNET = re.compile(r"WideResNet-(\d+)-(\d+)")  # CIFAR WideResNet-depth-width (Zagoruyko & Komodakis 2016)
+_HE_RESNET = re.compile(r"ResNet-(20|32|44|56|110|1202)")  # the CIFAR ResNets of He et al. 2016, section 4.2
 
 _APPROX_ALIASES = {"PreActResNet-18": "ResNet-18", "WideResNet-28-10-PSSiLU": "WideResNet-28-10"}
 
 
+@functools.lru_cache(maxsize=None)
+def _timm_params(name: str, num_classes: int, **kwargs: Any) -> int:
+    """Parameters of ``timm.create_model(name, num_classes=num_classes, **kwargs)``, built on the meta device."""
+    with torch.device("meta"):  # shapes only: a 400M-parameter WideResNet costs no memory
+        model = timm.create_model(name, num_classes=num_classes, **kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
+def he_cifar_resnet_params(depth: int, num_classes: int) -> int:
+    """Parameters of He et al.'s CIFAR ResNet-``depth`` (2016, section 4.2), with projection shortcuts.
+
+    A 3x3 convolution to 16 channels, three stages of ``(depth - 2) / 6`` basic blocks at 16, 32
+    and 64 channels (two 3x3 convolutions without bias, each followed by a BatchNorm), a 1x1
+    convolution with a BatchNorm on the two shortcuts that change the width, and a linear head.
+    ResNet-20 at 10 classes has 272,474.
+    """
+    blocks, width_in = (depth - 2) // 6, 16
+    total = 3 * 16 * 9 + 2 * 16  # stem convolution and its BatchNorm
+    for width in (16, 32, 64):
+        block = 2 * width * width * 9 + 2 * 2 * width
+        total += blocks * block + (width_in - width) * width * 9  # the first block starts from width_in channels
+        if width_in != width:
+            total += width_in * width + 2 * width  # projection shortcut
+        width_in = width
+    return total + 64 * num_classes + num_classes
+
+
 def arch_params(architecture: str, num_classes: int) -> tuple[int | None, str | None]:
-    """Parameter count of a RobustBench architecture string.
+    """Parameter count of a RobustBench architecture string at ``num_classes`` outputs (see the module docstring).
 
     Returns:
         ``(count, "computed" | "approx")``, or ``(None, None)`` when unknown.
     """
     arch = architecture.strip()
-    table = ARCH_PARAMS.get(arch)
-    if table and num_classes in table:
-        return table[num_classes], "computed"
+    if arch in TIMM_ARCHITECTURES:
+        return _timm_params(TIMM_ARCHITECTURES[arch], num_classes), "computed"
+    wrn = _WIDE_RESNET.fullmatch(arch)
+    if wrn and (int(wrn[1]) - 4) % 6 == 0:
+        return _timm_params("robin_wrn34_dense", num_classes, depth=int(wrn[1]), widen_factor=int(wrn[2])), "computed"
+    he = _HE_RESNET.fullmatch(arch)
+    if he:
+        return he_cifar_resnet_params(int(he[1]), num_classes), "computed"
     if arch in _APPROX_ALIASES:
         n, _ = arch_params(_APPROX_ALIASES[arch], num_classes)
         return (n, "approx") if n else (None, None)
@@ -364,119 +394,3 @@ def model_bytes(result: Mapping[str, Any], size_key: str = "sign_mask_bytes") ->
     classes = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(str(result.get("dataset")), 10)
     params, _ = arch_params(str(result.get("architecture", "")), classes)
     return 4 * params if params else None
-
-
-def _size_label(result: Mapping[str, Any], size_key: str) -> str:
-    sb = result.get("storage_bytes") or {}
-    if sb.get(size_key):
-        return size_key.replace("_bytes", "")
-    return "fp32" if sb.get("fp32_bytes") or model_bytes(result, size_key) else "size unknown"
-
-
-def format_ranking(result: Mapping[str, Any], r: Ranking, board: Mapping[str, Any], size_key: str = "sign_mask_bytes",
-                   notes: Sequence[str] | None = None) -> str:
-    """A readable table: rank, neighbours with their accuracies and fp32 sizes, and ours.
-
-    ``notes``: what :func:`comparability` found (computed here when not given).
-    """
-    ours_b = model_bytes(result, size_key)
-    lines = [f"RobustBench {board['dataset']} {board['threat_model']} eps {board['eps']} (snapshot {board['snapshot_date']})",
-             f"{result['name']} would rank {r.rank} of {r.total} with AutoAttack {float(result['autoattack_acc']):.2f}% "
-             f"(clean {float(result['clean_acc']):.2f}%)"]
-    lines += list(notes if notes is not None else comparability(result, board))
-    if r.duplicate is not None:
-        lines.append(f"NOTE: this result is the board's entry {r.duplicate}: counted once")
-    lines.append(f"{'rank':>4}  {'AA %':>6}  {'clean %':>7}  {'size MB':>9}  {'architecture':<28} model")
-
-    def row(rk: int | str, e: Mapping[str, Any], mb: str) -> str:
-        return f"{rk:>4}  {e['autoattack_acc']:>6.2f}  {e['clean_acc']:>7.2f}  {mb:>9}  {e['architecture'][:28]:<28} {e['id']}"
-
-    start = r.rank - len(r.above)
-    for i, e in enumerate(r.above):
-        lines.append(row(start + i, e, _mb(e)))
-    ours = {"autoattack_acc": float(result["autoattack_acc"]), "clean_acc": float(result["clean_acc"]),
-            "architecture": str(result["architecture"]), "id": f"<< {result['name']} >>"}
-    lines.append(row(r.rank, ours, f"{ours_b / 1e6:.3f}" if ours_b else "?"))
-    for i, e in enumerate(r.below):
-        lines.append(row(r.rank + 1 + i, e, _mb(e)))
-    if ours_b:
-        lines.append(f"entries above ours that are also smaller (fp32 size <= {ours_b / 1e6:.3f} MB): {len(r.smaller_and_better)}")
-    lines.append(f"Data: {CITATION}")
-    return "\n".join(lines)
-
-
-def _mb(e: Mapping[str, Any]) -> str:
-    return f"{4 * e['params'] / 1e6:.1f}" if e.get("params") else "?"
-
-
-def plot_size_vs_accuracy(result: Mapping[str, Any], board: Mapping[str, Any], path: str | os.PathLike, *,
-                          size_key: str = "sign_mask_bytes", notes: Sequence[str] | None = None) -> Path:
-    """PNG: AutoAttack accuracy against model storage (MB, log scale).
-
-    Leaderboard entries sit at their architecture's parameter count x 4 bytes (fp32); entries of
-    unknown size are counted in the legend. The result sits at its real size,
-    ``storage_bytes[size_key]``, else at its architecture's fp32 size, else it is drawn as a
-    dashed line at its accuracy ("size unknown"). :func:`comparability` runs first: a result of
-    another dataset, threat model or attack set is refused, not drawn. Written atomically.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    notes = list(notes if notes is not None else comparability(result, board))
-    ours_b = model_bytes(result, size_key)
-    pts = [(4 * e["params"] / 1e6, e["autoattack_acc"], e) for e in board["entries"] if e.get("params")]
-    unknown = len(board["entries"]) - len(pts)
-    fig = Figure(figsize=(7.5, 5.0), dpi=120)
-    ax = fig.subplots()
-    extra = [p for p in pts if p[2]["additional_data"]]
-    plain = [p for p in pts if not p[2]["additional_data"]]
-    ax.scatter([p[0] for p in plain], [p[1] for p in plain], s=18, c="tab:blue", alpha=0.7, label="RobustBench (fp32)")
-    ax.scatter([p[0] for p in extra], [p[1] for p in extra], s=18, c="tab:cyan", alpha=0.7, marker="s",
-               label="RobustBench, extra data (fp32)")
-    for mb, acc, e in pts:
-        if "compress" in (e.get("footnote") or "").lower():
-            ax.annotate(e["id"], (mb, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if unknown:
-        ax.scatter([], [], s=0, label=f"{unknown} entries of unknown size (not drawn)")
-    label = f"{str(result['name'])[:40]} ({_size_label(result, size_key)})"
-    acc = float(result["autoattack_acc"])
-    if ours_b:
-        ax.scatter([ours_b / 1e6], [acc], s=110, marker="*", zorder=5, label=label,
-                   facecolors="tab:red", edgecolors="tab:red", linewidths=1.5)
-    else:
-        ax.axhline(acc, color="tab:red", linestyle="--", linewidth=1, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("model storage (MB, log scale)")
-    ax.set_ylabel("AutoAttack robust accuracy (%)")
-    ax.set_title(f"RobustBench {board['dataset']} {board['threat_model']} eps {board['eps']} (snapshot {board['snapshot_date']})",
-                 fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.text(0.01, 0.01, "Data: RobustBench (Croce et al., NeurIPS 2021 D&B)", fontsize=6, alpha=0.7)
-    fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-
-
-def rebuild_leaderboard_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m robin_plugin.eval.leaderboard --rebuild SRC [--out DIR] [--date YYYY-MM-DD]``."""
-    parser = argparse.ArgumentParser(prog="python -m robin_plugin.eval.leaderboard",
-                                     description="Rebuild the RobustBench leaderboard snapshot shipped with robin_plugin.")
-    parser.add_argument("--rebuild", metavar="SRC", required=True, help="folder of RobustBench model_info/<dataset>/<threat>/*.json")
-    parser.add_argument("--out", default=None, help="output folder (default: the package's leaderboard_data)")
-    parser.add_argument("--date", default=None, help="snapshot date to record (default: today)")
-    args = parser.parse_args(argv)
-    if args.date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
-        parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
-    try:
-        for board, path in build_snapshot(args.rebuild, args.out, date=args.date).items():
-            print(f"{board}: {path}")
-    except (InputError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(rebuild_leaderboard_main())

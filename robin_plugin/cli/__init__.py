@@ -1,4 +1,11 @@
-"""The ``robin`` command line: ``robin models`` (and the commands later issues add)."""
+"""The ``robin`` command line: the parser, logging to the terminal, and dispatch to one module per command.
+
+``robin models`` (:mod:`.models`), ``train`` (:mod:`.train`), ``eval`` (:mod:`.eval`),
+``leaderboard`` (:mod:`.leaderboard`), ``export`` (:mod:`.export`) and ``inspect``
+(:mod:`.inspect`); :mod:`._common` holds the options they share. This package is the top floor:
+it parses arguments, calls the library and prints; the library below it logs and never prints.
+``python -m robin_plugin.cli`` runs :func:`main` too (``__main__.py``).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,50 +13,22 @@ import logging
 import os
 import sys
 
-import timm
-
-from .errors import RobinError
-from .eval.cli import add_eval_parser, add_leaderboard_parser
-from .export.cli import add_export_parser, add_inspect_parser
-from .models.robustbench_names import robustbench_names
-from .summary import format_storage, storage_bytes, summarize
-from .training.cli import add_train_parser
+from ..errors import RobinError
+from .eval import add_eval_parser
+from .export import add_export_parser
+from .inspect import add_inspect_parser
+from .leaderboard import add_leaderboard_parser
+from .models import add_models_parser
+from .train import add_train_parser
 
 __all__ = ["main"]
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
-    aliases = set(robustbench_names())  # the same architectures under RobustBench's naming
-    names = [n for n in timm.list_models(args.pattern) if n.startswith("robin_") and n not in aliases]
-    if not names:
-        raise RobinError(f"no registered model matches {args.pattern!r}; try 'robin_*'")
-    for name in names:
-        kwargs = {} if name.endswith("_dense") else dict(keep_ratio=args.keep_ratio, p=args.p)
-        model = timm.create_model(name, **kwargs)
-        if name.endswith("_dense"):
-            n = sum(t.numel() for t in model.parameters())
-            print(f"== {name} (dense full-precision twin) ==")
-            print(f"trainable parameters {n:,}; storage: {format_storage(storage_bytes(model))}\n")
-            continue
-        s = summarize(model)
-        print(f"== {name} (keep_ratio={args.keep_ratio}, p={args.p}) ==")
-        if args.layers:
-            print(s)
-        else:
-            print(f"weights {s.total:,}, kept {s.kept:,} ({s.keep_ratio:.4f}); storage: {format_storage(storage_bytes(model))}")
-        print()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``robin`` parser: one sub-command per module of this package, each setting ``func``."""
     parser = argparse.ArgumentParser(prog="robin", description="Robust binary subnetworks for timm and torchattacks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("models", help="build every registered robin model and print its per-layer summary and storage")
-    p.add_argument("--pattern", default="robin_*", help="timm model name pattern (default: robin_*)")
-    p.add_argument("--keep-ratio", type=float, default=0.01, help="fraction of weights KEPT (default 0.01)")
-    p.add_argument("--p", type=float, default=0.1, help="adaptive keep-ratio exponent in [0, 1] (default 0.1)")
-    p.add_argument("--no-layers", dest="layers", action="store_false", help="totals only")
-    p.set_defaults(func=_cmd_models)
+    add_models_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
     add_leaderboard_parser(sub)
@@ -122,7 +101,3 @@ def _discard_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # stdout is not a real file (captured by a test)
         pass
-
-
-if __name__ == "__main__":
-    sys.exit(main())

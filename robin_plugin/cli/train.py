@@ -12,9 +12,9 @@ import torch.distributed as dist
 from ..errors import ConfigError
 from ..io import FolderLock, WriteError
 from ..summary import format_storage
-from .checkpoint import CHECKPOINT
-from .config import DEFAULT_PRESET, PRESETS, apply_overrides, get_preset, load_config_file, parse_override
-from .run import resolve_attack_sizes, train
+from ..training.checkpoint import CHECKPOINT
+from ..training.config import DEFAULT_PRESET, PRESETS, apply_overrides, get_preset, load_config_file, parse_override
+from ..training.run import resolve_attack_sizes, train
 
 __all__ = ["add_train_parser"]
 

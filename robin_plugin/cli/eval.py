@@ -1,36 +1,32 @@
-"""``robin eval`` and ``robin leaderboard``: the evaluation commands of the ``robin`` CLI.
+"""``robin eval``: RobustBench-style evaluation of a model, written as a model_info JSON.
 
-:func:`add_eval_parser` and :func:`add_leaderboard_parser` add the subcommands to the
-``robin`` parser; each sets ``func`` to the function that runs it and returns the exit code:
-0 success, 1 evaluation done but a gradient-masking check failed or the reference
-cross-check disagreed (the JSON is still written), 2 an error (``robin`` prints it).
+:func:`add_eval_parser` adds the command to the ``robin`` parser; its ``func``
+(:func:`run_eval`) returns the exit code: 0 success, 1 evaluation done but a gradient-masking
+check failed or the reference cross-check disagreed (the JSON is still written), 2 an error
+(``robin`` prints it).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import data
-from .._cli_common import check_model_name, keep_matplotlib_out_of_home, parse_model_kwargs
 from ..data.registry import DATASETS, dataset_info
 from ..errors import ConfigError, InputError, UnknownNameError, closest
+from ..eval.attacks import STANDARD_ATTACKS
+from ..eval.evaluate import evaluate
+from ..eval.report import format_report, make_model_info, parse_eps, write_result
 from ..loading import load_model
 from ..pruning import is_masked, masked_layers
 from ..training.run import load_run
-from .attacks import STANDARD_ATTACKS
-from .evaluate import evaluate
-from .leaderboard import (LEADERBOARDS, comparability, format_ranking, leaderboard_for, load_leaderboard,
-                          plot_size_vs_accuracy, rank, rebuild_leaderboard_main)
-from .report import format_report, load_result, make_model_info, parse_eps, write_result
+from ._common import check_model_name, parse_model_kwargs
 
-__all__ = ["add_eval_parser", "add_leaderboard_parser", "rebuild_leaderboard_main", "run_eval", "run_leaderboard"]
+__all__ = ["add_eval_parser", "default_entry_name", "never_trained", "run_eval"]
 
-logger = logging.getLogger(__name__)
 
 def _eps_arg(text: str) -> float:
     try:
@@ -81,24 +77,6 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_eval)
-    return p
-
-
-def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``robin leaderboard`` to ``subparsers``."""
-    p = subparsers.add_parser(
-        "leaderboard", help="rank a result on the RobustBench leaderboard snapshot and plot accuracy vs storage",
-        description="Where a result (robin eval JSON) would rank on RobustBench's Linf leaderboard, its neighbours, "
-                    "and a PNG of AutoAttack accuracy against model storage (MB, log scale).")
-    p.add_argument("result", help="result JSON written by robin eval")
-    p.add_argument("--board", choices=sorted(LEADERBOARDS), default=None, help="leaderboard (default: the result's dataset)")
-    p.add_argument("--neighbours", type=int, default=3, help="entries shown above and below (default 3)")
-    p.add_argument("--plot", default=None, help="PNG path (default: <result>_leaderboard.png)")
-    p.add_argument("--no-plot", dest="make_plot", action="store_false")
-    p.add_argument("--size-key", default="sign_mask_bytes",
-                   choices=("fp32_bytes", "sign_mask_bytes", "seeded_mask_bytes", "entropy_bound_bytes"),
-                   help="which storage figure places our model (default sign_mask_bytes: +-1 signs and a bit mask)")
-    p.set_defaults(func=run_leaderboard)
     return p
 
 
@@ -178,24 +156,6 @@ def run_eval(args: argparse.Namespace) -> int:
         for w in result.warnings:
             print(w)
         return 1
-    return 0
-
-
-def run_leaderboard(args: argparse.Namespace) -> int:
-    """Run ``robin leaderboard``; returns the exit code."""
-    result = load_result(args.result)
-    if args.neighbours < 0:
-        raise ConfigError(f"--neighbours must be >= 0, got {args.neighbours}")
-    board_name = args.board or leaderboard_for(str(result.get("dataset", "")))
-    board = load_leaderboard(board_name)
-    notes = comparability(result, board, args.result)  # refuses another threat model or another board's dataset
-    r = rank(result, board, neighbours=args.neighbours, size_key=args.size_key, path=args.result)
-    print(format_ranking(result, r, board, size_key=args.size_key, notes=notes))
-    if args.make_plot:
-        keep_matplotlib_out_of_home()  # before plot_size_vs_accuracy imports matplotlib
-        plot = Path(args.plot) if args.plot else Path(args.result).with_name(Path(args.result).stem + "_leaderboard.png")
-        plot_size_vs_accuracy(result, board, plot, size_key=args.size_key, notes=notes)
-        print(f"wrote {plot}")
     return 0
 
 
