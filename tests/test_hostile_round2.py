@@ -165,7 +165,8 @@ def test_nested_json_in_a_compact_header_is_typed_through_every_route(tmp_path, 
 
 
 def test_nested_json_in_file_metadata_is_typed(tmp_path):
-    from robin_plugin.export.deploy_file import DEPLOY_FORMAT, DEPLOY_VERSION, DeployFormatError, load_deploy
+    from robin_plugin.export.deploy import DeployFormatError, load_deploy
+    from robin_plugin.formats.deploy import DEPLOY_FORMAT, DEPLOY_VERSION
     from robin_plugin.training.checkpoint import FORMAT as CKPT_FORMAT
 
     deep = NESTED.decode()

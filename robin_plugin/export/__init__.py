@@ -30,8 +30,7 @@ from .compact import (
     load_compact,
 )
 from .dense import dense_model, dense_state_dict, export_dense, pruned_channels, shrink_model
-from .deploy import DeployError, DeployModel, deploy_model
-from .deploy_file import DeployFormatError, load_deploy, save_deploy
+from .deploy import DeployError, DeployFormatError, DeployModel, deploy_model, load_deploy, save_deploy
 from .hub import export_hub
 from .onnx import export_onnx
 

@@ -25,8 +25,7 @@ from ..io import read_limited
 from ..loading import load_model, read_state_dict
 from .compact import compact_size_report, export_compact, load_compact
 from .dense import dense_model, export_dense, pruned_channels
-from .deploy import deploy_model
-from .deploy_file import save_deploy
+from .deploy import deploy_model, save_deploy
 from .hub import export_hub, run_data_config
 from .onnx import export_onnx
 
