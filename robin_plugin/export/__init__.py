@@ -29,9 +29,10 @@ from .compact import (
     export_compact,
     load_compact,
 )
-from .dense import dense_model, dense_state_dict, export_dense, pruned_channels, shrink_model
+from .dense import dense_model, dense_state_dict, export_dense
 from .deploy import DeployError, DeployFormatError, DeployModel, deploy_model, load_deploy, save_deploy
 from .hub import export_hub
+from .shrink import pruned_channels, shrink_model
 from .onnx import export_onnx
 
 __all__ = [

@@ -24,8 +24,9 @@ from ..formats.files import MAX_JSON_BYTES, parse_json
 from ..io import read_limited
 from ..loading import load_model, read_state_dict
 from .compact import compact_size_report, export_compact, load_compact
-from .dense import dense_model, export_dense, pruned_channels
+from .dense import dense_model, export_dense
 from .deploy import deploy_model, save_deploy
+from .shrink import pruned_channels
 from .hub import export_hub, run_data_config
 from .onnx import export_onnx
 
