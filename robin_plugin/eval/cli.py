@@ -26,7 +26,8 @@ from .attacks import STANDARD_ATTACKS
 from .evaluate import evaluate
 from .leaderboard import (LEADERBOARDS, comparability, format_ranking, leaderboard_for, load_leaderboard,
                           plot_size_vs_accuracy, rank, rebuild_leaderboard_main)
-from .report import format_report, load_result, make_model_info, parse_eps, write_result
+from ..formats.result import parse_eps, write_result
+from .report import format_report, load_result, make_model_info
 
 __all__ = ["add_eval_parser", "add_leaderboard_parser", "rebuild_leaderboard_main", "run_eval", "run_leaderboard"]
 

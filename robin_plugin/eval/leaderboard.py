@@ -39,7 +39,8 @@ from typing import Any
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..formats.files import parse_json
 from ..io import atomic_write, atomic_write_json, read_limited
-from .report import AUTOATTACK, MAX_RESULT_BYTES, is_autoattack, parse_eps, robust_acc
+from ..formats.result import MAX_RESULT_BYTES, parse_eps
+from .report import AUTOATTACK, is_autoattack, robust_acc
 
 __all__ = [
     "ARCH_PARAMS", "LEADERBOARDS", "CITATION", "Ranking", "arch_params", "build_snapshot", "comparability",

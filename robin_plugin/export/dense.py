@@ -22,15 +22,16 @@ import torch
 import torch.nn as nn
 
 from ..errors import RobinError
-from ..formats.dense import DENSE_FORMAT, read_dense_file, write_dense_file
+from ..formats.compact import ExportFormatError
+from ..formats.dense import read_dense_file, write_dense_file
 from ..io import FileExistsRobinError
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..models.spec import ModelSpec, build_model
 from ..pruning import masked_layers
-from .compact import ExportError, ExportFormatError, infer_model_spec
+from .compact import ExportError, infer_model_spec
 from .shrink import narrow_to, shrink_model
 
-__all__ = ["DENSE_FORMAT", "dense_model", "dense_state_dict", "dense_twin_spec", "export_dense", "load_dense"]
+__all__ = ["dense_model", "dense_state_dict", "dense_twin_spec", "export_dense", "load_dense"]
 
 _MASKED_ONLY = ("keep_ratio", "p", "init", "score_init_scale", "score_scale_by_fan_in")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from ..data import dataset_info, get_dataset, validation_split
 from ..errors import CheckpointError, ConfigError, RobinError
@@ -99,7 +98,7 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
     result.update(model_figures(model))
     best = out_dir / "model_best.safetensors"
     if best.is_file():  # the paper's protocol: evaluate the epoch with the best held-out PGD accuracy
-        model.load_state_dict(load_file(str(best)))
+        model.load_state_dict(read_safetensors(best)[0])  # a file this run wrote
         result["evaluated"] = f"best epoch ({trainer.best.get('epoch')})"
     else:
         result["evaluated"] = "last epoch"
