@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from ..io import atomic_write, canonicalize_safetensors_header
-from .files import FileContentError, parse_json, read_safetensors, read_safetensors_header
+from .files import parse_json, read_safetensors_checked
 
 __all__ = ["CHECKPOINT_FORMAT", "flatten_state", "read_checkpoint", "save_checkpoint", "save_state_dict",
            "unflatten_state"]
@@ -118,14 +118,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        metadata = read_safetensors_header(path).metadata  # sizes, names and dtypes checked before the body is read
+
+    def check(metadata: dict[str, str]) -> None:
         if metadata.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a robin_plugin training checkpoint (format "
                                   f"{metadata.get('format')!r:.60}, expected {CHECKPOINT_FORMAT!r})")
-        tensors, metadata = read_safetensors(path)
-    except (FileContentError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e})") from None
+
+    tensors, metadata = read_safetensors_checked(path, CheckpointError, "{path} is not a readable safetensors "
+                                                 "checkpoint ({reason})", check_metadata=check)
     try:
         meta = parse_json(metadata["robin_checkpoint"])
         state = unflatten_state(meta, tensors)

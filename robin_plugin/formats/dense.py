@@ -21,7 +21,7 @@ import torch
 
 from ..io import save_safetensors
 from .compact import ExportFormatError
-from .files import FileContentError, SafetensorsLimits, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
+from .files import SafetensorsLimits, parse_json, read_safetensors_checked
 
 __all__ = ["DENSE_FORMAT", "DENSE_LIMITS", "DenseFile", "read_dense_file", "write_dense_file"]
 
@@ -72,22 +72,18 @@ def read_dense_file(path: str | os.PathLike) -> DenseFile:
     path = Path(path)
     if not path.is_file():
         raise ExportFormatError(f"no dense export at {path}")
-    try:
-        metadata = read_safetensors_header(path, DENSE_LIMITS).metadata  # checked before the body is read
+
+    def check(metadata: dict[str, str]) -> None:
         if metadata.get("format") != DENSE_FORMAT:
             raise ExportFormatError(f"{path} is not a robin dense export (metadata format {metadata.get('format')!r:.60})")
         if "model" not in metadata:
             raise ExportFormatError(f"{path} comes from a model without a timm name; load it into your own architecture")
-        kwargs = parse_json(metadata.get("kwargs", "{}"), max_bytes=1 << 20)
-        tensors, _ = read_safetensors(path, DENSE_LIMITS)
-    except ExportFormatError:
-        raise
-    except (OSError, FileContentError) as e:
-        raise ExportFormatError(f"{path} is not a readable dense export ({e})") from None
-    bad = nonfinite_tensor(tensors)
-    if bad is not None:
-        raise ExportFormatError(f"{path}: tensor {bad!r} holds NaN or Inf; a dense export must hold finite "
-                                "weights and statistics")
+        parse_json(metadata.get("kwargs", "{}"), max_bytes=1 << 20)  # before the body is read
+
+    tensors, metadata = read_safetensors_checked(path, ExportFormatError, "{path} is not a readable dense export ({reason})",
+                                                 check_metadata=check, limits=DENSE_LIMITS,
+                                                 finite="a dense export must hold finite weights and statistics")
+    kwargs = parse_json(metadata.get("kwargs", "{}"), max_bytes=1 << 20)
     shrunk = metadata.get("shrunk", "false")
     if shrunk not in ("true", "false"):
         raise ExportFormatError(f"{path}: metadata 'shrunk' must be true or false, got {shrunk!r:.40}")

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import RobinError
 from ..io import save_safetensors
-from .files import FileContentError, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
+from .files import nonfinite_tensor, parse_json, read_safetensors_checked
 
 __all__ = ["CSR_BETA_WARNING", "DEPLOY_FORMAT", "DEPLOY_VERSION", "FILE_ARITY", "MAX_DEPLOY_OPS", "DeployError",
            "DeployFile", "DeployFormatError", "DeployOp", "csr_int32", "read_deploy_file", "write_deploy_file"]
@@ -127,16 +127,16 @@ def read_deploy_file(path: str | os.PathLike) -> DeployFile:
             range (the message names it).
     """
     path = Path(path)
-    try:
-        meta = read_safetensors_header(path).metadata  # sizes, names and dtypes checked before the body is read
+
+    def check(meta: dict[str, str]) -> None:
         if meta.get("format") != DEPLOY_FORMAT:
             raise DeployFormatError(f"{path}: not a robin deploy file (format {meta.get('format')!r:.60})")
         if meta.get("version") != DEPLOY_VERSION:
             raise DeployFormatError(f"{path}: deploy format version {meta.get('version')!r:.40} is not supported "
                                     f"(this robin_plugin reads version {DEPLOY_VERSION})")
-        tensors, meta = read_safetensors(path)
-    except (OSError, FileContentError) as e:
-        raise DeployFormatError(f"{path}: cannot read a safetensors file ({e})") from None
+
+    tensors, meta = read_safetensors_checked(path, DeployFormatError, "{path}: cannot read a safetensors file ({reason})",
+                                             check_metadata=check)
     try:
         program = parse_json(meta["program"])
         output, num_classes = int(meta["output"]), int(meta["num_classes"])
