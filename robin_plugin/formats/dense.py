@@ -73,18 +73,19 @@ def read_dense_file(path: str | os.PathLike) -> DenseFile:
     if not path.is_file():
         raise ExportFormatError(f"no dense export at {path}")
 
+    kwargs: list[Any] = []  # the parsed kwargs, filled by check
+
     def check(metadata: dict[str, str]) -> None:
         if metadata.get("format") != DENSE_FORMAT:
             raise ExportFormatError(f"{path} is not a robin dense export (metadata format {metadata.get('format')!r:.60})")
         if "model" not in metadata:
             raise ExportFormatError(f"{path} comes from a model without a timm name; load it into your own architecture")
-        parse_json(metadata.get("kwargs", "{}"), max_bytes=1 << 20)  # before the body is read
+        kwargs.append(parse_json(metadata.get("kwargs", "{}"), max_bytes=1 << 20))  # before the body is read
 
     tensors, metadata = read_safetensors_checked(path, ExportFormatError, "{path} is not a readable dense export ({reason})",
                                                  check_metadata=check, limits=DENSE_LIMITS,
                                                  finite="a dense export must hold finite weights and statistics")
-    kwargs = parse_json(metadata.get("kwargs", "{}"), max_bytes=1 << 20)
     shrunk = metadata.get("shrunk", "false")
     if shrunk not in ("true", "false"):
         raise ExportFormatError(f"{path}: metadata 'shrunk' must be true or false, got {shrunk!r:.40}")
-    return DenseFile(metadata["model"], kwargs, shrunk == "true", tensors)
+    return DenseFile(metadata["model"], kwargs[0], shrunk == "true", tensors)
