@@ -44,16 +44,14 @@ import torch.nn as nn
 
 from .errors import ConfigError
 from .export.compact import load_compact
-from .export.dense import DENSE_FORMAT, load_dense
+from .export.dense import load_dense
+from .formats.checkpoint import CHECKPOINT_FORMAT
 from .formats.compact import FORMAT_NAME, ModelFileError, _looks_like_safetensors
-from .formats.files import (
-    FileContentError, describe_foreign_file, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header,
-)
-from .io import read_limited
+from .formats.dense import DENSE_FORMAT
+from .formats.files import FileContentError, describe_foreign_file, nonfinite_tensor, read_safetensors, read_safetensors_header
+from .formats.hub import read_hub_config
 from .models.spec import ModelSpec, build_model
 from .models.timm_loading import training_model_state
-from .training.checkpoint import FORMAT as TRAINING_CHECKPOINT_FORMAT
-from .training.config import MAX_CONFIG_BYTES
 from .training.run import load_run
 
 __all__ = ["TORCH_CHECKPOINT_GLOBALS", "ModelFileError", "load_model", "load_state_file", "read_state_dict",
@@ -132,7 +130,7 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
         tensors, metadata = read_safetensors(path)
     except (OSError, FileContentError) as e:
         raise ModelFileError(f"cannot read checkpoint {path}: {e}") from None
-    if metadata.get("format") == TRAINING_CHECKPOINT_FORMAT:
+    if metadata.get("format") == CHECKPOINT_FORMAT:
         tensors = training_model_state(tensors)
     _check_finite(tensors, f"checkpoint {path}")
     return tensors
@@ -167,15 +165,6 @@ def load_state_file(model: nn.Module, source: str | os.PathLike | Mapping[str, t
             f"{'...' if len(result.unexpected_keys) > 5 else ''} (wrong architecture or model kwargs?)"
         )
     return model
-
-
-def _is_hub_folder(folder: Path) -> bool:
-    """A folder whose config.json names an ``architecture`` (what ``robin export --format hub`` writes)."""
-    try:  # bounded here, before timm parses it again
-        config = parse_json(read_limited(folder / "config.json", MAX_CONFIG_BYTES))
-    except (OSError, ValueError):  # no / unreadable config: load_run says what is wrong
-        return False
-    return isinstance(config, dict) and "architecture" in config and "model_args" in config
 
 
 def _file_format(path: Path) -> tuple[str | None, str | None]:
@@ -223,7 +212,7 @@ def load_model(
     if path.is_dir():
         if model is not None or kwargs:
             raise ConfigError(f"{path} is a folder that names its own architecture; do not pass model / model_kwargs")
-        if _is_hub_folder(path):
+        if read_hub_config(path) is not None:  # bounded here, before timm parses it again
             return timm.create_model(f"local-dir:{path}", pretrained=True).eval()
         return load_run(path, which)[0]
     if not path.is_file():

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 import robin_plugin  # noqa: F401  (registers the models)
 from robin_plugin.export.deploy import DEPLOY_ATOL, DEPLOY_RTOL, DeployError, deploy_model, kept_macs
-from robin_plugin.export.deploy_file import DeployFormatError, load_deploy, save_deploy
+from robin_plugin.export.deploy import DeployFormatError, load_deploy, save_deploy
 from robin_plugin.models import robinify
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")

@@ -187,7 +187,7 @@ def _lock_symlink(tmp: Path) -> None:
 
 def _dense_with(tmp: Path, kwargs: str = '{"num_classes": 2, "in_chans": 1, "width": 4, "mean": [0.5], "std": [0.25]}',
                 nan: bool = False) -> Path:
-    from robin_plugin.export.dense import DENSE_FORMAT
+    from robin_plugin.formats.dense import DENSE_FORMAT
 
     model = _model()
     sd = {k: v.clone().contiguous() for k, v in robin_plugin.export.dense_state_dict(model).items()}

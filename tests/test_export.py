@@ -28,7 +28,8 @@ from robin_plugin.export import (
     pruned_channels,
 )
 from robin_plugin.export.compact import compact_tensors
-from robin_plugin.export.dense import load_dense, shrink_model, shrink_plan
+from robin_plugin.export.dense import load_dense
+from robin_plugin.export.shrink import shrink_model, shrink_plan
 from robin_plugin.io import FileExistsRobinError
 from robin_plugin.models.robin_resnet import BasicBlock, RobinResNet
 

@@ -306,7 +306,7 @@ def test_full_disk_during_a_safetensors_write_is_a_write_error(tmp_path, monkeyp
 
 
 def test_full_disk_during_a_checkpoint_write_is_a_write_error(tmp_path, monkeypatch):
-    import robin_plugin.training.checkpoint as ckpt_mod
+    import robin_plugin.formats.checkpoint as ckpt_mod
 
     monkeypatch.setattr(ckpt_mod, "save_file", _disk_full)
     with pytest.raises(WriteError, match="No space left on device"):

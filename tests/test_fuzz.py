@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from robin_plugin.errors import ConfigError, InputError, RobinError, UnknownNameError
 from robin_plugin.training import CheckpointError, TrainConfig, apply_overrides, load_checkpoint, save_checkpoint
-from robin_plugin.training.checkpoint import FORMAT
+from robin_plugin.formats.checkpoint import CHECKPOINT_FORMAT
 from robin_plugin.training.config import PRESETS, get_preset, load_config_file, parse_override
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -184,7 +184,7 @@ json_meta = st.recursive(
 
 
 @FUZZ
-@given(meta=json_meta | st.text(max_size=30).map(lambda s: {"raw": s}), fmt=st.sampled_from([FORMAT, "other", None]),
+@given(meta=json_meta | st.text(max_size=30).map(lambda s: {"raw": s}), fmt=st.sampled_from([CHECKPOINT_FORMAT, "other", None]),
        tensors=st.dictionaries(st.sampled_from(["model/w", "state.0", "x"]), st.integers(0, 3), max_size=3))
 def test_checkpoint_with_foreign_metadata(tmp_path_factory, meta, fmt, tensors):
     """A valid safetensors file whose metadata is someone else's (or hand-edited)."""
@@ -198,7 +198,7 @@ def test_checkpoint_with_foreign_metadata(tmp_path_factory, meta, fmt, tensors):
     path = tmp_path_factory.mktemp("m") / "checkpoint.safetensors"
     safetensors.torch.save_file({k: torch.zeros(n) for k, n in tensors.items()}, path, metadata=metadata)
     out = _ours(load_checkpoint, path)
-    if fmt != FORMAT:
+    if fmt != CHECKPOINT_FORMAT:
         assert isinstance(out, CheckpointError) and "not a robin_plugin training checkpoint" in str(out)
     else:
         assert isinstance(out, (tuple, CheckpointError))
@@ -285,6 +285,6 @@ def test_found_config_file_and_checkpoint_inputs(tmp_path):
     path = tmp_path / "checkpoint.safetensors"
     for meta in ({"__dict__": None}, {"__dict__": [[{"a": 1}, 2]]}, {"__dict__": [[1]]}, {"__tensor__": []}, [1, 2], "[" * 100000):
         text = meta if isinstance(meta, str) else json.dumps(meta)
-        safetensors.torch.save_file({}, path, metadata={"format": FORMAT, "robin_checkpoint": text})
+        safetensors.torch.save_file({}, path, metadata={"format": CHECKPOINT_FORMAT, "robin_checkpoint": text})
         with pytest.raises(CheckpointError, match="corrupt checkpoint metadata"):
             load_checkpoint(path)

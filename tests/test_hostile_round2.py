@@ -99,8 +99,10 @@ import safetensors  # noqa: E402
 import safetensors.torch  # noqa: E402
 
 from robin_plugin.export import export_compact, export_dense, load_compact  # noqa: E402
-from robin_plugin.export.compact import CHECKSUM_KEY, HEADER_KEY, ExportFormatError, _checksum  # noqa: E402
-from robin_plugin.export.dense import DENSE_FORMAT, load_dense  # noqa: E402
+from robin_plugin.formats.compact import CHECKSUM_KEY, HEADER_KEY, ExportFormatError  # noqa: E402
+from robin_plugin.formats.compact import checksum as _checksum  # noqa: E402
+from robin_plugin.export.dense import load_dense  # noqa: E402
+from robin_plugin.formats.dense import DENSE_FORMAT  # noqa: E402
 from robin_plugin.formats.files import FileContentError, json_depth, parse_json, read_safetensors_header  # noqa: E402
 from robin_plugin.loading import load_model  # noqa: E402
 from robin_plugin.training import CheckpointError, load_checkpoint  # noqa: E402
@@ -165,8 +167,9 @@ def test_nested_json_in_a_compact_header_is_typed_through_every_route(tmp_path, 
 
 
 def test_nested_json_in_file_metadata_is_typed(tmp_path):
-    from robin_plugin.export.deploy_file import DEPLOY_FORMAT, DEPLOY_VERSION, DeployFormatError, load_deploy
-    from robin_plugin.training.checkpoint import FORMAT as CKPT_FORMAT
+    from robin_plugin.export.deploy import DeployFormatError, load_deploy
+    from robin_plugin.formats.deploy import DEPLOY_FORMAT, DEPLOY_VERSION
+    from robin_plugin.formats.checkpoint import CHECKPOINT_FORMAT as CKPT_FORMAT
 
     deep = NESTED.decode()
     deploy = tmp_path / "d.safetensors"

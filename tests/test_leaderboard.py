@@ -30,7 +30,8 @@ from robin_plugin.eval.leaderboard import (
     rank,
     result_threat,
 )
-from robin_plugin.eval.report import REQUIRED_FIELDS, eps_string, format_report, load_result, make_model_info, parse_eps
+from robin_plugin.eval.report import format_report, load_result, make_model_info
+from robin_plugin.formats.result import REQUIRED_FIELDS, eps_string, parse_eps
 from robin_plugin.models import robinify
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "robustbench-model-info"

@@ -23,7 +23,8 @@ import robin_plugin
 from robin_plugin.cli import main
 from robin_plugin.errors import RobinError
 from robin_plugin.export import export_compact, export_dense, export_hub, load_compact
-from robin_plugin.export.compact import CHECKSUM_KEY, HEADER_KEY, ExportFormatError, _checksum
+from robin_plugin.formats.compact import CHECKSUM_KEY, HEADER_KEY, ExportFormatError
+from robin_plugin.formats.compact import checksum as _checksum
 from robin_plugin.export.dense import load_dense
 from robin_plugin.models.spec import ModelSpec, build_model, check_model_size, count_weights
 

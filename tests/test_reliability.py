@@ -267,7 +267,7 @@ def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path):
 def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, how):
     """The disk fills (or permission goes) while epoch 1's checkpoint is written; epoch 0's survives."""
     import robin_plugin.io as rio
-    import robin_plugin.training.checkpoint as ckpt_mod
+    import robin_plugin.formats.checkpoint as ckpt_mod
 
     ds, val = toy_dataset(64), toy_dataset(16, seed=1)
     cfg = tiny_config(epochs=2)
@@ -314,7 +314,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeyp
 
 
 def test_write_error_for_a_new_file_says_nothing_was_written(tmp_path, monkeypatch):
-    import robin_plugin.training.checkpoint as ckpt_mod
+    import robin_plugin.formats.checkpoint as ckpt_mod
 
     def save_file(tensors, filename, metadata=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)

@@ -23,7 +23,8 @@ from robin_plugin.training import (
     default_hooks, epoch_order, fire, get_preset, progressive_keep_ratio, resolve_attack_sizes, trades_loss, PRESETS,
 )
 from robin_plugin.rng import isolated_rng
-from robin_plugin.training.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from robin_plugin.formats.checkpoint import flatten_state, save_checkpoint, unflatten_state
+from robin_plugin.training.checkpoint import load_checkpoint
 from robin_plugin.training.config import parse_override
 from robin_plugin.training.schedules import cosine_lr, lr_at, step_lr
 

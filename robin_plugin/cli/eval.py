@@ -19,7 +19,8 @@ from ..data.registry import DATASETS, dataset_info
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..eval.attacks import STANDARD_ATTACKS
 from ..eval.evaluate import evaluate
-from ..eval.report import format_report, make_model_info, parse_eps, write_result
+from ..eval.report import format_report, make_model_info
+from ..formats.result import parse_eps, write_result
 from ..loading import load_model
 from ..pruning import is_masked, masked_layers
 from ..training.run import load_run

@@ -11,9 +11,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..export.compact import compact_size_report, export_compact
-from ..export.deploy import deploy_model
-from ..export.deploy_file import save_deploy
-from ..export.dense import dense_model, export_dense, pruned_channels
+from ..export.deploy import deploy_model, save_deploy
+from ..export.dense import dense_model, export_dense
+from ..export.shrink import pruned_channels
 from ..export.hub import export_hub, run_data_config
 from ..export.onnx import export_onnx
 from ..formats.files import MAX_JSON_BYTES, parse_json

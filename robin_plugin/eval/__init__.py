@@ -23,7 +23,8 @@ from .attacks import STANDARD_ATTACKS, AutoAttackConfig, build_attack, standard_
 from .checks import CheckResult
 from .evaluate import EvalResult, evaluate
 from .reference import reference_autoattack
-from .report import format_report, load_result, make_model_info, write_result
+from ..formats.result import write_result
+from .report import format_report, load_result, make_model_info
 
 __all__ = [
     "STANDARD_ATTACKS", "AutoAttackConfig", "build_attack", "default_pgd_step", "pgd_attack", "standard_attacks",

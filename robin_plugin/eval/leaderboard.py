@@ -45,8 +45,9 @@ import torch
 from .. import models  # noqa: F401  (registers robin_wrn34_dense with timm)
 from ..errors import InputError, UnknownNameError, closest
 from ..formats.files import parse_json
+from ..formats.result import MAX_RESULT_BYTES, parse_eps
 from ..io import atomic_write_json, read_limited
-from .report import AUTOATTACK, MAX_RESULT_BYTES, is_autoattack, parse_eps, robust_acc
+from .report import AUTOATTACK, is_autoattack, robust_acc
 
 __all__ = [
     "CITATION", "LEADERBOARDS", "TIMM_ARCHITECTURES", "Ranking", "arch_params", "build_snapshot", "comparability",

@@ -20,40 +20,27 @@ the same fields, so a result can sit next to the leaderboard entries, and adds o
 :func:`load_result` also reads RobustBench's own files (``benchmark(..., to_disk=True)`` writes
 ``model_info/<dataset>/<threat>/<model_name>.json`` with ``null`` name and architecture and a
 float eps) and files of robin_plugin 0.2, whose subset evaluations were still called
-``autoattack_acc`` (relabelled from their ``attacks`` list).
+``autoattack_acc`` (relabelled from their ``attacks`` list). The file itself is written and read
+by :mod:`robin_plugin.formats.result`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
-from ..errors import ConfigError, InputError, UnknownNameError, closest
-from ..formats.files import FileContentError, parse_json
-from ..io import atomic_write_json, read_limited
+from ..errors import ConfigError, UnknownNameError, closest
+from ..formats.result import RESULT_DATASETS, eps_string, read_result
 from ..pruning import is_masked
 from ..summary import format_storage, storage_bytes, summarize
 from .attacks import STANDARD_ATTACKS, AutoAttackConfig
 from .evaluate import EvalResult
 
-MAX_RESULT_BYTES = 1024 * 1024
-"""Size limit of a result file (RobustBench ``model_info`` JSON: a few hundred bytes)."""
-
-__all__ = ["AUTOATTACK", "MAX_RESULT_BYTES", "REQUIRED_FIELDS", "ROBUST_FIELDS", "attack_set_label", "eps_string",
-           "format_report", "is_autoattack", "load_result", "make_model_info", "parse_eps", "robust_acc", "storage_of",
-           "write_result"]
-
-#: Fields every result file must have (RobustBench's model_info core), plus one of :data:`ROBUST_FIELDS`.
-REQUIRED_FIELDS: tuple[str, ...] = ("name", "architecture", "eps", "clean_acc")
-
-#: The robust accuracy: ``autoattack_acc`` (full standard AutoAttack) or ``robust_acc`` (another attack set).
-ROBUST_FIELDS: tuple[str, ...] = ("autoattack_acc", "robust_acc")
+__all__ = ["AUTOATTACK", "attack_set_label", "format_report", "is_autoattack", "load_result", "make_model_info",
+           "robust_acc", "storage_of"]
 
 AUTOATTACK = "autoattack"
 """The one ``attack_set`` label of the full standard ensemble at its original strength."""
@@ -86,40 +73,6 @@ def robust_acc(info: Mapping[str, Any]) -> tuple[str, float]:
     if is_autoattack(info):
         return AUTOATTACK, float(info["autoattack_acc"])
     return str(info.get("attack_set", "?")), float(info["robust_acc"])
-
-_DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenet", "imagenet100")
-
-
-def eps_string(eps: float) -> str:
-    """RobustBench's eps notation: ``"8/255"`` when eps is a whole number of 1/255, else ``"0.1"``."""
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6 and 1 <= round(k) < 128 and not abs(eps * 10 - round(eps * 10)) < 1e-9:
-        return f"{round(k)}/255"
-    return f"{eps:g}"
-
-
-def parse_eps(text: str | float) -> float:
-    """Inverse of :func:`eps_string`: ``"8/255"`` -> 0.0314, ``"0.1"`` -> 0.1."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        try:
-            value = float(text)
-        except OverflowError:
-            raise InputError(f"eps must be in (0, 1] pixel units, got a number too large for a float") from None
-    elif isinstance(text, str):
-        try:
-            if "/" in text:
-                num, den = text.split("/", 1)
-                value = float(num) / float(den)
-            else:
-                value = float(text)
-        except (ValueError, ZeroDivisionError, OverflowError):
-            raise InputError(f"eps must look like '8/255' or '0.1', got {text!r:.80}") from None
-    else:
-        raise InputError(f"eps must be a string like '8/255' or a number, got {text!r}")
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise InputError(f"eps must be in (0, 1] pixel units, got {text!r}")
-    return value
-
 
 def _pct(x: float) -> str:
     return f"{100.0 * x:.2f}"
@@ -165,8 +118,9 @@ def make_model_info(
         model: the evaluated model, for keep ratio, p, kept weights and storage bytes.
         additional_data: trained with data beyond the training set.
     """
-    if dataset not in _DATASETS:
-        raise UnknownNameError(f"unknown dataset {dataset!r}{closest(dataset, _DATASETS)}; valid: {', '.join(_DATASETS)}")
+    if dataset not in RESULT_DATASETS:
+        raise UnknownNameError(f"unknown dataset {dataset!r}{closest(dataset, RESULT_DATASETS)}; "
+                               f"valid: {', '.join(RESULT_DATASETS)}")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name must be a non-empty string, got {name!r}")
     info: dict[str, Any] = {
@@ -220,87 +174,20 @@ def _reference_info(ref: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def write_result(path: str | os.PathLike, info: Mapping[str, Any], *, overwrite: bool = True) -> Path:
-    """Write a model_info dict as JSON, atomically (see :mod:`robin_plugin.io`)."""
-    return atomic_write_json(path, dict(info), overwrite=overwrite)
-
-
-def _percent_field(info: Mapping[str, Any], key: str, path: Any) -> float:
-    value = info[key]
-    try:
-        v = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{path}: field {key!r} must be a percent like \"45.06\", got {value!r:.80}") from None
-    if isinstance(value, bool) or not math.isfinite(v) or not 0.0 <= v <= 100.0:
-        raise InputError(f"{path}: field {key!r} must be a percent in [0, 100], got {value!r}")
-    return v
-
-
 def load_result(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a result file (RobustBench model_info JSON).
+    """Read and validate a result file (:func:`robin_plugin.formats.result.read_result`).
+
+    An attack set's accuracy that robin_plugin 0.2 called ``autoattack_acc`` is relabelled by its
+    ``attacks`` list (:func:`attack_set_label`).
 
     Raises:
         InputError: the file is missing, is not valid JSON, is not an object, lacks one of
-            :data:`REQUIRED_FIELDS`, or has accuracies or eps outside their ranges.
+            :data:`~robin_plugin.formats.result.REQUIRED_FIELDS`, or has accuracies or eps
+            outside their ranges.
     """
-    p = Path(path)
-    try:
-        text = read_limited(p, MAX_RESULT_BYTES).decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"result file {p} does not exist") from None
-    except (OSError, ValueError) as e:  # UnicodeDecodeError, or larger than the limit
-        raise InputError(f"cannot read result file {p}: {e}") from None
-    try:
-        info = parse_json(text, max_bytes=MAX_RESULT_BYTES)
-    except FileContentError as e:
-        if "nested too deeply" in str(e):
-            raise InputError(f"{p} is nested too deeply to be a result file") from None
-        raise InputError(f"{p} is not valid JSON: {str(e).removeprefix('not valid JSON ')}") from None
-    if not isinstance(info, dict):
-        raise InputError(f"{p} must hold a JSON object (RobustBench model_info), got {type(info).__name__}")
-    _from_robustbench(info, p)
-    missing = [k for k in REQUIRED_FIELDS if k not in info]
-    if not any(k in info for k in ROBUST_FIELDS):
-        missing.append(" or ".join(ROBUST_FIELDS))
-    if missing:
-        raise InputError(f"{p} lacks the field(s) {', '.join(missing)}; a result needs {', '.join(REQUIRED_FIELDS)} "
-                         f"and {' or '.join(ROBUST_FIELDS)}")
+    info = read_result(path)
     _relabel_subset(info)
-    for key in ("clean_acc", *ROBUST_FIELDS):
-        if key in info:
-            _percent_field(info, key, p)
-    parse_eps(info["eps"])
-    if not isinstance(info["name"], str) or not isinstance(info["architecture"], str):
-        raise InputError(f"{p}: fields 'name' and 'architecture' must be strings")
-    sb = info.get("storage_bytes")
-    if sb is not None and (not isinstance(sb, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sb.values())):
-        raise InputError(f"{p}: 'storage_bytes' must map names to positive integers, got {sb!r}")
     return info
-
-
-def _from_robustbench(info: dict[str, Any], path: Path) -> None:
-    """Fill what RobustBench's ``to_disk`` files leave ``null`` (in place): name, architecture, eps.
-
-    ``robustbench.utils.update_json`` writes ``dataclasses.asdict(ModelInfo(...))``: every field,
-    ``null`` where unknown, ``eps`` as a float (or ``null``), and the model's name only as the file
-    name ``model_info/<dataset>/<threat>/<model_name>.json``.
-    """
-    if info.get("name") is None and "name" in info:
-        info["name"] = path.stem
-    if info.get("architecture") is None and "architecture" in info:
-        info["architecture"] = "unknown"
-    for key in ("additional_data", "unreliable"):
-        if key in info and info[key] is None:
-            info[key] = False
-    eps = info.get("eps")
-    if isinstance(eps, (int, float)) and not isinstance(eps, bool):
-        info["eps"] = eps_string(parse_eps(eps))
-    elif eps is None and "eps" in info:
-        raise InputError(f"{path}: eps is null; RobustBench writes it only when benchmark() was given eps, and a "
-                         f"result without its radius cannot be compared")
-    if info.get("dataset") is None and path.parent.parent.name in _DATASETS:  # model_info/<dataset>/<threat>/
-        info["dataset"] = path.parent.parent.name
 
 
 def _relabel_subset(info: dict[str, Any]) -> None:

@@ -20,20 +20,14 @@ uses the models and the formats; nothing below it imports ``export``.
 from __future__ import annotations
 
 from ..formats.codec import CodecError
-from ..formats.compact import ModelFileError
+from ..formats.compact import ExportFormatError, ModelFileError
 from ..models.timm_loading import checkpoint_filter_fn, compact_load_pre_hook
-from .compact import (
-    ExportError,
-    ExportFormatError,
-    compact_size_report,
-    export_compact,
-    load_compact,
-)
-from .dense import dense_model, dense_state_dict, export_dense, pruned_channels, shrink_model
-from .deploy import DeployError, DeployModel, deploy_model
-from .deploy_file import DeployFormatError, load_deploy, save_deploy
+from .compact import ExportError, compact_size_report, export_compact, load_compact
+from .dense import dense_model, dense_state_dict, export_dense
+from .deploy import DeployError, DeployFormatError, DeployModel, deploy_model, load_deploy, save_deploy
 from .hub import export_hub
 from .onnx import export_onnx
+from .shrink import pruned_channels, shrink_model
 
 __all__ = [
     "export_onnx",

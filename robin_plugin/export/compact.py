@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from ..errors import RobinError
 from ..formats.codec import encode_mask, mask_entropy_bits, pack_bits
-from ..formats.compact import (  # noqa: F401  (the format's names stay importable from here)
+from ..formats.compact import (
     CHECKSUM_KEY,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -47,7 +47,6 @@ from ..formats.compact import (  # noqa: F401  (the format's names stay importab
     VALUES_KEY,
     ExportFormatError,
     checksum as _checksum,
-    is_compact,
     kept_digest as _kept_digest,
     parse_header as _parse_header,
     read_compact_file,
@@ -59,20 +58,7 @@ from ..models.timm_loading import build_from_header, compact_state_dict
 from ..pruning import is_masked, masked_layers
 from ..summary import summarize
 
-__all__ = [
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "ExportError",
-    "ExportFormatError",
-    "compact_size_report",
-    "compact_state_dict",
-    "compact_tensors",
-    "export_compact",
-    "infer_model_spec",
-    "is_compact",
-    "load_compact",
-    "read_compact_file",
-]
+__all__ = ["ExportError", "compact_size_report", "compact_tensors", "export_compact", "infer_model_spec", "load_compact"]
 
 _log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ architectures that ``config.json`` names.
 - ``README.md``: a model card with the training recipe and the results in RobustBench's fields.
 
 The folder is written next to its destination and renamed into place, so a failed export never
-leaves a half-written folder.
+leaves a half-written folder. The config file itself is written and read by
+:mod:`robin_plugin.formats.hub`.
 """
 from __future__ import annotations
 
@@ -35,14 +36,13 @@ from ..data.registry import dataset_info
 from ..errors import ConfigError
 from ..io import FileExistsRobinError, WriteError, _umask, save_safetensors
 from ..formats.compact import METADATA
+from ..formats.hub import HUB_FORMAT, write_hub_config
 from ..models.spec import model_spec
 from ..pruning import is_masked
 from ..summary import summarize
 from .compact import ExportError, compact_tensors
 
-__all__ = ["HUB_FORMAT", "export_hub", "hub_config", "run_data_config"]
-
-HUB_FORMAT = "robin_hub/1"
+__all__ = ["export_hub", "hub_config", "run_data_config"]
 
 # fields of timm's PretrainedCfg worth publishing (timm refuses unknown fields)
 _CFG_FIELDS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes", "pool_size",
@@ -165,7 +165,7 @@ def export_hub(
         raise WriteError(f"cannot write {folder}: {e.strerror or e}; nothing was changed") from e
     try:
         save_safetensors(tensors, tmp / "model.safetensors", metadata)  # sorted header: same model -> same bytes
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_hub_config(tmp, config)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for f in tmp.iterdir():
             os.chmod(f, 0o666 & ~_umask())

@@ -32,6 +32,9 @@ File layout (format ``robin_compact``, version 1). Safetensors metadata:
 Decoding never builds a model itself: a file whose seed recipe the target model's own weights do
 not reproduce needs the ``regenerate`` function :func:`decode_compact` is given (the models pass
 one that validates the header's model spec before building it).
+
+Size: about 440 lines, over the package's ~400, because the layout, its checks and its decoding
+are one contract: each check guards a field the decoder then reads.
 """
 from __future__ import annotations
 

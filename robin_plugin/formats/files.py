@@ -12,6 +12,8 @@ the file is not; each loader turns it into the typed error of its file kind
   size, tensor count, names, dtypes, shapes and data offsets are checked against limits before
   the body is read (a 1 GiB sparse file is refused after reading 8 bytes); the body is then
   memory-mapped by safetensors itself, never read whole into a ``bytes``.
+- :func:`read_safetensors_checked`: the two above for one file kind: its metadata checked before
+  the body is read, every failure raised as that kind's error, optionally NaN / Inf refused.
 - :func:`nonfinite_tensor`: the first tensor holding NaN or Inf, so loaders can refuse weights,
   scores and statistics that would give silent nonsense.
 - :func:`describe_foreign_file`: what a file that is not safetensors is (empty, a pickle ...).
@@ -25,7 +27,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,7 @@ __all__ = [
     "nonfinite_tensor",
     "parse_json",
     "read_safetensors",
+    "read_safetensors_checked",
     "read_safetensors_header",
 ]
 
@@ -286,6 +289,45 @@ def read_safetensors(
     if set(tensors) != set(header.tensors):  # the file changed between the two reads
         raise FileContentError("the file changed while it was read")
     return tensors, header.metadata
+
+
+def read_safetensors_checked(
+    path: str | os.PathLike,
+    error: Callable[[str], Exception],
+    unreadable: str,
+    *,
+    check_metadata: Callable[[dict[str, str]], None] | None = None,
+    limits: SafetensorsLimits = SafetensorsLimits(),
+    finite: str | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a file of one kind, each failure raised as that kind's error.
+
+    The header is checked against ``limits``, then ``check_metadata(metadata)`` (which raises the
+    kind's own error, e.g. for a foreign ``format``), then the body is read
+    (:func:`read_safetensors`).
+
+    Args:
+        path: the file.
+        error: the kind's error class (``CheckpointError``, ``ExportFormatError`` ...).
+        unreadable: its message when the file cannot be opened or read, with ``{path}`` and
+            ``{reason}`` (the :class:`FileContentError` or ``OSError``).
+        check_metadata: called with the header's metadata before the body is read.
+        limits: what the header may declare.
+        finite: if given, a tensor holding NaN or Inf raises
+            ``error("{path}: tensor {name!r} holds NaN or Inf; " + finite)``.
+    """
+    try:
+        header = read_safetensors_header(path, limits)  # sizes, names and dtypes checked before the body is read
+        if check_metadata is not None:
+            check_metadata(header.metadata)
+        tensors, metadata = read_safetensors(path, limits)
+    except (FileContentError, OSError) as e:
+        raise error(unreadable.format(path=path, reason=e)) from None
+    if finite is not None:
+        bad = nonfinite_tensor(tensors)
+        if bad is not None:
+            raise error(f"{path}: tensor {bad!r} holds NaN or Inf; {finite}")
+    return tensors, metadata
 
 
 def nonfinite_tensor(tensors: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str | None:

@@ -7,7 +7,8 @@ docstring), usable in a plain PyTorch loop as well.
 """
 from ..errors import CheckpointError
 from .attacks import ATTACKS, AdversarialTraining, PersistentFGSM, trades_loss
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from ..formats.checkpoint import save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import PRESETS, TrainConfig, apply_overrides, get_preset
 from .events import Event, Hook, fire
 from .guard import CatastrophicOverfittingError, CatastrophicOverfittingGuard, is_collapse

@@ -1,20 +1,16 @@
-"""Checkpoints without pickle: nested state -> safetensors tensors + JSON metadata.
+"""Resuming a run: what a Trainer checkpoint holds, its checks, and restoring it into a run.
 
-A checkpoint is ONE safetensors file written atomically. Its tensors are the model state dict
-(``model/<key>``) and every tensor found in the optimizer and hook states; the metadata entry
-``robin_checkpoint`` holds the rest as JSON, with tensors replaced by references. Loading never
-executes code: safetensors holds raw arrays and JSON holds plain values.
-
-A :class:`~robin_plugin.training.Trainer` checkpoint (written by the ``Checkpointing`` hook
-from :func:`training_state`, read back by :func:`restore_training_state`) holds ``epoch`` (the
-last finished epoch), ``step``, ``best``, ``optimizer``, ``config`` and ``hooks``: one
-``{"name", "type", "state"}`` entry per hook, restored into the hook of the same name. Files
-written before hooks had names (entries without ``"name"``) are still read: their entries are
-matched to this run's hooks by class name, in order.
+The file format (one safetensors file, tensors + JSON metadata) is
+:mod:`robin_plugin.formats.checkpoint`. A :class:`~robin_plugin.training.Trainer` checkpoint
+(written by the ``Checkpointing`` hook from :func:`training_state`, read back by
+:func:`restore_training_state`) holds the model state and ``epoch`` (the last finished epoch),
+``step``, ``best``, ``optimizer``, ``config`` and ``hooks``: one ``{"name", "type", "state"}``
+entry per hook, restored into the hook of the same name. Files written before hooks had names
+(entries without ``"name"``) are still read: their entries are matched to this run's hooks by
+class name, in order.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -23,12 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
 from .._checks import is_int, is_number
 from ..errors import CheckpointError, RobinError
-from ..formats.files import FileContentError, parse_json, read_safetensors, read_safetensors_header
-from ..io import atomic_write, canonicalize_safetensors_header
+from ..formats.checkpoint import read_checkpoint
 from ..layers.masked import MaskedLayer
 from ..models.timm_loading import training_model_state
 
@@ -37,115 +31,23 @@ if TYPE_CHECKING:  # annotations only
     from .events import Hook
     from .state import TrainState
 
-__all__ = ["CHECKPOINT", "flatten_state", "unflatten_state", "save_checkpoint", "load_checkpoint",
-           "save_state_dict", "check_train_state", "training_state", "restore_training_state"]
+__all__ = ["CHECKPOINT", "check_train_state", "load_checkpoint", "restore_training_state", "training_state"]
 
 _log = logging.getLogger(__name__)
 
-FORMAT = "robin_plugin.checkpoint/1"
 CHECKPOINT = "checkpoint.safetensors"
 """File name of a run's checkpoint in its ``out_dir``."""
 
 
-def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "s") -> Any:
-    """Return a JSON-able copy of ``obj`` with every tensor moved into ``tensors``.
-
-    Dicts become ``{"__dict__": [[key, value], ...]}`` so non-string keys (the optimizer's
-    integer parameter ids) survive; tuples are kept apart from lists.
-    """
-    if isinstance(obj, torch.Tensor):
-        name = f"{prefix}"
-        tensors[name] = obj.detach().cpu().contiguous()
-        return {"__tensor__": name}
-    if isinstance(obj, dict):
-        return {"__dict__": [[k, flatten_state(v, tensors, f"{prefix}.{i}")] for i, (k, v) in enumerate(obj.items())]}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [flatten_state(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [flatten_state(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint (only tensors and plain values)")
-
-
-def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of :func:`flatten_state`."""
-    if isinstance(obj, dict):
-        if set(obj) == {"__tensor__"}:
-            name = obj["__tensor__"]
-            if not isinstance(name, str) or name not in tensors:
-                raise CheckpointError(f"checkpoint refers to a missing tensor {name!r}")
-            return tensors[name]
-        if set(obj) == {"__dict__"}:
-            items = obj["__dict__"]
-            if not isinstance(items, list) or not all(isinstance(kv, list) and len(kv) == 2 for kv in items):
-                raise CheckpointError(f"checkpoint metadata: '__dict__' must list [key, value] pairs, got {items!r:.80}")
-            return {_key(k): unflatten_state(v, tensors) for k, v in items}
-        if set(obj) == {"__tuple__"}:
-            if not isinstance(obj["__tuple__"], list):
-                raise CheckpointError(f"checkpoint metadata: '__tuple__' must be a list, got {obj['__tuple__']!r:.80}")
-            return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
-        raise CheckpointError(f"unexpected object in checkpoint metadata: keys {sorted(obj)[:5]}")
-    if isinstance(obj, list):
-        return [unflatten_state(v, tensors) for v in obj]
-    return obj
-
-
-def _key(k: Any) -> Any:
-    if isinstance(k, list):  # JSON turned a tuple key into a list
-        return tuple(_key(x) for x in k)
-    if isinstance(k, dict):
-        raise CheckpointError(f"checkpoint metadata: a dict key must be a plain value, got {k!r:.80}")
-    return k
-
-
-def _write(tensors: dict[str, torch.Tensor], tmp: str, metadata: dict[str, str] | None) -> None:
-    # robin_plugin.io.save_safetensors, spelled out so tests can fail ``save_file`` here
-    save_file(tensors, tmp, metadata=metadata)
-    canonicalize_safetensors_header(tmp)  # same state -> same bytes
-
-
-def save_state_dict(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Save a plain model state dict as safetensors, atomically and reproducibly (timm can load it)."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    return atomic_write(path, lambda tmp: _write(tensors, tmp, metadata))
-
-
-def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-    """Write ``model_state`` and the nested training ``state`` to one safetensors file, atomically.
-
-    The same model state and training state give byte-identical files.
-    """
-    tensors: dict[str, torch.Tensor] = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
-    meta = flatten_state(state, tensors, prefix="state")
-    metadata = {"format": FORMAT, "robin_checkpoint": json.dumps(meta)}
-    return atomic_write(path, lambda tmp: _write(tensors, tmp, metadata))
-
-
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`: ``(model_state, state)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        metadata = read_safetensors_header(path).metadata  # sizes, names and dtypes checked before the body is read
-        if metadata.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a robin_plugin training checkpoint (format "
-                                  f"{metadata.get('format')!r:.60}, expected {FORMAT!r})")
-        tensors, metadata = read_safetensors(path)
-    except (FileContentError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e})") from None
-    try:
-        meta = parse_json(metadata["robin_checkpoint"])
-        state = unflatten_state(meta, tensors)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path} has corrupt checkpoint metadata ({e})") from e
-    except (KeyError, TypeError, ValueError, RecursionError) as e:  # FileContentError is a ValueError
-        raise CheckpointError(f"{path} has corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} has corrupt checkpoint metadata (the state is a {type(state).__name__}, expected a mapping)")
-    model_state = training_model_state(tensors)
-    return model_state, state
+    """Read a checkpoint written by :func:`~robin_plugin.formats.checkpoint.save_checkpoint`:
+    ``(model_state, state)``, the model's state dict and the nested training state.
+
+    Raises:
+        CheckpointError: missing, not a training checkpoint, unreadable, or corrupt metadata.
+    """
+    tensors, state = read_checkpoint(path)
+    return training_model_state(tensors), state
 
 
 def check_train_state(path: str | Path, state: dict[str, Any], steps_per_epoch: int) -> None:

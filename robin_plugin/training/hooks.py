@@ -24,7 +24,8 @@ from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_bytes
 from ..pruning import check_p, is_masked, masked_layers, set_keep_ratio
 from ..rng import stream_generator
-from .checkpoint import CHECKPOINT, save_checkpoint, save_state_dict, training_state
+from ..formats.checkpoint import save_checkpoint, save_state_dict
+from .checkpoint import CHECKPOINT, training_state
 from .events import Hook
 from .schedules import lr_at, lr_at_epoch, progressive_keep_ratio
 from .state import TrainState

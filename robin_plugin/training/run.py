@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from ..data import dataset_info, get_dataset, validation_split
 from ..errors import CheckpointError, ConfigError, RobinError
-from ..formats.files import FileContentError, nonfinite_tensor, parse_json, read_safetensors
+from ..formats.files import FileContentError, parse_json, read_safetensors, read_safetensors_checked
 from ..io import atomic_write_json, read_limited
 from ..layers.masked import LegacyStateWarning
 from ..pgd import default_pgd_step
@@ -99,7 +98,7 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
     result.update(model_figures(model))
     best = out_dir / "model_best.safetensors"
     if best.is_file():  # the paper's protocol: evaluate the epoch with the best held-out PGD accuracy
-        model.load_state_dict(load_file(str(best)))
+        model.load_state_dict(read_safetensors(best)[0])  # a file this run wrote
         result["evaluated"] = f"best epoch ({trainer.best.get('epoch')})"
     else:
         result["evaluated"] = "last epoch"
@@ -162,14 +161,8 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
         raise CheckpointError(f"{cfg_path} is not a valid run config: {e}") from e
     except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{cfg_path} is not a valid run config ({e})") from e
-    try:
-        state, _ = read_safetensors(weights)  # sizes checked before the body is read
-    except (FileContentError, OSError) as e:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from None
-    bad = nonfinite_tensor(state)
-    if bad is not None:
-        raise CheckpointError(f"{weights}: tensor {bad!r} holds NaN or Inf; a model must have finite weights, scores "
-                              "and statistics")
+    state, _ = read_safetensors_checked(weights, CheckpointError, "{path} is not a readable safetensors file ({reason})",
+                                        finite="a model must have finite weights, scores and statistics")
     try:
         with warnings.catch_warnings():  # files of robin_plugin 0.1: the config gave the ratios and statistics
             warnings.simplefilter("ignore", LegacyStateWarning)

@@ -1,49 +1,101 @@
-"""The deploy file: a :class:`~robin_plugin.export.deploy.DeployModel` as one safetensors file.
+"""The deploy file: a deploy program as one safetensors file, and the program's step type.
 
-The program is stored as JSON metadata (operation kinds from a fixed list, integer arguments,
-flags) and its tensors (dense weights, CSR index and value arrays of the sparse taps, biases,
-BatchNorm scales) as safetensors entries named ``<op>.<key>``. :func:`load_deploy` checks every
-field (kinds, argument order, integer ranges, CSR structure, shapes, finiteness, no unused
-tensors) before it builds anything; nothing in the file is executed or unpickled.
+A deploy program (:mod:`robin_plugin.export.deploy`) is a straight line of :class:`DeployOp`
+steps over fixed tensors. Its file stores the program as JSON metadata (operation kinds from
+:data:`FILE_ARITY`, integer arguments, flags) and its tensors (dense weights, CSR index and
+value arrays of the sparse taps, biases, BatchNorm scales) as safetensors entries named
+``<op>.<key>``. Safetensors metadata: ``{"format": "robin-deploy", "version": "1", "output",
+"num_classes", "program"}``.
+
+:func:`read_deploy_file` checks every field (kinds, argument order, integer ranges, CSR
+structure, shapes, finiteness, no unused tensors) and returns the validated program; nothing in
+the file is executed or unpickled. :func:`write_deploy_file` is its inverse. Running the
+program is :mod:`robin_plugin.export.deploy`'s job.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..formats.files import FileContentError, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
+from ..errors import RobinError
 from ..io import save_safetensors
-from .deploy import _ARITY, _IN_MEMORY_ONLY, DeployError, DeployModel, _Op
+from .files import nonfinite_tensor, parse_json, read_safetensors_checked
 
-__all__ = ["DEPLOY_FORMAT", "DEPLOY_VERSION", "DeployFormatError", "load_deploy", "save_deploy"]
+__all__ = ["CSR_BETA_WARNING", "DEPLOY_FORMAT", "DEPLOY_VERSION", "FILE_ARITY", "MAX_DEPLOY_OPS", "DeployError",
+           "DeployFile", "DeployFormatError", "DeployOp", "csr_int32", "read_deploy_file", "write_deploy_file"]
 
 
 DEPLOY_FORMAT = "robin-deploy"
 DEPLOY_VERSION = "1"
 MAX_DEPLOY_OPS = 100_000
+# argument count of each operation kind a file may hold; the kinds that run Python objects
+# ("module", "call") exist in memory only
+FILE_ARITY = {"sparse_conv": 1, "dense_conv": 1, "affine2d": 1, "relu": 1, "add": 2, "mean": 1, "linear": 1,
+              "affine1d": 1, "const": 0, "identity": 1, "sub": 2, "div": 2, "flatten": 1, "max_pool2d": 1}
+# PyTorch's "support is in beta" notice, raised by every CSR constructor: robin relies on two calls only
+CSR_BETA_WARNING = r".*[Ss]parse CSR tensor support is in beta.*"
 
 
-def save_deploy(deploy: DeployModel, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write ``deploy`` as one safetensors file: its tensors, and its program as JSON metadata.
+class DeployError(RobinError, ValueError):
+    """The model cannot be turned into a deploy model, or a deploy model cannot do what was asked."""
 
-    The file holds data only: operation kinds from a fixed list, integer arguments and tensors;
-    :func:`load_deploy` validates every field before building. Programs with operations that run
-    arbitrary modules (``deploy.fallbacks`` other than max-pooling) cannot be saved.
+
+class DeployFormatError(DeployError):
+    """A deploy file is malformed."""
+
+
+@dataclass
+class DeployOp:
+    """One step of a deploy program: ``values[out] = kernel(params, *values[args])``."""
+
+    kind: str
+    out: int
+    args: tuple[int, ...]
+    params: dict[str, Any]
+
+
+@dataclass
+class DeployFile:
+    """A validated deploy file: the program, the index of its output value, the class count."""
+
+    program: list[DeployOp]
+    output: int
+    num_classes: int
+
+
+def csr_int32(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A checked CSR matrix with int32 indices (what MKL's sparse kernels take: no conversion per call)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=CSR_BETA_WARNING)
+        return torch.sparse_csr_tensor(crow.to(torch.int32), col.to(torch.int32), values, size=size,
+                                       check_invariants=True)
+
+
+def write_deploy_file(program: list[DeployOp], output: int, num_classes: int, path: str | os.PathLike, *,
+                      overwrite: bool = True) -> Path:
+    """Write a deploy program as one safetensors file: its tensors, and the program as JSON metadata.
+
+    Raises:
+        DeployError: an operation runs a Python object (kinds ``module`` and ``call``), which a
+            file cannot hold.
+        WriteError: the file could not be written.
     """
     tensors: dict[str, torch.Tensor] = {}
-    program = []
-    for i, op in enumerate(deploy.program):
-        if op.kind in _IN_MEMORY_ONLY:
+    steps = []
+    for i, op in enumerate(program):
+        if op.kind not in FILE_ARITY:
             raise DeployError(f"operation {op.params.get('name', op.kind)!r} runs a Python {op.kind} and cannot be "
                               "saved; deploy_model() in memory still runs it")
         params = _params_to_file(op.params, f"{i}", tensors)
-        program.append({"kind": op.kind, "out": op.out, "args": list(op.args), "params": params})
-    meta = {"format": DEPLOY_FORMAT, "version": DEPLOY_VERSION, "output": str(deploy.output),
-            "num_classes": str(deploy.num_classes), "program": json.dumps(program, separators=(",", ":"))}
+        steps.append({"kind": op.kind, "out": op.out, "args": list(op.args), "params": params})
+    meta = {"format": DEPLOY_FORMAT, "version": DEPLOY_VERSION, "output": str(output),
+            "num_classes": str(num_classes), "program": json.dumps(steps, separators=(",", ":"))}
     return save_safetensors(tensors, path, metadata=meta, overwrite=overwrite)
 
 
@@ -67,24 +119,24 @@ def _params_to_file(op_params: dict[str, Any], prefix: str, tensors: dict[str, t
     return params
 
 
-def load_deploy(path: str | os.PathLike) -> DeployModel:
-    """Read a file written by :func:`save_deploy`; every field is checked, nothing is executed.
+def read_deploy_file(path: str | os.PathLike) -> DeployFile:
+    """Read a file written by :func:`write_deploy_file`; every field is checked, nothing is executed.
 
     Raises:
         DeployFormatError: not a deploy file, or a field is missing, of the wrong type or out of
             range (the message names it).
     """
     path = Path(path)
-    try:
-        meta = read_safetensors_header(path).metadata  # sizes, names and dtypes checked before the body is read
+
+    def check(meta: dict[str, str]) -> None:
         if meta.get("format") != DEPLOY_FORMAT:
             raise DeployFormatError(f"{path}: not a robin deploy file (format {meta.get('format')!r:.60})")
         if meta.get("version") != DEPLOY_VERSION:
             raise DeployFormatError(f"{path}: deploy format version {meta.get('version')!r:.40} is not supported "
                                     f"(this robin_plugin reads version {DEPLOY_VERSION})")
-        tensors, meta = read_safetensors(path)
-    except (OSError, FileContentError) as e:
-        raise DeployFormatError(f"{path}: cannot read a safetensors file ({e})") from None
+
+    tensors, meta = read_safetensors_checked(path, DeployFormatError, "{path}: cannot read a safetensors file ({reason})",
+                                             check_metadata=check)
     try:
         program = parse_json(meta["program"])
         output, num_classes = int(meta["output"]), int(meta["num_classes"])
@@ -93,33 +145,28 @@ def load_deploy(path: str | os.PathLike) -> DeployModel:
     bad = nonfinite_tensor(tensors)
     if bad is not None:
         raise DeployFormatError(f"{path}: tensor {bad!r} holds NaN or Inf; a deploy file must hold finite weights")
-    return DeployModel(_check_program(program, tensors, output, path), output, num_classes=num_classes,
-                       source=str(path))
+    return DeployFile(_check_program(program, tensors, output, path), output, num_classes)
 
 
-class DeployFormatError(DeployError):
-    """A deploy file is malformed."""
-
-
-def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, path: Path) -> list[_Op]:
+def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, path: Path) -> list[DeployOp]:
     def bad(i: int, msg: str) -> DeployFormatError:
         return DeployFormatError(f"{path}: operation {i}: {msg}")
 
     if not isinstance(program, list) or not 0 < len(program) <= MAX_DEPLOY_OPS:
         raise DeployFormatError(f"{path}: the program must be a list of 1 to {MAX_DEPLOY_OPS} operations")
-    ops: list[_Op] = []
+    ops: list[DeployOp] = []
     used: set[str] = set()
     for i, item in enumerate(program):
         if not isinstance(item, dict) or set(item) != {"kind", "out", "args", "params"}:
             raise bad(i, "must be an object with kind, out, args and params")
         kind, out, args, raw = item["kind"], item["out"], item["args"], item["params"]
-        if kind not in _ARITY:
-            raise bad(i, f"unknown kind {kind!r} (known: {', '.join(sorted(_ARITY))})")
+        if kind not in FILE_ARITY:
+            raise bad(i, f"unknown kind {kind!r} (known: {', '.join(sorted(FILE_ARITY))})")
         if out != i + 1:
             raise bad(i, f"out must be {i + 1}, got {out!r}")
-        if not isinstance(args, list) or len(args) != _ARITY[kind] or not all(
+        if not isinstance(args, list) or len(args) != FILE_ARITY[kind] or not all(
                 isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= i for a in args):
-            raise bad(i, f"{kind} takes {_ARITY[kind]} arguments, each an earlier value in [0, {i}]; got {args!r:.80}")
+            raise bad(i, f"{kind} takes {FILE_ARITY[kind]} arguments, each an earlier value in [0, {i}]; got {args!r:.80}")
         if not isinstance(raw, dict):
             raise bad(i, "params must be an object")
 
@@ -180,8 +227,7 @@ def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, 
                         or int(crow[-1]) != col.numel() or bool((crow[1:] < crow[:-1]).any()) \
                         or (col.numel() and (int(col.min()) < 0 or int(col.max()) >= cin)) or not torch.isfinite(val).all():
                     raise bad(i, f"tap {j}: not a valid ({cout}, {cin}) CSR matrix")
-                weights.append(torch.sparse_csr_tensor(crow.to(torch.int32), col.to(torch.int32), val.float(),
-                                                       size=(cout, cin), check_invariants=True))
+                weights.append(csr_int32(crow, col, val.float(), (cout, cin)))
                 used.update(f"{prefix}.w{j}.{x}" for x in ("crow", "col", "val"))
             bias = tensors.get(f"{prefix}.bias")
             if bias is not None:
@@ -243,7 +289,7 @@ def _check_program(program: Any, tensors: dict[str, torch.Tensor], output: int, 
             params = {"kernel_size": one_or_pair("kernel_size", 1), "stride": one_or_pair("stride", 1),
                       "padding": one_or_pair("padding", 0), "dilation": one_or_pair("dilation", 1),
                       "ceil_mode": flag("ceil_mode"), "name": str(raw.get("name", "max_pool2d"))[:200]}
-        ops.append(_Op(kind, out, tuple(args), params))
+        ops.append(DeployOp(kind, out, tuple(args), params))
     if not isinstance(output, int) or not 0 <= output <= len(ops):
         raise DeployFormatError(f"{path}: output must be a value index in [0, {len(ops)}]")
     extra = set(tensors) - used
