@@ -19,7 +19,7 @@ from robin_plugin import ConfigError, InputError, UnknownNameError, adaptive_kee
 from robin_plugin.layers.selection import topk_mask
 
 from robin_plugin.models.robustbench_names import robustbench_names
-from robin_plugin.models._common import check_images
+from robin_plugin.models.inputs import check_images
 
 # the architectures (and their dense twins); the RobustBench-named aliases of the same
 # architectures have their own tests in test_robustbench_names.py

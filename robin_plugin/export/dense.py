@@ -49,7 +49,7 @@ from ..errors import RobinError
 from ..formats.files import FileContentError, SafetensorsLimits, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
 from ..io import FileExistsRobinError, save_safetensors
 from ..layers.masked import MaskedConv2d, MaskedLinear
-from ..models._common import RobinNetBase
+from ..models.base import RobinNetBase
 from ..models.channels import ChannelGraph
 from ..models.spec import ModelSpec, build_model
 from ..pruning import is_masked, masked_layers
