@@ -49,6 +49,7 @@ from ..errors import RobinError
 from ..formats.files import FileContentError, SafetensorsLimits, nonfinite_tensor, parse_json, read_safetensors, read_safetensors_header
 from ..io import FileExistsRobinError, save_safetensors
 from ..layers.masked import MaskedConv2d, MaskedLinear
+from ..models.args import MASKED_ARGS
 from ..models.base import RobinNetBase
 from ..models.channels import ChannelGraph
 from ..models.spec import ModelSpec, build_model
@@ -70,7 +71,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 DENSE_FORMAT = "robin_dense/1"
-_MASKED_ONLY = ("keep_ratio", "p", "init", "score_init_scale", "score_scale_by_fan_in")
 
 
 def pruned_channels(model: nn.Module) -> dict[str, int]:
@@ -88,7 +88,7 @@ def dense_twin_spec(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
     if spec is None or not timm.is_model(spec[0] + "_dense"):
         return None
     name, kwargs = spec
-    return name + "_dense", {k: v for k, v in kwargs.items() if k not in _MASKED_ONLY}
+    return name + "_dense", {k: v for k, v in kwargs.items() if k not in MASKED_ARGS}
 
 
 def _masked_weights(model: nn.Module) -> dict[str, torch.Tensor]:

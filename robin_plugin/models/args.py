@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..layers.masked import check_init, check_score_scale
 from ..pruning import check_keep_ratio, check_p
 
-__all__ = ["MASKED_ARGS", "ModelArgs", "check_float", "check_int"]
+__all__ = ["MASKED_ARGS", "POOL_TYPES", "ModelArgs", "check_float", "check_global_pool", "check_int"]
 
 Check = Callable[[str, Any], Any]
 
@@ -58,12 +58,15 @@ def _bool(key: str, v: Any) -> bool:
     return v
 
 
-def _choice(*choices: str) -> Check:
-    def check(key: str, v: Any) -> str:
-        if v not in choices:
-            raise ConfigError(f"model argument {key!r} must be one of {', '.join(map(repr, choices))}, got {v!r:.80}")
-        return v
-    return check
+POOL_TYPES = ("avg", "")
+"""The classifier head's pooling: ``"avg"`` (global average pool) or ``""`` (none)."""
+
+
+def check_global_pool(key: str, v: Any) -> str:
+    """A check: one of :data:`POOL_TYPES`."""
+    if v not in POOL_TYPES:
+        raise ConfigError(f"robin models support global_pool='avg' (global average pool) or '' (no pooling), got {v!r:.80}")
+    return v
 
 
 def _stats(key: str, v: Any) -> tuple[float, ...]:
@@ -133,7 +136,7 @@ class ModelArgs:
     check_inputs: bool = _arg(False, _bool)
     drop_rate: float = _arg(0.0, check_float(0.0, 1.0, hi_open=True), spec="never")
     drop_path_rate: float = _arg(0.0, check_float(0.0, 1.0, hi_open=True), spec="never")
-    global_pool: str = _arg("avg", _choice("avg", ""), spec="changed")
+    global_pool: str = _arg("avg", check_global_pool, spec="changed")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

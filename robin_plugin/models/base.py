@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..layers.masked import MaskedLayer
 from ..pruning import adaptive_keep_ratios, masked_layers, set_keep_ratio
 from ..rng import stream_generator
-from .args import ModelArgs
+from .args import ModelArgs, check_global_pool
 from .channels import ChannelGraph
 from .factory import LayerFactory, make_layer_factory
 from .head import ClassifierHead
@@ -335,7 +335,7 @@ class RobinNetBase(nn.Module):
         """
         if global_pool is None:
             global_pool = self.head.pool_type
-        ClassifierHead.check_pool(global_pool)
+        check_global_pool("global_pool", global_pool)
         ref = next(self.parameters())
         device, dtype = ref.device, ref.dtype
         old_fc = self.head.fc

@@ -12,7 +12,7 @@ import torch.nn as nn
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from .args import ModelArgs
 
-__all__ = ["LayerFactory", "make_layer_factory"]
+__all__ = ["LayerFactory", "make_layer_factory", "masked_layer_kwargs"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,12 @@ class LayerFactory:
     masked: bool
 
 
+def masked_layer_kwargs(args: ModelArgs) -> dict:
+    """The keyword arguments of :class:`MaskedConv2d` / :class:`MaskedLinear` that ``args`` (resolved for a
+    masked model) set: the weight and score initialisation."""
+    return dict(init=args.init, score_init_scale=args.score_init_scale, score_scale_by_fan_in=args.score_scale_by_fan_in)
+
+
 def make_layer_factory(masked: bool, generator: torch.Generator, args: ModelArgs) -> LayerFactory:
     """Masked layers with non-affine BatchNorm, or dense layers with affine BatchNorm.
 
@@ -40,12 +46,7 @@ def make_layer_factory(masked: bool, generator: torch.Generator, args: ModelArgs
             the masked layers take ``init``, ``score_init_scale`` and ``score_scale_by_fan_in``.
     """
     if masked:
-        kw = dict(
-            init=args.init,
-            score_init_scale=args.score_init_scale,
-            score_scale_by_fan_in=args.score_scale_by_fan_in,
-            generator=generator,
-        )
+        kw = dict(masked_layer_kwargs(args), generator=generator)
         return LayerFactory(
             conv=partial(MaskedConv2d, **kw),
             linear=partial(MaskedLinear, **kw),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from .args import check_global_pool
 from .channels import ChannelGraph
 from .factory import LayerFactory
 
@@ -29,27 +29,17 @@ class ClassifierHead(nn.Module):
     ``pre_logits=True`` or ``num_classes=0``.
     """
 
-    POOL_TYPES = ("avg", "")
-
     def __init__(
         self, num_features: int, num_classes: int, factory: LayerFactory, last_bn: bool,
         global_pool: str = "avg", drop_rate: float = 0.0,
     ):
         super().__init__()
-        self.check_pool(global_pool)
+        check_global_pool("global_pool", global_pool)
         self.pool_type = global_pool
         self.per_position = not global_pool and num_classes > 0  # logit maps, see forward
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = factory.linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.last_bn = factory.norm1d(num_classes) if (last_bn and num_classes > 0) else nn.Identity()
-
-    @staticmethod
-    def check_pool(global_pool: str) -> None:
-        """Raise :class:`ConfigError` unless ``global_pool`` is one of :attr:`POOL_TYPES`."""
-        if global_pool not in ClassifierHead.POOL_TYPES:
-            raise ConfigError(
-                f"robin models support global_pool='avg' (global average pool) or '' (no pooling), got {global_pool!r}"
-            )
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.pool_type == "avg":
