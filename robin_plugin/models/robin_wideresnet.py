@@ -169,7 +169,8 @@ class RobinWideResNet(RobinNetBase):
         total, inplanes = kwargs["in_chans"] * 16 * 9, 16
         for i, planes in enumerate(widths[1:]):
             for j in range(n):
-                total += PreActBlock.count_weights(inplanes if j == 0 else planes, planes, (1 if i == 0 else 2) if j == 0 else 1)
+                stride = (1 if i == 0 else 2) if j == 0 else 1
+                total += PreActBlock.count_weights(inplanes if j == 0 else planes, planes, stride)
             inplanes = planes
         return total + inplanes * kwargs["num_classes"]
 

@@ -38,8 +38,9 @@ from ..pruning import is_masked
 from .args import ModelArgs
 
 __all__ = [
-    "DEFAULT_MAX_MODEL_BYTES", "ModelSpec", "allowed_args", "build_model", "builds_masked", "check_model_args", "check_model_name",
-    "check_model_size", "count_weights", "declared", "estimate_model_bytes", "max_model_bytes", "model_spec", "variant",
+    "DEFAULT_MAX_MODEL_BYTES", "ModelSpec", "allowed_args", "build_model", "builds_masked", "check_model_args",
+    "check_model_name", "check_model_size", "count_weights", "declared", "estimate_model_bytes", "max_model_bytes",
+    "model_spec", "variant",
 ]
 
 # keys timm or robin would act on that no file may set

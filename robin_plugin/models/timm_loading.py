@@ -207,7 +207,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
         return compact_state_dict(state_dict, model)
     if state_dict and all(k.startswith(_TRAINING_PREFIX) or k.startswith("state") for k in state_dict):
         model_keys = training_model_state(state_dict)
-        if model_keys and set(model_keys) <= set(model.state_dict()):  # older files lack keep ratios / mean / std
+        # keys of this model only; a key it lacks is named by the strict load
+        if model_keys and set(model_keys) <= set(model.state_dict()):
             return model_keys
     return state_dict
 
