@@ -126,7 +126,7 @@ def test_plain_fgsm_with_a_large_step_collapses_and_the_guard_fires(action, capl
     from robin_plugin.data import dataset_info
     from robin_plugin.training import TrainConfig
     from robin_plugin.training.run import load_data, resolve_attack_sizes
-    from robin_plugin.training.trainer import build_model
+    from robin_plugin.models.spec import build_model
 
     cfg = resolve_attack_sizes(TrainConfig(
         model="robin_resnet18", keep_ratio=0.2, model_kwargs={"width": 8}, attack="fgsm", eps=0.2, step_size=0.2, epochs=3,
@@ -134,7 +134,7 @@ def test_plain_fgsm_with_a_large_step_collapses_and_the_guard_fires(action, capl
         co_guard=action, co_guard_every=5, attack_mode="eval"))
     train_set, val_set, _ = load_data(cfg)
     info = dataset_info(cfg.dataset)
-    trainer = Trainer(build_model(cfg, 10, 1, info.mean, info.std), cfg, train_set, val_set)
+    trainer = Trainer(build_model(cfg.model_spec(10, 1, info.mean, info.std)), cfg, train_set, val_set)
     with caplog.at_level(logging.WARNING, logger="robin_plugin.training.guard"):
         try:
             result = trainer.fit()

@@ -54,14 +54,14 @@ def test_files_and_folders_load_back(model, tmp_path) -> None:
 
 def test_a_run_folder_and_its_training_checkpoint(tmp_path) -> None:
     from robin_plugin.data import dataset_info
-    from robin_plugin.training import build_model
+    from robin_plugin.models.spec import build_model
 
     g = torch.Generator().manual_seed(0)
     ds = ImageDataset((torch.rand(16, 1, 12, 12, generator=g) * 255).to(torch.uint8), torch.arange(16) % 2, ["a", "b"], "toy")
     cfg = TrainConfig(keep_ratio=0.2, epochs=1, batch_size=8, attack="ffgsm", eps=0.1, step_size=0.1, val_pgd_steps=1,
                       progress=False, model_kwargs={"width": 4})  # dataset fashion_mnist: 10 classes, 1 channel
     info = dataset_info(cfg.dataset)
-    trained = build_model(cfg, info.num_classes, info.in_chans, info.mean, info.std)
+    trained = build_model(cfg.model_spec(info.num_classes, info.in_chans, info.mean, info.std))
     Trainer(trained, cfg, ds, None, out_dir=tmp_path / "run").fit()
     assert _same(load_model(tmp_path / "run", which="last"), trained)
     kwargs = dict(KWARGS, num_classes=10, mean=tuple(info.mean), std=tuple(info.std))
@@ -71,7 +71,6 @@ def test_a_run_folder_and_its_training_checkpoint(tmp_path) -> None:
         load_model(tmp_path / "run", model="robin_resnet18")
 
 
-@pytest.mark.filterwarnings("ignore::robin_plugin.layers.masked.LegacyStateWarning")  # the resnet34 mismatch
 def test_refusals(model, tmp_path) -> None:
     safetensors.torch.save_file(model.state_dict(), str(tmp_path / "sd.safetensors"))
     with pytest.raises(ConfigError, match="plain state dict"):

@@ -17,7 +17,7 @@ from robin_plugin.memory_format import channels_last_crash_convs, to_channels_la
 from robin_plugin.training import Trainer, TrainConfig
 from robin_plugin.training.config import apply_overrides, get_preset
 from robin_plugin.training.run import resolve_attack_sizes
-from robin_plugin.training.trainer import build_model
+from robin_plugin.models.spec import build_model
 
 
 @pytest.mark.parametrize("cin,kernel,stride,crashes", [
@@ -61,7 +61,7 @@ def test_width4_fmnist_fast_trains_in_the_default_layout(caplog):
     assert preset["channels_last"] is True
     cfg = resolve_attack_sizes(apply_overrides(preset, {"model_kwargs": {"width": 4}, "device": "cpu", "epochs": 1,
                                                          "progress": False}))
-    model = build_model(cfg, 10, 1, (0.5,), (0.25,))
+    model = build_model(cfg.model_spec(10, 1, (0.5,), (0.25,)))
     g = torch.Generator().manual_seed(0)
     ds = _Toy(torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8, generator=g), torch.arange(32) % 10)
     with caplog.at_level(logging.WARNING, logger="robin_plugin.memory_format"):
@@ -73,7 +73,7 @@ def test_width4_fmnist_fast_trains_in_the_default_layout(caplog):
 
     # a width that is safe keeps the preset's layout
     cfg16 = TrainConfig(**{**cfg.to_dict(), "model_kwargs": {"width": 8}, "lr_milestones": (0.5, 0.75)})
-    assert Trainer(build_model(cfg16, 10, 1, (0.5,), (0.25,)), cfg16, ds).channels_last is True
+    assert Trainer(build_model(cfg16.model_spec(10, 1, (0.5,), (0.25,))), cfg16, ds).channels_last is True
 
 
 class _Toy:

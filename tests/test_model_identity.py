@@ -18,7 +18,6 @@ import torch.nn.functional as F
 import robin_plugin
 from robin_plugin import ConfigError, masked_layers
 from robin_plugin.export import export_hub
-from robin_plugin.layers.masked import LegacyStateWarning
 
 # (name, architecture kwargs: what the file's reader must know, tiny sizes)
 FAMILIES = [
@@ -80,7 +79,7 @@ def test_load_state_dict_into_default_model_gives_identical_logits(trained, extr
         pytest.skip("dense twins have no keep ratio")
     fresh = timm.create_model(name, **ARCH, **arch, **extra)  # default seed, statistics and keep ratio
     with warnings.catch_warnings():
-        warnings.simplefilter("error", LegacyStateWarning)  # a current file never takes the legacy path
+        warnings.simplefilter("error")  # a current file loads silently
         fresh.load_state_dict(safetensors.torch.load_file(str(path)))
     _same(model, fresh)
     assert [m.keep_ratio for _, m in masked_layers(fresh)] == [m.keep_ratio for _, m in masked_layers(model)]
@@ -139,19 +138,20 @@ def test_bad_keep_ratio_in_a_file_is_refused():
         timm.create_model("robin_resnet18", **ARCH, width=4).load_state_dict(sd)
 
 
-def test_files_of_the_previous_release_still_load_with_a_warning():
-    """0.1 files had no keep ratios and no statistics: the model keeps its own and says so."""
+def test_a_state_dict_without_keep_ratios_or_statistics_is_refused():
+    """Keep ratios and input statistics are state: a strict load names them as missing."""
     model = _trained(*FAMILIES[0])
-    old = {k: v for k, v in model.state_dict().items()
-           if not k.endswith(("keep_ratio", "keep_ratio_bits")) and not k.startswith("normalize.")}
     fresh = timm.create_model("robin_resnet18", **ARCH, width=4, keep_ratio=0.05, p=0.3, **STATS)
-    with pytest.warns(LegacyStateWarning, match="no keep ratios"):
-        fresh.load_state_dict(old)
-    _same(model, fresh)  # built with the training settings, it is the trained model
+    no_ratios = {k: v for k, v in model.state_dict().items() if not k.endswith(("keep_ratio", "keep_ratio_bits"))}
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*conv1\.keep_ratio"):
+        fresh.load_state_dict(no_ratios)
+    no_stats = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*normalize\.mean"):
+        fresh.load_state_dict(no_stats)
 
 
-def test_files_of_release_0_2_without_keep_ratio_bits_load_exactly_and_silently():
-    """0.2 files carry the keep ratio as a float64 only (no ``keep_ratio_bits`` buffer)."""
+def test_a_state_dict_with_the_float_keep_ratio_only_loads_exactly_and_silently():
+    """A decoded compact file carries the keep ratio as a float64 only (no ``keep_ratio_bits`` buffer)."""
     model = _trained(*FAMILIES[0])
     old = {k: v for k, v in model.state_dict().items() if not k.endswith("keep_ratio_bits")}
     fresh = timm.create_model("robin_resnet18", **ARCH, width=4, keep_ratio=0.5, **STATS)
@@ -193,8 +193,16 @@ def test_pretrained_cfg_tells_the_truth_for_timm_transforms():
 
 @pytest.mark.parametrize("name", ["robin_resnet18", "robin_resnet18_dense", "robin_wrn34_cifar10_linf"])
 def test_pretrained_without_a_file_is_the_same_clear_error_for_every_name(name):
+    """timm loads ``checkpoint_path=`` after the entry point returns, without telling it: until a state dict
+    is loaded, the model refuses to run or switch mode."""
+    kwargs = {} if "wrn" in name else {"width": 4}
+    model = timm.create_model(name, pretrained=True, **kwargs)
     with pytest.raises(ConfigError, match="no hosted weights"):
-        timm.create_model(name, pretrained=True, width=4) if "wrn" not in name else timm.create_model(name, pretrained=True)
+        model.eval()
+    with pytest.raises(ConfigError, match="no hosted weights"):
+        model(torch.rand(1, 3, 32, 32))
+    model.load_state_dict(timm.create_model(name, **kwargs).state_dict())  # weights given: it runs
+    assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, model.num_classes)
 
 
 @pytest.mark.parametrize("overlay", [dict(url="http://127.0.0.1:9/x.pth"), dict(hf_hub_id="someone/robin")])

@@ -6,7 +6,10 @@ for speed; the full-size parameter counts are checked once.
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
 import warnings
+from pathlib import Path
 
 import pytest
 import timm
@@ -18,8 +21,10 @@ import robin_plugin
 from robin_plugin import ConfigError, InputError, UnknownNameError, adaptive_keep_ratios, masked_layers
 from robin_plugin.layers.selection import topk_mask
 
+from robin_plugin.models.args import MASKED_ARGS, ModelArgs
+from robin_plugin.models.inputs import check_images
 from robin_plugin.models.robustbench_names import robustbench_names
-from robin_plugin.models._common import check_images
+from robin_plugin.models.spec import ModelSpec, build_model, model_spec
 
 # the architectures (and their dense twins); the RobustBench-named aliases of the same
 # architectures have their own tests in test_robustbench_names.py
@@ -231,6 +236,58 @@ def test_boundary_values_are_valid_images() -> None:
     check_images(x, 1)
     strict = timm.create_model("robin_resnet18", in_chans=1, width=4, keep_ratio=0.1, check_inputs=True)
     assert strict(x).shape == (2, 10)
+
+
+# --- the model arguments, defined once -------------------------------------------------------
+# one value per ModelArgs field, none of them the default
+ARG_VALUES = dict(num_classes=7, in_chans=1, seed=3, keep_ratio=0.2, p=0.3, init="signed_kaiming_constant",
+                  score_init_scale=0.02, score_scale_by_fan_in=True, last_bn=False, mean=(0.4,), std=(0.3,),
+                  check_inputs=True, drop_rate=0.1, drop_path_rate=0.1, global_pool="")
+
+
+@pytest.mark.parametrize("name", timm.list_models("robin_*"))
+def test_every_model_argument_reaches_every_registered_model_and_the_spec(name: str) -> None:
+    """Each :class:`ModelArgs` field is taken by every robin model (the masked-only ones by the
+    masked models) and by the model spec, and the spec of the built model rebuilds it."""
+    assert set(ARG_VALUES) == {f.name for f in dataclasses.fields(ModelArgs)}
+    kwargs = {k: v for k, v in ARG_VALUES.items() if not (name.endswith("_dense") and k in MASKED_ARGS)}
+    model = timm.create_model(name, **small_kwargs(name), **kwargs)
+    assert {k: getattr(model.args, k) for k in kwargs} == kwargs
+    spec = ModelSpec.parse(name, {**small_kwargs(name), **kwargs})
+    assert build_model(spec).args == model.args
+    assert model_spec(model).name == name and model_spec(build_model(model_spec(model))) == model_spec(model)
+
+
+#: Modules that may spell out several masked-model arguments together, with the reason.
+MASKED_ARG_LISTS = {
+    "models/args.py": "their one definition",
+    "models/factory.py": "maps them onto the masked layers' keyword arguments",
+    "layers/masked.py": "the masked layers' own parameters, below the models",
+    "training/paper.py": "the official code's value of each, with its source",
+}
+
+
+def test_no_other_module_lists_the_masked_model_arguments() -> None:
+    """A tuple, dict, call or signature naming three or more masked-model arguments outside
+    :data:`MASKED_ARG_LISTS` is a second list of them: derive it from ``ModelArgs`` instead."""
+    root = Path(robin_plugin.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                names = {k.arg for k in node.keywords}
+            elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                names = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+            elif isinstance(node, ast.Dict):
+                names = {e.value for e in node.keys if isinstance(e, ast.Constant)}
+            elif isinstance(node, ast.FunctionDef):
+                names = {a.arg for a in node.args.args + node.args.kwonlyargs}
+            else:
+                continue
+            rel = path.relative_to(root).as_posix()
+            if len(names & set(MASKED_ARGS)) >= 3 and rel not in MASKED_ARG_LISTS:
+                found.append(f"{rel}:{node.lineno}")
+    assert not found, f"masked-model arguments listed outside models/args.py: {found}"
 
 
 # --- configuration errors --------------------------------------------------------------------

@@ -110,8 +110,8 @@ def test_timm_checkpoint_path_with_model_kwargs(tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error():
     """robustbench's default custom_checkpoint="": the same error as every robin name, not random scores."""
-    with pytest.raises(ConfigError, match="no hosted weights"):
-        timm.create_model("robin_resnet18_cifar10_linf", pretrained=True, checkpoint_path="", width=4)
+    with pytest.raises(ConfigError, match="no hosted weights"):  # robustbench's load_model calls .eval()
+        timm.create_model("robin_resnet18_cifar10_linf", pretrained=True, checkpoint_path="", width=4).eval()
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path):

@@ -21,7 +21,7 @@ from timm.models import group_parameters
 import robin_plugin  # noqa: F401  (registers the models)
 from robin_plugin.errors import ConfigError
 from robin_plugin.models import RobinResNet, RobinWideResNet
-from robin_plugin.models._common import RobinNetBase
+from robin_plugin.models.base import RobinNetBase
 from robin_plugin.models.robin_resnet import BasicBlock
 
 SIZE = 16

@@ -26,6 +26,7 @@ from ..formats.compact import ExportFormatError
 from ..formats.dense import read_dense_file, write_dense_file
 from ..io import FileExistsRobinError
 from ..layers.masked import MaskedConv2d, MaskedLinear
+from ..models.args import MASKED_ARGS
 from ..models.spec import ModelSpec, build_model
 from ..pruning import masked_layers
 from .compact import ExportError, infer_model_spec
@@ -33,7 +34,6 @@ from .shrink import narrow_to, shrink_model
 
 __all__ = ["dense_model", "dense_state_dict", "dense_twin_spec", "export_dense", "load_dense"]
 
-_MASKED_ONLY = ("keep_ratio", "p", "init", "score_init_scale", "score_scale_by_fan_in")
 
 
 
@@ -43,7 +43,7 @@ def dense_twin_spec(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
     if spec is None or not timm.is_model(spec[0] + "_dense"):
         return None
     name, kwargs = spec
-    return name + "_dense", {k: v for k, v in kwargs.items() if k not in _MASKED_ONLY}
+    return name + "_dense", {k: v for k, v in kwargs.items() if k not in MASKED_ARGS}
 
 
 def _masked_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models._common import RobinNetBase
+from ..models.base import RobinNetBase
 from ..models.channels import ChannelGraph
 from ..pruning import is_masked, masked_layers
 from .compact import ExportError

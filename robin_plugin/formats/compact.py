@@ -90,7 +90,7 @@ METADATA = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION)}
 # written into every compact header as it was first written (the function now lives in robin_plugin.rng)
 RECIPE_GENERATOR = (
     "torch.Generator (CPU) per named stream, seeded with the first 8 bytes of "
-    "sha256(f'{seed}/{stream}') (robin_plugin.models._common.stream_generator)"
+    "sha256(f'{seed}/{stream}') (robin_plugin.rng.stream_generator)"
 )
 """How the header's recipe says the fixed weights were drawn (informative; the digest is the check)."""
 

@@ -11,7 +11,6 @@ largest ``|score|``; the gradient reaches ``scores`` straight through the select
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn as nn
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, UnknownNameError, closest
 from .selection import check_keep_ratio, kept_count, straight_through, topk_keep, topk_mask
 
-__all__ = ["INITS", "KEEP_RATIO_BITS_KEY", "KEEP_RATIO_KEY", "LegacyStateWarning", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
+__all__ = ["INITS", "KEEP_RATIO_BITS_KEY", "KEEP_RATIO_KEY", "MaskedLayer", "MaskedConv2d", "MaskedLinear", "check_init", "check_score_scale", "init_weight", "init_scores"]
 
 INITS = ("binary", "signed_kaiming_constant", "kaiming_normal", "uniform_pm1")
 """Weight initialisations: exactly +-1 (default), +-gain/sqrt(fan_in), Kaiming normal, and U(-1, 1)
@@ -44,17 +43,6 @@ KEEP_RATIO_BITS_KEY = "keep_ratio_bits"
 An integer, so that tools which average a model's floating-point state (timm's ``ModelEmaV3``,
 ``ModelEmaV2``, SWA) copy it instead: an EMA copy of a model keeps the live model's subnetwork
 (see :class:`MaskedLayer`)."""
-
-LEGACY_MESSAGE = (
-    "this state dict has no keep ratios (written by robin_plugin 0.1): the model keeps its own, so build it with "
-    "the keep_ratio and p it was trained with (robin_plugin.training.load_run and compact files do this for you); "
-    "save it again to store them"
-)
-
-
-class LegacyStateWarning(UserWarning):
-    """A state dict lacks entries that robin_plugin >= 0.2 stores (keep ratios, input statistics)."""
-
 
 def _fan_in(shape: torch.Size) -> int:
     return int(math.prod(shape[1:]))
@@ -137,10 +125,9 @@ class MaskedLayer(nn.Module):
     in the int64 buffer ``keep_ratio_bits`` (the float64's bit pattern: exact, and an integer, so
     that timm's ``ModelEmaV3`` copies it where it averages floating-point state; the EMA copy of
     a model being pruned keeps the live model's keep ratios). The state dict also carries it as
-    ``<prefix>keep_ratio``, a float64 scalar tensor, the entry robin_plugin 0.2 files have.
+    ``<prefix>keep_ratio``, a float64 scalar tensor (the only entry a decoded compact file has).
     ``load_state_dict`` restores it from either (``keep_ratio_bits`` first; both present must
-    agree); a state dict with neither (written by robin_plugin 0.1) leaves the layer's own ratio
-    in place and warns once (:class:`LegacyStateWarning`).
+    agree); a state dict with neither misses ``<prefix>keep_ratio``, which a strict load refuses.
     """
 
     weight: torch.Tensor
@@ -266,7 +253,7 @@ class MaskedLayer(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         key, bits_key = prefix + KEEP_RATIO_KEY, prefix + KEEP_RATIO_BITS_KEY
         value = state_dict.pop(key, None)  # load_state_dict hands each module its own copy of the dict
-        bits = state_dict.pop(bits_key, None)  # files before robin_plugin 0.3 have only the float
+        bits = state_dict.pop(bits_key, None)  # a decoded compact file has only the float
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
         if bits_key in missing_keys:
             missing_keys.remove(bits_key)
@@ -281,8 +268,8 @@ class MaskedLayer(nn.Module):
                 error_msgs.append(f"{key}: expected one floating-point number, got {getattr(value, 'shape', value)!r}")
                 return
             ratios.append((key, float(value.reshape(()).item())))
-        if not ratios:
-            warnings.warn(LEGACY_MESSAGE, LegacyStateWarning, stacklevel=2)
+        if not ratios:  # the keep ratio is state: a state dict without it does not describe the layer
+            missing_keys.append(key)
             return
         for name, ratio in ratios:
             if not 0.0 < ratio <= 1.0:  # also refuses NaN

@@ -8,9 +8,11 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..layers.masked import MaskedConv2d, MaskedLinear, check_init, check_score_scale
-from ..pruning import check_keep_ratio, check_p, masked_layers, set_keep_ratio
+from ..layers.masked import MaskedConv2d, MaskedLinear
+from ..pruning import masked_layers, set_keep_ratio
 from ..rng import stream_generator
+from .args import MASKED_ARGS, ModelArgs
+from .factory import masked_layer_kwargs
 
 __all__ = ["robinify"]
 
@@ -22,11 +24,9 @@ def robinify(
     keep_ratio: float = 0.01,
     p: float = 0.1,
     *,
-    init: str = "binary",
-    score_init_scale: float = 0.01,
-    score_scale_by_fan_in: bool = False,
     scale_weights: bool = True,
     seed: int = 0,
+    **init_args,
 ) -> nn.Module:
     """Make ``model`` a robust-binary-subnetwork candidate, in place, and return it.
 
@@ -44,7 +44,6 @@ def robinify(
         model: any module.
         keep_ratio: fraction of all masked weights kept, in (0, 1]. Default 0.01.
         p: adaptive keep-ratio exponent in [0, 1]. Default 0.1.
-        init, score_init_scale, score_scale_by_fan_in: as :class:`MaskedConv2d`.
         scale_weights: with ``init="binary"``, multiply each layer's +-1 weights by
             ``1 / sqrt(keep_ratio_i * fan_in)`` (its kept fan-in at the target ratio), so the
             untrained model's logits are of order 1 in eval mode, where BatchNorm still has its
@@ -53,16 +52,19 @@ def robinify(
             scale does not change the function. False keeps exactly +-1 (the registered robin
             models' choice, which add a final BatchNorm on the logits instead). Default True.
         seed: seed of the new weights and scores (drawn in module order).
+        **init_args: the other masked-model arguments of
+            :class:`~robin_plugin.models.args.ModelArgs` (the weight and score initialisation:
+            ``init="binary"`` ...), with the same defaults as the registered models.
 
     Example:
         >>> model = robinify(timm.create_model("resnet18", num_classes=10), keep_ratio=0.05)
     """
-    check_keep_ratio(keep_ratio)
-    check_p(p)
-    check_init(init)
-    check_score_scale(score_init_scale)
+    unknown = sorted(set(init_args) - set(MASKED_ARGS))
+    if unknown:
+        raise TypeError(f"robinify() got unexpected keyword arguments {unknown}; it takes {', '.join(MASKED_ARGS)}")
+    args = ModelArgs(keep_ratio=keep_ratio, p=p, **init_args).for_model(masked=True)
     g = stream_generator(seed, "robinify")
-    kw = dict(init=init, score_init_scale=score_init_scale, score_scale_by_fan_in=score_scale_by_fan_in, generator=g)
+    kw = dict(masked_layer_kwargs(args), generator=g)
     skipped: list[str] = []
     replaced = 0
     for name, module in list(model.named_modules()):
@@ -82,8 +84,8 @@ def robinify(
         raise ConfigError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear layer to robinify")
     if skipped:
         _log.warning("robinify left these layers dense (unsupported subclasses): %s", ", ".join(skipped))
-    set_keep_ratio(model, keep_ratio, p)
-    if scale_weights and init == "binary":
+    set_keep_ratio(model, args.keep_ratio, args.p)
+    if scale_weights and args.init == "binary":
         with torch.no_grad():
             for _, layer in masked_layers(model):
                 fan_in = layer.weight[0].numel()

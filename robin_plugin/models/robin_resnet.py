@@ -23,14 +23,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, register_notrace_module
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear
-from ._common import IMAGENET_MEAN, IMAGENET_STD, LayerFactory, RobinNetBase, default_cfg
+from .args import check_int
+from .base import RobinNetBase, default_cfg
 from .channels import ChannelGraph
-from .spec import Family, register_family
-from .timm_loading import check_weight_source, checkpoint_filter_fn
+from .factory import LayerFactory
+from .inputs import IMAGENET_MEAN, IMAGENET_STD
+from .spec import variant
 
 __all__ = ["RobinResNet", "BasicBlock", "Bottleneck", "STEMS"]
 
@@ -136,28 +138,17 @@ class RobinResNet(RobinNetBase):
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`.
         layers: blocks per stage (four stages), e.g. ``(2, 2, 2, 2)`` for ResNet-18.
-        num_classes: number of classes (0: no classifier). Default 10.
-        in_chans: input channels. Default 3.
         width: channels of the first stage (64 in the paper; 16 makes a fast CPU model).
         masked: masked binary layers (True) or the dense full-precision twin (False).
-        keep_ratio: fraction of all weights kept, in (0, 1]. Masked only; default 0.01.
-        p: adaptive keep-ratio exponent in [0, 1]. Masked only; default 0.1.
         stem: ``"cifar"`` (3x3, stride 1, no pool; default) or ``"imagenet"`` (7x7 stride 2 and
             a 3x3 stride-2 max-pool). Fixed by the registered name.
-        init: ``"binary"`` (+-1, default), ``"signed_kaiming_constant"``, ``"kaiming_normal"`` or ``"uniform_pm1"``.
-        score_init_scale: a in U(-a, a) for the scores. Default 0.01.
-        score_scale_by_fan_in: divide a by sqrt(fan_in). Default False.
-        last_bn: non-affine BatchNorm on the logits. Default True when masked, False when dense.
-        seed: seed of every random draw at construction (weights and scores). Default 0.
-        mean, std: input statistics used inside the model. Default for 3 channels: CIFAR-10's
-            (ImageNet's with the ImageNet stem).
-        check_inputs: validate every batch (shape, dtype, NaN, values in [0, 1]); a debugging aid
-            with a host sync per forward pass. Default False: inputs are checked at the boundaries.
-        drop_rate: dropout probability before the classifier, in [0, 1). Default 0.
-        drop_path_rate: stochastic depth of the last residual block, in [0, 1); block i of B
-            drops its residual branch with probability ``drop_path_rate * i / (B - 1)``. Default 0.
-        global_pool: ``"avg"`` (default) or ``""`` (no pooling: unpooled features with
-            ``num_classes=0``, per-position logit maps (N, num_classes, H/8, W/8) otherwise).
+        **kwargs: the arguments of every robin model (:class:`~robin_plugin.models.args.ModelArgs`:
+            ``num_classes``, ``in_chans``, ``keep_ratio``, ``p``, ``seed``, ``mean``, ``std`` ...).
+            Input statistics default, for 3 channels, to CIFAR-10's (ImageNet's with the ImageNet
+            stem). ``drop_path_rate`` is the stochastic depth of the last residual block; block i
+            of B drops its residual branch with probability ``drop_path_rate * i / (B - 1)``.
+            ``global_pool=""`` gives unpooled features with ``num_classes=0``, per-position logit
+            maps (N, num_classes, H/8, W/8) otherwise.
         device, dtype: where and in which floating-point type the model lives (timm's factory
             arguments). Fixed weights are always drawn on the CPU, so they do not depend on it.
 
@@ -171,30 +162,18 @@ class RobinResNet(RobinNetBase):
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
 
+    arch_args = {"width": check_int(1, 1024)}  # what a file may pass besides ModelArgs (see models.spec)
+
     def __init__(
         self,
         block: Type[BasicBlock | Bottleneck],
         layers: tuple[int, ...],
-        num_classes: int = 10,
-        in_chans: int = 3,
         width: int = 64,
         masked: bool = True,
         stem: str = "cifar",
-        keep_ratio: float | None = None,
-        p: float | None = None,
-        init: str | None = None,
-        score_init_scale: float | None = None,
-        score_scale_by_fan_in: bool | None = None,
-        last_bn: bool | None = None,
-        seed: int = 0,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        check_inputs: bool = False,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        global_pool: str = "avg",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **kwargs: Any,
     ):
         super().__init__()
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -203,17 +182,10 @@ class RobinResNet(RobinNetBase):
             raise ConfigError(f"layers must give four stage depths >= 1, got {layers!r}")
         if stem not in STEMS:
             raise ConfigError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
-        if stem == "imagenet" and in_chans == 3:
-            mean = IMAGENET_MEAN if mean is None else mean
-            std = IMAGENET_STD if std is None else std
+        stats = (IMAGENET_MEAN, IMAGENET_STD) if stem == "imagenet" else (None, None)
         with self._building(device, dtype):
-            mk = self._setup(
-                masked=masked, num_classes=num_classes, in_chans=in_chans, seed=seed, last_bn=last_bn,
-                mean=mean, std=std, check_inputs=check_inputs,
-                masked_kwargs=dict(keep_ratio=keep_ratio, p=p, init=init, score_init_scale=score_init_scale,
-                                   score_scale_by_fan_in=score_scale_by_fan_in),
-                drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool,
-            )
+            mk = self._setup(masked, kwargs, *stats)
+            in_chans = self.in_chans
             self.width, self.stem = width, stem
             big = stem == "imagenet"
             self.conv1 = mk.conv(in_chans, width, 7, 2, 3) if big else mk.conv(in_chans, width, 3, 1, 1)
@@ -269,6 +241,19 @@ class RobinResNet(RobinNetBase):
         self.head.channel_flow(g, x)
         return g
 
+    @classmethod
+    def count_weights(cls, kwargs: Mapping[str, Any]) -> int:
+        """Convolution and classifier weights of ``RobinResNet(**kwargs)``, without building it."""
+        block, width = kwargs["block"], kwargs.get("width", 64)
+        stem_kernel = 7 if kwargs.get("stem", "cifar") == "imagenet" else 3
+        total, inplanes = kwargs["in_chans"] * width * stem_kernel**2, width
+        for i, blocks in enumerate(kwargs["layers"]):
+            planes = width * 2**i
+            for j in range(blocks):
+                total += block.count_weights(inplanes, planes, (1 if i == 0 else 2) if j == 0 else 1)
+                inplanes = planes * block.expansion
+        return total + inplanes * kwargs["num_classes"]
+
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, str]:
         """Parameter groups for timm's layer-wise learning-rate decay: stem, then stages or blocks."""
@@ -281,27 +266,6 @@ def _block_flow(block: nn.Module, g: ChannelGraph, x: int) -> int:
     return block.channel_flow(g, x)
 
 
-def _count_weights(kwargs: Mapping[str, Any]) -> int:
-    """Convolution and classifier weights of ``RobinResNet(**kwargs)``, without building it."""
-    block, width = kwargs["block"], kwargs.get("width", 64)
-    stem_kernel = 7 if kwargs.get("stem", "cifar") == "imagenet" else 3
-    total, inplanes = kwargs["in_chans"] * width * stem_kernel**2, width
-    for i, blocks in enumerate(kwargs["layers"]):
-        planes = width * 2**i
-        for j in range(blocks):
-            total += block.count_weights(inplanes, planes, (1 if i == 0 else 2) if j == 0 else 1)
-            inplanes = planes * block.expansion
-    return total + inplanes * kwargs["num_classes"]
-
-
-def _create_robin_resnet(variant: str, pretrained: bool = False, **kwargs) -> RobinResNet:
-    pretrained = check_weight_source(variant, pretrained, kwargs)  # no downloads; checkpoint_path= loads later
-    return build_model_with_cfg(
-        RobinResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3, 4)), **kwargs,
-    )
-
-
 def _cfg(**kwargs) -> dict:
     return default_cfg((4, 4), **kwargs)
 
@@ -311,21 +275,6 @@ def _imagenet_cfg(**kwargs) -> dict:
     # the official code's test transform
     return default_cfg((7, 7), num_classes=100, input_size=(3, 224, 224), crop_pct=0.875, **kwargs)
 
-
-# the constructor arguments each registered name fixes (its dense twin and RobustBench aliases too)
-_VARIANTS: dict[str, dict[str, Any]] = {
-    "robin_resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
-    "robin_resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
-    "robin_resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
-    "robin_resnet18_imagenet": dict(block=BasicBlock, layers=(2, 2, 2, 2), stem="imagenet"),
-    "robin_resnet34_imagenet": dict(block=BasicBlock, layers=(3, 4, 6, 3), stem="imagenet"),
-    "robin_resnet50_imagenet": dict(block=Bottleneck, layers=(3, 4, 6, 3), stem="imagenet"),
-}
-
-register_family(Family(
-    cls=RobinResNet, variants=_VARIANTS, excluded_args=frozenset({"depth", "widen_factor"}),
-    count_weights=_count_weights, create=_create_robin_resnet, default_cfg=_cfg,
-))
 
 default_cfgs = generate_default_cfgs({
     "robin_resnet18": _cfg(),
@@ -344,76 +293,84 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(2, 2, 2, 2))
 def robin_resnet18(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary CIFAR ResNet-18."""
-    return _create_robin_resnet("robin_resnet18", pretrained, **_VARIANTS["robin_resnet18"], **kwargs)
+    return RobinResNet.create("robin_resnet18", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(3, 4, 6, 3))
 def robin_resnet34(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary CIFAR ResNet-34 (the paper's main model)."""
-    return _create_robin_resnet("robin_resnet34", pretrained, **_VARIANTS["robin_resnet34"], **kwargs)
+    return RobinResNet.create("robin_resnet34", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=Bottleneck, layers=(3, 4, 6, 3))
 def robin_resnet50(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary CIFAR ResNet-50."""
-    return _create_robin_resnet("robin_resnet50", pretrained, **_VARIANTS["robin_resnet50"], **kwargs)
+    return RobinResNet.create("robin_resnet50", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(2, 2, 2, 2), masked=False)
 def robin_resnet18_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet18`."""
-    return _create_robin_resnet("robin_resnet18_dense", pretrained, **_VARIANTS["robin_resnet18"], masked=False, **kwargs)
+    return RobinResNet.create("robin_resnet18_dense", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(3, 4, 6, 3), masked=False)
 def robin_resnet34_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet34`."""
-    return _create_robin_resnet("robin_resnet34_dense", pretrained, **_VARIANTS["robin_resnet34"], masked=False, **kwargs)
+    return RobinResNet.create("robin_resnet34_dense", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=Bottleneck, layers=(3, 4, 6, 3), masked=False)
 def robin_resnet50_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet50`."""
-    return _create_robin_resnet("robin_resnet50_dense", pretrained, **_VARIANTS["robin_resnet50"], masked=False, **kwargs)
+    return RobinResNet.create("robin_resnet50_dense", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(2, 2, 2, 2), stem="imagenet")
 def robin_resnet18_imagenet(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary ImageNet-style ResNet-18 (7x7 stem, max-pool; 224 px, 100 classes)."""
-    return _create_robin_resnet("robin_resnet18_imagenet", pretrained, **_VARIANTS["robin_resnet18_imagenet"], **kwargs)
+    return RobinResNet.create("robin_resnet18_imagenet", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(3, 4, 6, 3), stem="imagenet")
 def robin_resnet34_imagenet(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary ImageNet-style ResNet-34 (the paper's ImageNet-100 model)."""
-    return _create_robin_resnet("robin_resnet34_imagenet", pretrained, **_VARIANTS["robin_resnet34_imagenet"], **kwargs)
+    return RobinResNet.create("robin_resnet34_imagenet", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=Bottleneck, layers=(3, 4, 6, 3), stem="imagenet")
 def robin_resnet50_imagenet(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Masked binary ImageNet-style ResNet-50 (7x7 stem, max-pool; 224 px, 100 classes)."""
-    return _create_robin_resnet("robin_resnet50_imagenet", pretrained, **_VARIANTS["robin_resnet50_imagenet"], **kwargs)
+    return RobinResNet.create("robin_resnet50_imagenet", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(2, 2, 2, 2), stem="imagenet", masked=False)
 def robin_resnet18_imagenet_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet18_imagenet`."""
-    return _create_robin_resnet("robin_resnet18_imagenet_dense", pretrained, **_VARIANTS["robin_resnet18_imagenet"],
-                                masked=False, **kwargs)
+    return RobinResNet.create("robin_resnet18_imagenet_dense", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=BasicBlock, layers=(3, 4, 6, 3), stem="imagenet", masked=False)
 def robin_resnet34_imagenet_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet34_imagenet`."""
-    return _create_robin_resnet("robin_resnet34_imagenet_dense", pretrained, **_VARIANTS["robin_resnet34_imagenet"],
-                                masked=False, **kwargs)
+    return RobinResNet.create("robin_resnet34_imagenet_dense", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinResNet, block=Bottleneck, layers=(3, 4, 6, 3), stem="imagenet", masked=False)
 def robin_resnet50_imagenet_dense(pretrained: bool = False, **kwargs) -> RobinResNet:
     """Dense full-precision twin of :func:`robin_resnet50_imagenet`."""
-    return _create_robin_resnet("robin_resnet50_imagenet_dense", pretrained, **_VARIANTS["robin_resnet50_imagenet"],
-                                masked=False, **kwargs)
-
+    return RobinResNet.create("robin_resnet50_imagenet_dense", pretrained, **kwargs)

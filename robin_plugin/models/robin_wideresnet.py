@@ -17,20 +17,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, register_notrace_module
-from timm.models import (
-    build_model_with_cfg,
-    checkpoint_seq,
-    generate_default_cfgs,
-    register_model,
-)
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
 from .._checks import is_int
 from ..errors import ConfigError
 from ..layers.masked import MaskedConv2d, MaskedLinear
-from ._common import LayerFactory, RobinNetBase, default_cfg
+from .args import check_int
+from .base import RobinNetBase, default_cfg
 from .channels import ChannelGraph
-from .spec import Family, register_family
-from .timm_loading import check_weight_source, checkpoint_filter_fn
+from .factory import LayerFactory
+from .spec import variant
 
 __all__ = ["RobinWideResNet", "PreActBlock"]
 
@@ -84,8 +80,11 @@ class RobinWideResNet(RobinNetBase):
     Args:
         depth: 6n + 4 (28 or 34 for the registered variants).
         widen_factor: channel multiplier k (stage widths 16k, 32k, 64k). Default 10.
-        Other arguments as :class:`robin_plugin.models.robin_resnet.RobinResNet`
-        (``drop_path_rate`` is the rate of the last of the 3n blocks).
+        masked: masked binary layers (True) or the dense full-precision twin (False).
+        device, dtype: where and in which floating-point type the model lives (timm's factory
+            arguments). Fixed weights are always drawn on the CPU, so they do not depend on it.
+        **kwargs: the arguments of every robin model (:class:`~robin_plugin.models.args.ModelArgs`);
+            ``drop_path_rate`` is the rate of the last of the 3n blocks.
 
     Feature levels (``feature_info``, ``features_only=True``, ``forward_intermediates``):
     0 the stem convolution (``conv1``, stride 1), 1-3 the stages ``block1``-``block3``
@@ -98,28 +97,16 @@ class RobinWideResNet(RobinNetBase):
     stage_names = ("block1", "block2", "block3")
     norm_names = ("bn1", "act1")
 
+    arch_args = {"depth": check_int(10, 202), "widen_factor": check_int(1, 64)}  # besides ModelArgs (see models.spec)
+
     def __init__(
         self,
         depth: int = 34,
         widen_factor: int = 10,
-        num_classes: int = 10,
-        in_chans: int = 3,
         masked: bool = True,
-        keep_ratio: float | None = None,
-        p: float | None = None,
-        init: str | None = None,
-        score_init_scale: float | None = None,
-        score_scale_by_fan_in: bool | None = None,
-        last_bn: bool | None = None,
-        seed: int = 0,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        check_inputs: bool = False,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        global_pool: str = "avg",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **kwargs: Any,
     ):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
@@ -127,13 +114,8 @@ class RobinWideResNet(RobinNetBase):
         if not is_int(widen_factor) or widen_factor < 1:
             raise ConfigError(f"widen_factor must be an integer >= 1, got {widen_factor!r}")
         with self._building(device, dtype):
-            mk = self._setup(
-                masked=masked, num_classes=num_classes, in_chans=in_chans, seed=seed, last_bn=last_bn,
-                mean=mean, std=std, check_inputs=check_inputs,
-                masked_kwargs=dict(keep_ratio=keep_ratio, p=p, init=init, score_init_scale=score_init_scale,
-                                   score_scale_by_fan_in=score_scale_by_fan_in),
-                drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool,
-            )
+            mk = self._setup(masked, kwargs)
+            in_chans = self.in_chans
             self.depth, self.widen_factor = depth, widen_factor
             n = (depth - 4) // 6
             widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
@@ -177,6 +159,21 @@ class RobinWideResNet(RobinNetBase):
         self.head.channel_flow(g, g.relu(g.norm(self.bn1, x)))  # bn1, act1
         return g
 
+    @classmethod
+    def count_weights(cls, kwargs: Mapping[str, Any]) -> int:
+        """Convolution and classifier weights of ``RobinWideResNet(**kwargs)``, without building it."""
+        depth, k = kwargs["depth"], kwargs["widen_factor"]
+        if (depth - 4) % 6:
+            raise ConfigError(f"WideResNet depth must be 6n + 4, got {depth}")
+        n, widths = (depth - 4) // 6, [16, 16 * k, 32 * k, 64 * k]
+        total, inplanes = kwargs["in_chans"] * 16 * 9, 16
+        for i, planes in enumerate(widths[1:]):
+            for j in range(n):
+                stride = (1 if i == 0 else 2) if j == 0 else 1
+                total += PreActBlock.count_weights(inplanes if j == 0 else planes, planes, stride)
+            inplanes = planes
+        return total + inplanes * kwargs["num_classes"]
+
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups for timm's layer-wise learning-rate decay: stem, stages or blocks, final norm."""
@@ -185,43 +182,9 @@ class RobinWideResNet(RobinNetBase):
         return dict(stem=r"^conv1\.", blocks=[(r"^block(\d+)\.(\d+)", None), (r"^bn1\.", (99999,))])
 
 
-def _count_weights(kwargs: Mapping[str, Any]) -> int:
-    """Convolution and classifier weights of ``RobinWideResNet(**kwargs)``, without building it."""
-    depth, k = kwargs["depth"], kwargs["widen_factor"]
-    if (depth - 4) % 6:
-        raise ConfigError(f"WideResNet depth must be 6n + 4, got {depth}")
-    n, widths = (depth - 4) // 6, [16, 16 * k, 32 * k, 64 * k]
-    total, inplanes = kwargs["in_chans"] * 16 * 9, 16
-    for i, planes in enumerate(widths[1:]):
-        for j in range(n):
-            total += PreActBlock.count_weights(inplanes if j == 0 else planes, planes, (1 if i == 0 else 2) if j == 0 else 1)
-        inplanes = planes
-    return total + inplanes * kwargs["num_classes"]
-
-
-def _create_robin_wrn(variant: str, pretrained: bool = False, **kwargs) -> RobinWideResNet:
-    pretrained = check_weight_source(variant, pretrained, kwargs)  # no downloads; checkpoint_path= loads later
-    return build_model_with_cfg(
-        RobinWideResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)), **kwargs,
-    )
-
-
 def _cfg(**kwargs) -> dict:
     return default_cfg((8, 8), **kwargs)
 
-
-# the constructor arguments each registered name fixes (its dense twin and RobustBench aliases too);
-# the caller may override them (depth=10, widen_factor=1 builds a small WideResNet)
-_VARIANTS: dict[str, dict[str, Any]] = {
-    "robin_wrn28_10": dict(depth=28, widen_factor=10),
-    "robin_wrn34": dict(depth=34, widen_factor=10),
-}
-
-register_family(Family(
-    cls=RobinWideResNet, variants=_VARIANTS, excluded_args=frozenset({"width"}),
-    count_weights=_count_weights, create=_create_robin_wrn, default_cfg=_cfg,
-))
 
 default_cfgs = generate_default_cfgs({
     "robin_wrn28_10": _cfg(),
@@ -232,25 +195,28 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
+@variant(RobinWideResNet, depth=28, widen_factor=10)
 def robin_wrn28_10(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Masked binary WideResNet-28-10."""
-    return _create_robin_wrn("robin_wrn28_10", pretrained, **{**_VARIANTS["robin_wrn28_10"], **kwargs})
+    return RobinWideResNet.create("robin_wrn28_10", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinWideResNet, depth=34, widen_factor=10)
 def robin_wrn34(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Masked binary WideResNet-34-10 (the RobustBench standard architecture)."""
-    return _create_robin_wrn("robin_wrn34", pretrained, **{**_VARIANTS["robin_wrn34"], **kwargs})
+    return RobinWideResNet.create("robin_wrn34", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinWideResNet, depth=28, widen_factor=10, masked=False)
 def robin_wrn28_10_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Dense full-precision twin of :func:`robin_wrn28_10`."""
-    return _create_robin_wrn("robin_wrn28_10_dense", pretrained, **{**_VARIANTS["robin_wrn28_10"], "masked": False, **kwargs})
+    return RobinWideResNet.create("robin_wrn28_10_dense", pretrained, **kwargs)
 
 
 @register_model
+@variant(RobinWideResNet, depth=34, widen_factor=10, masked=False)
 def robin_wrn34_dense(pretrained: bool = False, **kwargs) -> RobinWideResNet:
     """Dense full-precision twin of :func:`robin_wrn34`."""
-    return _create_robin_wrn("robin_wrn34_dense", pretrained, **{**_VARIANTS["robin_wrn34"], "masked": False, **kwargs})
-
+    return RobinWideResNet.create("robin_wrn34_dense", pretrained, **kwargs)

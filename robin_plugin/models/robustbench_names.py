@@ -9,7 +9,7 @@ returns::
                       checkpoint_path=custom_checkpoint).eval()
 
 Registering ``robin_wrn34_cifar10_linf``, ``robin_resnet34_cifar100_linf`` ... (one alias per
-base name that a model family declares, :func:`robin_plugin.models.spec.families`) therefore makes
+masked CIFAR-size robin model registered with timm) therefore makes
 ``load_model("robin_wrn34", dataset="cifar10", threat_model="Linf", custom_checkpoint="w.safetensors")``
 return a robin model. timm loads ``checkpoint_path`` itself, after the
 entry point has built the model (``weights_only=True``; ``.safetensors`` files are read with
@@ -23,14 +23,16 @@ statistics default to the dataset's (CIFAR-10's or CIFAR-100's), as ``robin trai
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
+import timm
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
 
-from . import robin_resnet, robin_wideresnet  # noqa: F401  (their families must be registered first)
-from ._common import CIFAR100_MEAN, CIFAR100_STD
-from .spec import Family, families
+from . import robin_resnet, robin_wideresnet  # noqa: F401  (their models must be registered first)
+from .inputs import CIFAR100_MEAN, CIFAR100_STD
+from .spec import builds_masked, declared, variant
 
 __all__ = ["ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREATS", "robustbench_name", "robustbench_names"]
 
@@ -40,11 +42,12 @@ ROBUSTBENCH_DATASETS: dict[str, int] = {"cifar10": 10, "cifar100": 100}
 #: RobustBench threat models (``ThreatModel`` values, lower-cased as in the timm name).
 ROBUSTBENCH_THREATS: tuple[str, ...] = ("linf", "l2")
 
-# base robin model -> its family, as the model files declare them
-# CIFAR-size models only: RobustBench's CIFAR boards are 32x32 (its ImageNet board is ImageNet-1k at 224 px,
-# not the paper's ImageNet-100)
-_BASES: dict[str, Family] = {base: fam for fam in families() for base in fam.variants
-                             if fam.variants[base].get("stem", "cifar") == "cifar"}
+# the base robin models, read from timm's registry: masked, CIFAR-size models only (RobustBench's
+# CIFAR boards are 32x32; its ImageNet board is ImageNet-1k at 224 px, not the paper's ImageNet-100)
+_BASES: tuple[str, ...] = tuple(
+    name for name in timm.list_models("robin_*")
+    if (found := declared(name)) is not None and builds_masked(name) and found[1].get("stem", "cifar") == "cifar"
+)
 
 
 # input statistics per dataset (the base models default to CIFAR-10's)
@@ -62,21 +65,21 @@ def robustbench_names() -> list[str]:
 
 
 default_cfgs = generate_default_cfgs({
-    robustbench_name(m, d, t): _BASES[m].default_cfg(num_classes=c)
+    robustbench_name(m, d, t): dataclasses.replace(get_pretrained_cfg(m), num_classes=c)
     for m in _BASES for d, c in ROBUSTBENCH_DATASETS.items() for t in ROBUSTBENCH_THREATS
 })
 
 
 def _make_entry(alias: str, base: str, num_classes: int) -> Callable[..., nn.Module]:
-    family = _BASES[base]
-    create, fixed = family.create, family.variants[base]
+    cls, fixed = declared(base)
 
+    @variant(cls, **fixed)
     def entry(pretrained: bool = False, **kwargs) -> nn.Module:
         kwargs.setdefault("num_classes", num_classes)
         if kwargs.get("in_chans", 3) == 3:  # the dataset's statistics are RGB
             for key, value in _STATS.get(alias.split("_")[-2], {}).items():
                 kwargs.setdefault(key, value)
-        return create(alias, pretrained, **dict(fixed, **kwargs))
+        return cls.create(alias, pretrained, **kwargs)
 
     entry.__name__ = alias
     entry.__qualname__ = alias

@@ -7,7 +7,8 @@ runs, what is downloaded or how much memory is taken. So a spec is validated her
 anything is built:
 
 - the name must be a registered robin model;
-- only the architecture arguments in :data:`ARCH_ARGS` pass, each with its type and bounds;
+- only the arguments of :class:`~robin_plugin.models.args.ModelArgs` and the model class's own
+  (its ``arch_args``: ``width``, ``depth`` ...) pass, each with its check;
   ``pretrained``, ``pretrained_cfg*``, ``checkpoint_path``, ``cache_dir`` and anything unknown are
   refused with a typed error that names the key (and the closest valid one);
 - the model's size is estimated from the spec (:func:`count_weights`) and checked against a
@@ -15,31 +16,31 @@ anything is built:
   is allocated;
 - :func:`build_model` always builds with ``pretrained=False``.
 
-What a name means is declared by the model files: each family registers a :class:`Family` (its
-class, the constructor arguments each registered name fixes, the arguments it does not take,
-and how many weights a spec builds) with :func:`register_family`. This module imports no model
-file, so every model file can import it.
+What a name means is read from timm's registry: each robin entry point is declared with
+:func:`variant`, which records on it the model class it builds and the constructor arguments it
+fixes (:func:`declared`). The class gives the rest (``arch_args``, ``count_weights``). This
+module imports no model file, so every model file can import it.
 """
 from __future__ import annotations
 
-import math
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable
 
 import timm
 import torch.nn as nn
 
-from .._checks import is_int, is_number
 from ..errors import ConfigError, UnknownNameError, closest
-from ..layers.masked import INITS
-from ..pruning import check_keep_ratio, check_p, is_masked
+from ..pruning import is_masked
+from .args import ModelArgs
 
 __all__ = [
-    "ARCH_ARGS", "DEFAULT_MAX_MODEL_BYTES", "Family", "ModelSpec", "build_model", "check_model_args",
-    "check_model_name", "check_model_size", "count_weights", "estimate_model_bytes", "families",
-    "family_of", "max_model_bytes", "model_spec", "register_family",
+    "DEFAULT_MAX_MODEL_BYTES", "ModelSpec", "allowed_args", "build_model", "builds_masked", "check_model_args",
+    "check_model_name", "check_model_size", "count_weights", "declared", "estimate_model_bytes", "max_model_bytes",
+    "model_spec", "variant",
 ]
 
 # keys timm or robin would act on that no file may set
@@ -47,145 +48,53 @@ _REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoin
             "features_only", "feature_cls", "pretrained_strict", "pretrained_model_args")
 
 
-def _int(lo: int, hi: int) -> Callable[[str, Any], Any]:
-    def check(key: str, v: Any) -> int:
-        if not is_int(v) or not lo <= v <= hi:
-            raise ConfigError(f"model argument {key!r} must be an integer in [{lo}, {hi}], got {v!r:.80}")
-        return v
-    return check
+def variant(cls: type[nn.Module], **fixed: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Declare a timm entry point of a robin model: the class it builds and the constructor arguments it fixes.
 
+    Put under ``@register_model``. The entry point is called with ``fixed`` under the caller's
+    keyword arguments (a caller may override them, ``depth=10`` builds a small WideResNet), and
+    carries ``robin_cls`` and ``robin_args`` for :func:`declared`::
 
-def _float(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Callable[[str, Any], Any]:
-    def check(key: str, v: Any) -> float:
-        ok = (is_number(v) and math.isfinite(v)
-              and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi))
-        if not ok:
-            raise ConfigError(f"model argument {key!r} must be a number in {'(' if lo_open else '['}{lo}, {hi}"
-                              f"{')' if hi_open else ']'}, got {v!r:.80}")
-        return float(v)
-    return check
+        @register_model
+        @variant(RobinResNet, block=BasicBlock, layers=(2, 2, 2, 2))
+        def robin_resnet18(pretrained: bool = False, **kwargs) -> RobinResNet:
+            return RobinResNet.create("robin_resnet18", pretrained, **kwargs)
 
-
-def _bool(key: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(f"model argument {key!r} must be true or false, got {v!r:.80}")
-    return v
-
-
-def _optional_bool(key: str, v: Any) -> bool | None:
-    return None if v is None else _bool(key, v)
-
-
-def _choice(*choices: str) -> Callable[[str, Any], Any]:
-    def check(key: str, v: Any) -> str:
-        if v not in choices:
-            raise ConfigError(f"model argument {key!r} must be one of {', '.join(map(repr, choices))}, got {v!r:.80}")
-        return v
-    return check
-
-
-def _stats(key: str, v: Any) -> tuple[float, ...]:
-    if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= 64:
-        raise ConfigError(f"model argument {key!r} must be a list of 1 to 64 numbers (one per channel), got {v!r:.80}")
-    out = tuple(_float(-1e6, 1e6)(key, x) for x in v)
-    if key == "std" and not all(x > 0 for x in out):
-        raise ConfigError(f"model argument 'std' must be > 0 for every channel, got {list(out)}")
-    return out
-
-
-ARCH_ARGS: dict[str, Callable[[str, Any], Any]] = {
-    "num_classes": _int(0, 100_000),
-    "in_chans": _int(1, 64),
-    "width": _int(1, 1024),                  # robin ResNets: channels of the first stage
-    "depth": _int(10, 202),                  # robin WideResNets: 6n + 4
-    "widen_factor": _int(1, 64),             # robin WideResNets
-    "keep_ratio": lambda key, v: check_keep_ratio(v),
-    "p": lambda key, v: check_p(v),
-    "init": _choice(*INITS),
-    "score_init_scale": _float(0.0, 1e6, lo_open=True),
-    "score_scale_by_fan_in": _bool,
-    "last_bn": _optional_bool,
-    "seed": _int(0, 2**63 - 1),
-    "mean": _stats,
-    "std": _stats,
-    "check_inputs": _bool,
-    "drop_rate": _float(0.0, 1.0, hi_open=True),
-    "drop_path_rate": _float(0.0, 1.0, hi_open=True),
-    "global_pool": _choice("avg", ""),
-}
-"""Every keyword argument a file may pass to a robin model, with its check (type and bounds)."""
-
-# --- the families, as the model files declare them ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Family:
-    """A robin model family, declared by its model file with :func:`register_family`.
-
-    Attributes:
-        cls: the model class every name of the family builds.
-        variants: registered base name -> the constructor arguments its entry point fixes
-            (``{"robin_resnet18": {"block": BasicBlock, "layers": (2, 2, 2, 2)}}``). Dense twins
-            (``<base>_dense``) and RobustBench aliases (``<base>_<dataset>_<threat>``) share
-            their base's entry.
-        excluded_args: names of :data:`ARCH_ARGS` the constructor does not take.
-        count_weights: ``count_weights(kwargs) -> int``: convolution and classifier weights of
-            the model the constructor arguments ``kwargs`` build (the variant's, then the spec's;
-            ``in_chans`` and ``num_classes`` always present), computed without building it.
-        create: ``create(variant, pretrained, **kwargs)``, the family's ``_create_*`` builder.
-        default_cfg: ``default_cfg(**overrides) -> dict``, the family's timm ``default_cfgs`` entry.
+    ``cls`` must have ``arch_args`` (its own arguments a file may pass, name -> check) and
+    ``count_weights(kwargs)`` (its convolution and classifier weights, computed without building
+    it). A dense twin fixes ``masked=False``.
     """
+    def declare(entry: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        @functools.wraps(entry)
+        def entry_point(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+            return entry(pretrained, **{**fixed, **kwargs})
 
-    cls: type[nn.Module]
-    variants: Mapping[str, Mapping[str, Any]]
-    excluded_args: frozenset[str]
-    count_weights: Callable[[Mapping[str, Any]], int]
-    create: Callable[..., nn.Module]
-    default_cfg: Callable[..., dict]
-
-
-_FAMILIES: list[Family] = []
-
-
-def register_family(family: Family) -> Family:
-    """Declare a model family (each model file calls it once, at import); returns ``family``.
-
-    Registering a family again from the same module (a reloaded model file) replaces it; a base
-    name claimed by another family raises :class:`ConfigError`.
-    """
-    def key(f: Family) -> tuple[str, str]:
-        return f.cls.__module__, f.cls.__qualname__
-
-    _FAMILIES[:] = [f for f in _FAMILIES if key(f) != key(family)]
-    for other in _FAMILIES:
-        clash = set(other.variants) & set(family.variants)
-        if clash:
-            raise ConfigError(f"model names {sorted(clash)} are registered by two families")
-    _FAMILIES.append(family)
-    return family
+        entry_point.robin_cls = cls
+        entry_point.robin_args = MappingProxyType(dict(fixed))
+        return entry_point
+    return declare
 
 
-def families() -> tuple[Family, ...]:
-    """The registered families, in registration order."""
-    return tuple(_FAMILIES)
-
-
-def family_of(name: str) -> tuple[Family, str] | None:
-    """The family of model ``name`` and the base name it extends, or None for a non-robin name.
-
-    The longest base name that ``name`` starts with wins (``robin_wrn34_dense`` extends
-    ``robin_wrn34``).
-    """
-    matches = [(base, fam) for fam in _FAMILIES for base in fam.variants if name.startswith(base)]
-    if not matches:
+def declared(name: str) -> tuple[type[nn.Module], Mapping[str, Any]] | None:
+    """The model class robin model ``name`` builds and the arguments its entry point fixes (see
+    :func:`variant`), read from timm's registry; None for a name that is not a robin model."""
+    if not isinstance(name, str) or not timm.is_model(name):
         return None
-    base, fam = max(matches, key=lambda m: len(m[0]))
-    return fam, base
+    entry = timm.models.model_entrypoint(name)
+    cls = getattr(entry, "robin_cls", None)
+    return None if cls is None else (cls, entry.robin_args)
 
 
-def _excluded(name: str) -> frozenset[str]:
-    found = family_of(name)
-    return found[0].excluded_args if found else frozenset()
+def builds_masked(name: str) -> bool:
+    """Whether registered robin model ``name`` is masked (False for the dense twins, which fix ``masked=False``)."""
+    found = declared(name)
+    return found is None or found[1].get("masked", True)
+
+
+def allowed_args(name: str) -> dict[str, Callable[[str, Any], Any]]:
+    """Every argument a file may give robin model ``name``, with its check: :class:`ModelArgs`'s and its class's."""
+    found = declared(name)
+    return {**ModelArgs.checks(), **(found[0].arch_args if found else {})}
 
 
 def check_model_name(name: Any) -> str:
@@ -211,7 +120,8 @@ def check_model_args(name: str, kwargs: Any, *, source: str = "model arguments")
     """
     if not isinstance(kwargs, dict):
         raise ConfigError(f"{source} must be a mapping of argument names to values, got {type(kwargs).__name__}")
-    allowed = [k for k in ARCH_ARGS if k not in _excluded(name)]
+    checks = allowed_args(name)
+    allowed = list(checks)
     out: dict[str, Any] = {}
     for key, value in kwargs.items():
         if key in _REFUSED:
@@ -220,14 +130,13 @@ def check_model_args(name: str, kwargs: Any, *, source: str = "model arguments")
         if key not in allowed:
             raise UnknownNameError(f"{source}: unknown model argument {key!r:.80}{closest(str(key), allowed)}; "
                                    f"valid for {name}: {', '.join(allowed)}")
-        if value is None and key != "last_bn":
+        if value is None and not ModelArgs.nullable(key):
             raise ConfigError(f"{source}: {key!r} has no value (null); give a value or leave the key out")
-        out[key] = ARCH_ARGS[key](key, value)
-    if "mean" in out or "std" in out:
-        chans = out.get("in_chans", 3)
-        for key in ("mean", "std"):
-            if key in out and len(out[key]) != chans:
-                raise ConfigError(f"{source}: {key!r} needs {chans} values (in_chans={chans}), got {len(out[key])}")
+        out[key] = value if value is None else checks[key](key, value)
+    try:  # the checks across arguments (mean and std have in_chans values)
+        ModelArgs(**{k: v for k, v in out.items() if k in ModelArgs.checks()})
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     return out
 
 
@@ -262,20 +171,20 @@ def _default_classes(name: str) -> int:
 def count_weights(spec: ModelSpec) -> int:
     """Number of convolution and classifier weights of the model ``spec`` builds, without building it.
 
-    Exact for the registered families (a test compares it with built models): each model file
-    declares the arithmetic next to its constructor (:attr:`Family.count_weights`).
+    Exact for the registered models (a test compares it with built models): each model class
+    declares the arithmetic next to its constructor (its ``count_weights``).
     """
-    found = family_of(spec.name)
+    found = declared(spec.name)
     if found is None:
-        raise UnknownNameError(f"{spec.name!r:.80} is not a model of a registered robin family")
-    fam, base = found
-    kwargs = {**fam.variants[base], "in_chans": 3, "num_classes": _default_classes(spec.name), **spec.kwargs}
-    return fam.count_weights(kwargs)
+        raise UnknownNameError(f"{spec.name!r:.80} is not a registered robin model")
+    cls, fixed = found
+    kwargs = {**fixed, "in_chans": 3, "num_classes": _default_classes(spec.name), **spec.kwargs}
+    return cls.count_weights(kwargs)
 
 
 def estimate_model_bytes(spec: ModelSpec) -> int:
     """Bytes a built model holds: 8 per weight for a masked model (fixed weight + score, float32), 4 for a dense one."""
-    return count_weights(spec) * (4 if spec.name.endswith("_dense") else 8)
+    return count_weights(spec) * (8 if builds_masked(spec.name) else 4)
 
 
 def max_model_bytes() -> int:
@@ -333,7 +242,8 @@ def model_spec(model: nn.Module, *, include_masked: bool = True) -> ModelSpec | 
     """The spec that rebuilds ``model``'s architecture and fixed weights, or None if unknown.
 
     Works for robin models made with ``timm.create_model`` (their ``pretrained_cfg`` names the
-    architecture, and the model is an instance of that family's class). Keep ratios and input statistics are state, not spec; they are included
+    architecture, and the model is an instance of the class that name builds). Keep ratios and
+    input statistics are state, not spec; they are included
     (``keep_ratio``/``p`` at construction, current ``mean``/``std``) so the rebuilt model starts
     from the same values, but a state dict overrides them.
 
@@ -342,27 +252,9 @@ def model_spec(model: nn.Module, *, include_masked: bool = True) -> ModelSpec | 
         include_masked: include the masked-only arguments (False for the dense twin's spec).
     """
     name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
-    try:
-        name = check_model_name(name)
-    except UnknownNameError:
+    found = declared(name)
+    if found is None or not isinstance(model, found[0]):
         return None
-    found = family_of(name)
-    if found is None or not isinstance(model, found[0].cls):
-        return None
-    kwargs: dict[str, Any] = dict(
-        num_classes=model.num_classes,
-        in_chans=model.in_chans,
-        seed=model.seed,
-        last_bn=model.last_bn,
-        mean=tuple(float(v) for v in model.normalize.mean.flatten().tolist()),
-        std=tuple(float(v) for v in model.normalize.std.flatten().tolist()),
-        check_inputs=bool(model.normalize.check_inputs),
-    )
-    if include_masked and is_masked(model):
-        kwargs.update(model.masked_kwargs)
-    if getattr(model, "global_pool", "avg") != "avg":  # "" changes what the model returns
-        kwargs["global_pool"] = model.global_pool
-    for key in ("width", "depth", "widen_factor"):
-        if hasattr(model, key) and key not in _excluded(name):
-            kwargs[key] = getattr(model, key)
+    kwargs = model.current_args().spec_kwargs(masked=include_masked and is_masked(model))
+    kwargs.update({key: getattr(model, key) for key in found[0].arch_args})
     return ModelSpec(name, kwargs)

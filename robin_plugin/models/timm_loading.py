@@ -25,7 +25,6 @@ what needs the model spec: rebuilding the model a file's header names.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,11 +32,11 @@ import torch.nn as nn
 
 from ..errors import ConfigError, RobinError
 from ..formats.compact import HEADER_KEY, ExportFormatError, decode_compact, is_compact, layer_field
-from .spec import ARCH_ARGS, ModelSpec, build_model, check_model_size, count_weights
+from .spec import ModelSpec, allowed_args, build_model, check_model_size, count_weights
 
 __all__ = [
     "build_from_header", "check_weight_source", "checkpoint_filter_fn", "compact_load_pre_hook", "compact_state_dict",
-    "training_model_state",
+    "missing_weights_message", "training_model_state",
 ]
 
 _TRAINING_PREFIX = "model/"  # robin_plugin.training checkpoints store the model under model/<key>
@@ -48,24 +47,24 @@ _HOSTED = ("url", "hf_hub_id", "hf_hub_filename")
 
 
 def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
-    """Refuse what would make timm download, ``pretrained=True`` with nothing to load, and models too large.
+    """Refuse what would make timm download, and models too large; say whether to load weights now.
 
     Robin models have no hosted weights. ``pretrained=True`` needs a local source: a file or
-    state dict in ``pretrained_cfg_overlay`` (``pretrained_cfg``) or timm's own
-    ``checkpoint_path=`` argument (which timm applies after the entry point returns; it is read
-    from :func:`timm.create_model`'s call). A ``url`` or Hugging Face id in either cfg is refused
-    whatever ``pretrained`` says: a file or caller never makes a robin model download anything.
-    The model's size is checked against the limit of :mod:`robin_plugin.models.spec` before
-    anything is allocated.
+    state dict in ``pretrained_cfg_overlay`` (``pretrained_cfg``), loaded by timm's builder, or
+    timm's own ``checkpoint_path=`` argument, which :func:`timm.create_model` applies after the
+    entry point returns (and does not pass to it: see
+    :meth:`robin_plugin.models.base.RobinNetBase.create`). A ``url`` or Hugging Face id in either
+    cfg is refused whatever ``pretrained`` says: a file or caller never makes a robin model
+    download anything. The model's size is checked against the limit of
+    :mod:`robin_plugin.models.spec` before anything is allocated.
 
     Returns:
-        Whether timm's builder should load weights now (a file or state dict is in a cfg);
-        False when there is nothing to load or ``checkpoint_path=`` loads them afterwards. When
+        Whether timm's builder should load weights now (a file or state dict is in a cfg). When
         True, ``kwargs["pretrained_cfg_overlay"]`` gets this model's ``num_classes`` and
         ``input_size`` (unless given), so timm loads the file strictly and whole.
 
     Raises:
-        ConfigError: naming the refused key, or saying how to give weights.
+        ConfigError: naming the refused key.
     """
     given: dict = {}
     for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
@@ -79,12 +78,6 @@ def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
                 raise ConfigError(f"{name}: robin models have no hosted weights and never download; "
                                   f"{key}[{k!r}]={v!r} is refused (give a local file instead)")
         given.update({k: cfg.get(k) for k in ("file", "state_dict") if cfg.get(k) is not None})
-    if pretrained and not given and not _timm_checkpoint_path():
-        raise ConfigError(
-            f"{name} has no hosted weights: pretrained=True needs a local file, e.g. "
-            f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')), "
-            f"checkpoint_path='model.safetensors', or a hub folder: timm.create_model('local-dir:FOLDER', pretrained=True)"
-        )
     _check_size(name, kwargs)
     if pretrained and given:
         # timm drops the classifier from the file (and loads non-strictly) when num_classes differs
@@ -100,31 +93,29 @@ def check_weight_source(name: str, pretrained: bool, kwargs: dict) -> bool:
     return bool(pretrained and given)
 
 
+def missing_weights_message(name: str) -> str:
+    """The error of a model built with ``pretrained=True`` that was given no weights to load."""
+    return (
+        f"{name} has no hosted weights: pretrained=True needs a local file, e.g. "
+        f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')), "
+        f"checkpoint_path='model.safetensors', or a hub folder: timm.create_model('local-dir:FOLDER', pretrained=True)"
+    )
+
+
 def _check_size(name: str, kwargs: dict) -> None:
     """The model-size limit of :mod:`robin_plugin.models.spec`, before anything is allocated.
 
     Every entry point runs it, so a hub folder's ``config.json`` (which timm parses before a robin
     entry point sees it) cannot make a tiny file allocate gigabytes either.
     """
-    arch = {k: v for k, v in kwargs.items() if k in ARCH_ARGS and k != "global_pool"}
     try:
-        spec = ModelSpec(name, arch)
+        allowed = allowed_args(name)
+        spec = ModelSpec(name, {k: v for k, v in kwargs.items() if k in allowed and k != "global_pool"})
         check_model_size(spec)
     except (TypeError, KeyError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
         return  # malformed arguments: the constructor names them
-
-
-def _timm_checkpoint_path() -> str | None:
-    """The ``checkpoint_path`` of the :func:`timm.create_model` call building this model, if any."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "create_model" and frame.f_globals.get("__name__", "").startswith("timm."):
-            return frame.f_locals.get("checkpoint_path") or None
-        frame = frame.f_back
-    return None
 
 
 # --- compact files ---------------------------------------------------------------------------
@@ -216,7 +207,8 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
         return compact_state_dict(state_dict, model)
     if state_dict and all(k.startswith(_TRAINING_PREFIX) or k.startswith("state") for k in state_dict):
         model_keys = training_model_state(state_dict)
-        if model_keys and set(model_keys) <= set(model.state_dict()):  # older files lack keep ratios / mean / std
+        # keys of this model only; a key it lacks is named by the strict load
+        if model_keys and set(model_keys) <= set(model.state_dict()):
             return model_keys
     return state_dict
 

@@ -17,7 +17,7 @@ from .metrics import clean_and_pgd_accuracy
 from .run import load_run, resolve_attack_sizes, train
 from .schedules import LR_SCHEDULES, cosine_lr, lr_at, one_cycle_lr, progressive_keep_ratio, step_lr
 from .state import TrainState
-from .trainer import Trainer, build_model, default_hooks, epoch_order, make_optimizer
+from .trainer import Trainer, default_hooks, epoch_order, make_optimizer
 
 __all__ = [
     "ATTACKS", "AdversarialTraining", "PersistentFGSM", "trades_loss",
@@ -28,5 +28,5 @@ __all__ = [
     "CatastrophicOverfittingError", "CatastrophicOverfittingGuard", "is_collapse",
     "clean_and_pgd_accuracy", "load_run", "resolve_attack_sizes", "train",
     "cosine_lr", "lr_at", "one_cycle_lr", "progressive_keep_ratio", "step_lr", "LR_SCHEDULES",
-    "TrainState", "Trainer", "build_model", "default_hooks", "epoch_order", "make_optimizer",
+    "TrainState", "Trainer", "default_hooks", "epoch_order", "make_optimizer",
 ]

@@ -16,7 +16,7 @@ import yaml
 from .. import models  # noqa: F401  (registers the robin models with timm)
 from ..errors import ConfigError, UnknownNameError, closest
 from ..io import read_limited
-from ..models.spec import check_model_args
+from ..models.spec import ModelSpec, builds_masked, check_model_args
 from ..pruning import check_keep_ratio, check_p
 from ..pgd import check_iterate
 from .attacks import ATTACK_MODES, ATTACKS, check_label_smoothing
@@ -140,6 +140,19 @@ class TrainConfig:
         if (self.image_size is not None or self.class_list is not None) and self.dataset != "imagenet100":
             raise ConfigError(f"image_size and class_list apply to dataset imagenet100 only, not {self.dataset!r}: "
                               "the other datasets have one fixed size and class set")
+
+    def model_spec(self, num_classes: int, in_chans: int, mean, std) -> ModelSpec:
+        """The validated spec of this run's model for a dataset's classes, channels and statistics.
+
+        ``seed`` and (masked models) ``keep_ratio`` and ``p`` come from the config, then
+        ``model_kwargs`` override; build it with :func:`robin_plugin.models.spec.build_model`.
+        """
+        kwargs = dict(num_classes=num_classes, in_chans=in_chans, mean=tuple(mean), std=tuple(std), seed=self.seed)
+        if builds_masked(self.model):
+            kwargs.update(keep_ratio=self.keep_ratio, p=self.p)
+        kwargs.update(self.model_kwargs)
+        # the config may come from a file: only validated architecture arguments reach timm
+        return ModelSpec.parse(self.model, kwargs, source="the run's model arguments")
 
     @property
     def augmentation_on(self) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..models.args import ModelArgs
+
 __all__ = ["Official", "OFFICIAL", "DEPARTURES", "PAPER_PRESETS", "official_overrides"]
 
 _REPO = "IVRL/RobustBinarySubNet"
@@ -227,8 +229,8 @@ DEPARTURES: dict[str, dict[str, str]] = {
 }
 """Preset name (``*``: all) -> what robin does differently from the official code, and why."""
 
-# config fields a preset sets from the table (the others are the table's own notes)
-_MODEL_ARGS = ("init", "score_init_scale", "score_scale_by_fan_in", "last_bn", "mean", "std")
+# model arguments a preset sets in model_kwargs; keep_ratio and p are config keys (the run prunes towards them)
+_MODEL_ARGS = tuple(k for k in ModelArgs.checks() if k not in ("keep_ratio", "p"))
 _NOT_CONFIG = ("eval_attack",)
 
 

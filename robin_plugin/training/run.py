@@ -6,7 +6,6 @@ import logging
 import os
 import platform
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,14 @@ from ..data import dataset_info, get_dataset, validation_split
 from ..errors import CheckpointError, ConfigError, RobinError
 from ..formats.files import FileContentError, parse_json, read_safetensors, read_safetensors_checked
 from ..io import atomic_write_json, read_limited
-from ..layers.masked import LegacyStateWarning
+from ..models.spec import build_model
 from ..pgd import default_pgd_step
 from ..pruning import is_masked
 from ..summary import storage_bytes, summarize
 from .config import MAX_CONFIG_BYTES, TrainConfig
 from .events import Hook
 from .metrics import clean_and_pgd_accuracy
-from .trainer import Trainer, build_model, default_hooks, gather
+from .trainer import Trainer, default_hooks, gather
 
 __all__ = ["resolve_attack_sizes", "load_data", "load_run", "model_figures", "train"]
 
@@ -79,7 +78,7 @@ def train(config: TrainConfig, *, resume: bool | str = False, hooks: list[Hook] 
     info = dataset_info(config.dataset)
     train_set, val_set, test_set = load_data(config)
     torch.manual_seed(config.seed)
-    model = build_model(config, info.num_classes, info.in_chans, info.mean, info.std)
+    model = build_model(config.model_spec(info.num_classes, info.in_chans, info.mean, info.std))
     out_dir = Path(config.out_dir)
     run_hooks = [*default_hooks(config, model, train_set, val_set, out_dir), *(hooks or [])]
     trainer = Trainer(model, config, train_set, val_set, hooks=run_hooks, out_dir=out_dir)
@@ -152,7 +151,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     try:
         config = TrainConfig.from_dict(parse_json(raw))
         info = dataset_info(config.dataset)
-        model = build_model(dataclasses.replace(config, device="cpu"), info.num_classes, info.in_chans, info.mean, info.std)
+        model = build_model(config.model_spec(info.num_classes, info.in_chans, info.mean, info.std))
     except FileContentError as e:  # not UTF-8, not JSON, nested too deeply
         raise CheckpointError(f"{cfg_path} is not a valid run config: {e}") from None
     except RecursionError as e:
@@ -164,9 +163,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module,
     state, _ = read_safetensors_checked(weights, CheckpointError, "{path} is not a readable safetensors file ({reason})",
                                         finite="a model must have finite weights, scores and statistics")
     try:
-        with warnings.catch_warnings():  # files of robin_plugin 0.1: the config gave the ratios and statistics
-            warnings.simplefilter("ignore", LegacyStateWarning)
-            model.load_state_dict(state)
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{weights} does not fit the model of {cfg_path}: {str(e)[:300]}") from e
     return model.eval(), config

@@ -20,7 +20,6 @@ import torch.nn as nn
 from ..errors import ConfigError, InputError
 from ..io import FolderLock, atomic_write_json, remove_stale_temp_files
 from ..memory_format import to_channels_last
-from ..models.spec import ModelSpec, build_model as build_from_spec
 from ..progress import progress
 from ..data.base import to_float
 from ..pruning import is_masked
@@ -35,7 +34,7 @@ from .hooks import BestModel, Checkpointing, LRSchedule, MetricLogger, Progressi
 from .metrics import clean_and_pgd_accuracy
 from .state import TrainState
 
-__all__ = ["Trainer", "TrainResult", "build_model", "default_hooks", "epoch_order", "gather", "make_optimizer", "resolve_device",
+__all__ = ["Trainer", "TrainResult", "default_hooks", "epoch_order", "gather", "make_optimizer", "resolve_device",
            "CHECKPOINT"]
 
 _log = logging.getLogger(__name__)
@@ -52,16 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use device=cpu or auto")
     return device
-
-
-def build_model(config: TrainConfig, num_classes: int, in_chans: int, mean, std) -> nn.Module:
-    """Create the timm model of ``config`` for a dataset's classes, channels and statistics."""
-    kwargs = dict(num_classes=num_classes, in_chans=in_chans, mean=tuple(mean), std=tuple(std), seed=config.seed)
-    if not config.model.endswith("_dense"):
-        kwargs.update(keep_ratio=config.keep_ratio, p=config.p)
-    kwargs.update(config.model_kwargs)
-    # the config may come from a file: only validated architecture arguments reach timm
-    return build_from_spec(ModelSpec.parse(config.model, kwargs, source="the run's model arguments"))
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
