@@ -385,7 +385,10 @@ def write_page(folder: Path, out: Path, *, seeds=SEEDS, ablation_seeds=ABLATION_
         page = page.replace("img/results_", "img/results_quick_")
     atomic_write_bytes(out, (page + "\n").encode())
     if not quick and folder == RESULTS:
-        atomic_write_bytes(README, render_readme(README.read_text(), readme_blocks(folder)).encode())
+        try:
+            atomic_write_bytes(README, render_readme(README.read_text(), readme_blocks(folder)).encode())
+        except FileNotFoundError as e:  # the page is written; the README waits for its figures' files
+            print(f"README.md not updated: {e}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
