@@ -175,7 +175,7 @@ def compact_state_dict(tensors: dict[str, Any], model: nn.Module) -> dict[str, A
 def training_model_state(tensors: Mapping[str, Any]) -> dict[str, Any]:
     """The model part of a robin training checkpoint's tensors: each ``model/<key>`` entry as ``<key>``.
 
-    The one place that strips the prefix; the checkpoint writer (:mod:`robin_plugin.training.checkpoint`),
+    The one place that strips the prefix; the checkpoint writer (:mod:`robin_plugin.formats.checkpoint`),
     :func:`checkpoint_filter_fn` and :func:`robin_plugin.loading.read_state_dict` share it.
     """
     return {k[len(_TRAINING_PREFIX):]: v for k, v in tensors.items() if k.startswith(_TRAINING_PREFIX)}
