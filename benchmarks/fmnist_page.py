@@ -6,7 +6,7 @@
 The files: ``docs/results/fmnist/`` (one JSON per finished run of ``fmnist_results.py``, plus
 ``tuning.json``), ``docs/results/paper_recipe_proxy.json`` (``paper_recipe_proxy.py``),
 ``docs/results/main_job.json`` and ``docs/results/compact_size.json`` (``readme_figures.py``). No
-figure of the page or of the README's marked blocks is typed by hand: ``tests/test_results_page.py``
+figure of the page or of the README's marked blocks is typed by hand: ``tests/benchmarks/test_fmnist_results.py``
 fails when the committed text differs from what this script renders.
 """
 from __future__ import annotations

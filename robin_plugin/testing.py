@@ -2,6 +2,8 @@
 
 Used by the evaluation tests and ``benchmarks/bench_autoattack.py``; nothing is downloaded (the
 images come from the Debian ``dataset-fashion-mnist`` files through :func:`robin_plugin.data.get_dataset`).
+The training tests, and the subprocesses they start, train :func:`tiny_robin_resnet` on
+:func:`toy_dataset`.
 
 It also writes small datasets in the real on-disk formats robin's loaders read (the tests'
 preset smoke runs and ``benchmarks/fmnist_cifar_proxy.py`` use them): :func:`write_cifar10` and
@@ -20,15 +22,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import get_dataset, to_float
+from .data import ImageDataset, get_dataset, to_float
 from .models import robinify
 
-__all__ = ["dump_py2_pickle", "fashion_mnist_subset", "pgd_train", "random_images", "tiny_robin_mlp", "write_cifar10",
-           "write_cifar100", "write_imagefolder"]
+__all__ = ["dump_py2_pickle", "fashion_mnist_subset", "pgd_train", "random_images", "tiny_robin_mlp", "tiny_robin_resnet",
+           "toy_dataset", "write_cifar10", "write_cifar100", "write_imagefolder"]
 
 
 def fashion_mnist_subset(split: str, n: int, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +46,26 @@ def tiny_robin_mlp(hidden: int = 64, keep_ratio: float = 0.3) -> nn.Module:
     net = nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(196, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                         nn.Linear(hidden, 10), nn.BatchNorm1d(10))
     return robinify(net, keep_ratio=keep_ratio, p=0.1)
+
+
+def toy_dataset(n: int = 96, size: int = 12, seed: int = 0) -> ImageDataset:
+    """``n`` one-channel ``size`` x ``size`` images of two easy classes: bright top half vs bright bottom half, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.rand(n, 1, size, size, generator=g) * 0.4
+    half = size // 2
+    x[y == 0, :, :half] += 0.5
+    x[y == 1, :, half:] += 0.5
+    return ImageDataset((x.clamp(0, 1) * 255).to(torch.uint8), y.long(), ["top", "bottom"], "toy")
+
+
+def tiny_robin_resnet(seed: int = 0, width: int = 4, **kw: Any) -> nn.Module:
+    """A ``robin_resnet18`` of ``width`` for :func:`toy_dataset`: one input channel, two classes, keep ratio 0.2.
+
+    Its fixed weights and scores come from ``seed``; ``kw`` goes to :func:`timm.create_model`.
+    """
+    return timm.create_model("robin_resnet18", num_classes=2, in_chans=1, width=width, keep_ratio=0.2, seed=seed,
+                             mean=(0.5,), std=(0.25,), **kw)
 
 
 def pgd_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, eps: float, pgd_steps: int = 3) -> nn.Module:

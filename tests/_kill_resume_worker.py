@@ -21,14 +21,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)  # two OpenMP threads on a busy 2-core box make tiny ops ~100x slower
 
-import timm  # noqa: E402
-
-import robin_plugin  # noqa: E402,F401  (registers the robin models)
 from robin_plugin.io import atomic_write_json  # noqa: E402
+from robin_plugin.testing import tiny_robin_resnet, toy_dataset  # noqa: E402  (the training tests' model and data)
 from robin_plugin.training import TrainConfig, Trainer  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_training import toy_dataset  # noqa: E402  (the same toy data as the training tests)
 
 RESULT = "worker_result.json"
 
@@ -44,9 +39,7 @@ def config(epochs: int, out_dir: str) -> TrainConfig:
 
 def run(out_dir: str, epochs: int) -> None:
     """One attempt: build everything, resume from ``out_dir`` if it holds a checkpoint, train to the end."""
-    model = timm.create_model("robin_resnet18", num_classes=2, in_chans=1, width=4, keep_ratio=0.2, seed=0,
-                              mean=(0.5,), std=(0.25,))
-    trainer = Trainer(model, config(epochs, out_dir), toy_dataset(48), toy_dataset(16, seed=1), out_dir=out_dir)
+    trainer = Trainer(tiny_robin_resnet(), config(epochs, out_dir), toy_dataset(48), toy_dataset(16, seed=1), out_dir=out_dir)
     print(f"ready {os.getpid()}", flush=True)
     result = trainer.fit(resume=True)
     atomic_write_json(os.path.join(out_dir, RESULT), dict(result))

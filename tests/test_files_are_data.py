@@ -37,9 +37,7 @@ from robin_plugin.training import CheckpointError, Trainer, apply_overrides, loa
 from robin_plugin.training.config import MAX_CONFIG_BYTES, MAX_SEED, load_config_file, parse_override
 from robin_plugin.training.events import Hook
 from robin_plugin.training.run import load_run
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_training import tiny_config, tiny_model, toy_dataset, with_defaults  # noqa: E402
+from robin_plugin.testing import tiny_robin_resnet, toy_dataset
 
 # under 600 bytes of YAML that expand to 10**9 list elements (the "billion laughs")
 YAML_BOMB = "\n".join(
@@ -53,25 +51,31 @@ def _write(path: Path, data: bytes | str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def fast_config(tiny_config):
+    """``fast_config(**changes)``: the config of ``run_dir``'s 1-epoch 'fast' run."""
+    return lambda **kw: tiny_config(**{**dict(epochs=1, attack="fast", step_size=0.05), **kw})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, fast_config) -> Path:
     """A finished 1-epoch run (attack 'fast', so its checkpoint holds a perturbation bank)."""
     out = tmp_path_factory.mktemp("run")
-    Trainer(tiny_model(), _fast_config(), toy_dataset(64), toy_dataset(16, seed=1), out_dir=out).fit()
+    Trainer(tiny_robin_resnet(), fast_config(), toy_dataset(64), toy_dataset(16, seed=1), out_dir=out).fit()
     return out
 
 
-def _fast_config(**kw):
-    return tiny_config(**{**dict(epochs=1, attack="fast", step_size=0.05), **kw})
-
-
-def _resume_with(tmp_path: Path, run_dir: Path, edit) -> None:
-    """Copy ``run_dir``'s checkpoint, let ``edit(model_state, state)`` change it, and resume from it."""
-    model_state, state = load_checkpoint(run_dir / "checkpoint.safetensors")
-    edit(model_state, state)
-    path = tmp_path / "edited.safetensors"
-    save_checkpoint(path, model_state, state)
-    Trainer(tiny_model(), _fast_config(epochs=2), toy_dataset(64), toy_dataset(16, seed=1),
-            out_dir=tmp_path / "out").fit(resume=path)
+@pytest.fixture
+def resume_with(tmp_path, run_dir, fast_config):
+    """``resume_with(edit)``: copy ``run_dir``'s checkpoint, let ``edit(model_state, state)`` change it, and
+    resume from it into ``tmp_path / "out"``."""
+    def resume(edit) -> None:
+        model_state, state = load_checkpoint(run_dir / "checkpoint.safetensors")
+        edit(model_state, state)
+        path = tmp_path / "edited.safetensors"
+        save_checkpoint(path, model_state, state)
+        Trainer(tiny_robin_resnet(), fast_config(epochs=2), toy_dataset(64), toy_dataset(16, seed=1),
+                out_dir=tmp_path / "out").fit(resume=path)
+    return resume
 
 
 # --- 1. config parsing that cannot explode or mislead ------------------------------------------
@@ -174,17 +178,17 @@ def test_robin_eval_huge_seed_is_refused_before_anything_loads(capsys, tmp_path)
     ("optimizer", {}, "checkpoint field 'optimizer' must be an optimizer state dict"),
     ("hooks", "garbage", "checkpoint field 'hooks' must be a list"),
 ])
-def test_hand_edited_checkpoint_metadata_is_refused(tmp_path, run_dir, field, value, match):
+def test_hand_edited_checkpoint_metadata_is_refused(resume_with, field, value, match):
     def edit(model_state, state):
         state[field] = value
 
     with pytest.raises(CheckpointError, match=match):
-        _resume_with(tmp_path, run_dir, edit)
+        resume_with(edit)
 
 
-def test_missing_checkpoint_field_is_named(tmp_path, run_dir):
+def test_missing_checkpoint_field_is_named(resume_with):
     with pytest.raises(CheckpointError, match="checkpoint lacks the field 'best'"):
-        _resume_with(tmp_path, run_dir, lambda m, s: s.pop("best"))
+        resume_with(lambda m, s: s.pop("best"))
 
 
 @pytest.mark.parametrize("edit,match", [
@@ -195,15 +199,15 @@ def test_missing_checkpoint_field_is_named(tmp_path, run_dir):
     (lambda opt: next(iter(opt["state"].values()))["momentum_buffer"].fill_(float("nan")),
      "optimizer buffer 'momentum_buffer' holds NaN or Inf"),
 ])
-def test_bad_optimizer_state_is_refused(tmp_path, run_dir, edit, match):
+def test_bad_optimizer_state_is_refused(resume_with, edit, match):
     with pytest.raises(CheckpointError, match=match):
-        _resume_with(tmp_path, run_dir, lambda m, s: edit(s["optimizer"]))
+        resume_with(lambda m, s: edit(s["optimizer"]))
 
 
 def _evaluate(model=None, x=None, y=None, **kw):
     from robin_plugin.eval import evaluate
 
-    model = model if model is not None else tiny_model().eval()
+    model = model if model is not None else tiny_robin_resnet().eval()
     x = x if x is not None else torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = y if y is not None else torch.tensor([0, 1, 0, 1])
     kw = {**dict(attacks=("apgd-ce",), run_checks=False, progress=False, pgd_steps=1), **kw}
@@ -247,12 +251,12 @@ def _dataset(images: torch.Tensor, labels: torch.Tensor):
     return Tensors()
 
 
-def test_trainer_converts_float64_images_like_float32():
+def test_trainer_converts_float64_images_like_float32(tiny_config):
     ds = toy_dataset(32)
     x32 = ds.images.float() / 255
     cfg = tiny_config(epochs=1)
-    r32 = Trainer(tiny_model(), cfg, _dataset(x32, ds.labels)).fit()
-    r64 = Trainer(tiny_model(), cfg, _dataset(x32.double(), ds.labels)).fit()
+    r32 = Trainer(tiny_robin_resnet(), cfg, _dataset(x32, ds.labels)).fit()
+    r64 = Trainer(tiny_robin_resnet(), cfg, _dataset(x32.double(), ds.labels)).fit()
     assert {k: v for k, v in r64.items() if not k.startswith("time/")} == \
         {k: v for k, v in r32.items() if not k.startswith("time/")}
 
@@ -262,14 +266,14 @@ def test_trainer_converts_float64_images_like_float32():
     (torch.full((8, 1, 8, 8), 2.0, dtype=torch.float64), r"must be finite and lie in \[0, 1\]"),
     (torch.full((8, 1, 8, 8), float("nan")), r"must be finite and lie in \[0, 1\]"),
 ])
-def test_trainer_refuses_other_image_dtypes_and_ranges(images, match):
+def test_trainer_refuses_other_image_dtypes_and_ranges(images, match, tiny_config):
     with pytest.raises(InputError, match=match):
-        Trainer(tiny_model(), tiny_config(), _dataset(images, torch.zeros(8, dtype=torch.long)))
+        Trainer(tiny_robin_resnet(), tiny_config(), _dataset(images, torch.zeros(8, dtype=torch.long)))
 
 
-def test_trainer_refuses_float_labels():
+def test_trainer_refuses_float_labels(tiny_config):
     with pytest.raises(InputError, match="train_set labels must be integer class indices, got dtype torch.float32"):
-        Trainer(tiny_model(), tiny_config(), _dataset(torch.zeros(8, 1, 8, 8), torch.zeros(8)))
+        Trainer(tiny_robin_resnet(), tiny_config(), _dataset(torch.zeros(8, 1, 8, 8), torch.zeros(8)))
 
 
 def test_evaluate_converts_float64_images_and_refuses_integer_ones():
@@ -293,11 +297,11 @@ def test_full_disk_during_a_safetensors_write_is_a_write_error(tmp_path, monkeyp
     from robin_plugin.export import export_compact
 
     path = tmp_path / "m.safetensors"
-    export_compact(tiny_model(), path)
+    export_compact(tiny_robin_resnet(), path)
     before = path.read_bytes()
     monkeypatch.setattr(safetensors.torch, "save_file", _disk_full)
     with pytest.raises(WriteError, match="No space left on device .*; the previous file is intact") as err:
-        export_compact(tiny_model(seed=1), path, overwrite=True)
+        export_compact(tiny_robin_resnet(seed=1), path, overwrite=True)
     assert "nothing was changed" in str(err.value) and isinstance(err.value, OSError)
     assert path.read_bytes() == before
     with pytest.raises(WriteError, match="No space left on device .*; no file was written"):
@@ -315,7 +319,7 @@ def test_full_disk_during_a_checkpoint_write_is_a_write_error(tmp_path, monkeypa
 
 
 # --- 3. silent wrong results become errors -----------------------------------------------------
-def test_num_classes_zero_is_refused_for_training_and_evaluation():
+def test_num_classes_zero_is_refused_for_training_and_evaluation(tiny_config):
     headless = timm.create_model("robin_resnet18", num_classes=0, in_chans=1, width=4, keep_ratio=0.2,
                                  mean=(0.5,), std=(0.25,))
     assert headless(torch.rand(2, 1, 12, 12)).shape == (2, 32)  # features, which would pass as 32 "logits"
@@ -326,7 +330,7 @@ def test_num_classes_zero_is_refused_for_training_and_evaluation():
 
 
 def test_model_whose_outputs_differ_from_its_num_classes_is_refused():
-    model = tiny_model().eval()
+    model = tiny_robin_resnet().eval()
     model.num_classes = 5
     with pytest.raises(ConfigError, match="declares num_classes=5 but returns 2 outputs"):
         _evaluate(model=model)
@@ -343,28 +347,28 @@ def test_empty_attack_list_is_refused(tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_nan_scores_in_a_checkpoint_are_refused(tmp_path, run_dir):
+def test_nan_scores_in_a_checkpoint_are_refused(resume_with):
     def edit(model_state, state):
         model_state["conv1.scores"][0] = float("nan")
 
     with pytest.raises(CheckpointError, match="model tensor 'conv1.scores' holds NaN or Inf"):
-        _resume_with(tmp_path, run_dir, edit)
+        resume_with(edit)
 
 
 @pytest.mark.parametrize("change", ["scaled", "flipped", "float64"])
-def test_altered_fixed_weights_are_refused(tmp_path, run_dir, change):
+def test_altered_fixed_weights_are_refused(resume_with, change):
     def edit(model_state, state):
         w = model_state["layer1.0.conv1.weight"]
         model_state["layer1.0.conv1.weight"] = {"scaled": w * 1000, "flipped": -w, "float64": w.double()}[change]
 
     with pytest.raises(CheckpointError, match="the fixed weights 'layer1.0.conv1.weight' differ from the ones seed 0 "
                                               "regenerates"):
-        _resume_with(tmp_path, run_dir, edit)
+        resume_with(edit)
 
 
-def test_checkpoint_of_another_seed_is_refused_by_its_fixed_weights(tmp_path, run_dir):
+def test_checkpoint_of_another_seed_is_refused_by_its_fixed_weights(resume_with):
     """A checkpoint whose weights come from seed 1 and whose config says seed 0."""
-    other = tiny_model(seed=1).state_dict()
+    other = tiny_robin_resnet(seed=1).state_dict()
 
     def edit(model_state, state):
         for k in model_state:
@@ -372,7 +376,7 @@ def test_checkpoint_of_another_seed_is_refused_by_its_fixed_weights(tmp_path, ru
                 model_state[k] = other[k]
 
     with pytest.raises(CheckpointError, match="differ from the ones seed 0 regenerates"):
-        _resume_with(tmp_path, run_dir, edit)
+        resume_with(edit)
 
 
 @pytest.mark.parametrize("hook_type,key,value,match", [
@@ -384,17 +388,17 @@ def test_checkpoint_of_another_seed_is_refused_by_its_fixed_weights(tmp_path, ru
     ("AdversarialTraining", "bank", torch.full((64, 1, 12, 12), 0.5), "within eps = 0.1"),
     ("AdversarialTraining", "bank", torch.full((64, 1, 12, 12), float("nan")), "must be finite"),
 ])
-def test_garbage_hook_state_is_refused(tmp_path, run_dir, hook_type, key, value, match):
+def test_garbage_hook_state_is_refused(resume_with, hook_type, key, value, match):
     def edit(model_state, state):
         hook = next(h for h in state["hooks"] if h["type"] == hook_type)
         hook["state"][key] = value
 
     with pytest.raises(CheckpointError, match=match):
-        _resume_with(tmp_path, run_dir, edit)
+        resume_with(edit)
 
 
-def test_unedited_checkpoint_still_resumes(tmp_path, run_dir):
-    _resume_with(tmp_path, run_dir, lambda m, s: None)
+def test_unedited_checkpoint_still_resumes(tmp_path, resume_with):
+    resume_with(lambda m, s: None)
     assert load_checkpoint(tmp_path / "out" / "checkpoint.safetensors")[1]["epoch"] == 1
 
 
@@ -420,24 +424,24 @@ def test_safetensors_header_is_canonical(tmp_path):
 def test_same_model_gives_byte_identical_exports_and_checkpoints(tmp_path):
     from robin_plugin.export import export_compact, export_dense, export_hub
 
-    model = tiny_model().eval()
+    model = tiny_robin_resnet().eval()
     for i in range(4):
         export_compact(model, tmp_path / f"compact{i}.safetensors")
         export_dense(model, tmp_path / f"dense{i}.safetensors")
         export_dense(model, tmp_path / f"shrunk{i}.safetensors", shrink=True)
         save_checkpoint(tmp_path / f"ckpt{i}.safetensors", model.state_dict(), {"epoch": 0, "best": {"a": 1.0}})
         export_hub(model, tmp_path / f"hub{i}")
-        export_hub(tiny_model(width=4).eval(), tmp_path / f"hub_rebuilt{i}")  # rebuilt from the seed: same bytes
+        export_hub(tiny_robin_resnet(width=4).eval(), tmp_path / f"hub_rebuilt{i}")  # rebuilt from the seed: same bytes
     for name in ("compact", "dense", "shrunk", "ckpt"):
         assert len({(tmp_path / f"{name}{i}.safetensors").read_bytes() for i in range(4)}) == 1, name
     for f in ("model.safetensors", "config.json", "README.md"):
         assert len({(tmp_path / f"{hub}{i}" / f).read_bytes() for hub in ("hub", "hub_rebuilt") for i in range(4)}) == 1, f
 
 
-def test_trainer_files_are_byte_identical_for_the_same_seed(tmp_path):
+def test_trainer_files_are_byte_identical_for_the_same_seed(tmp_path, tiny_config):
     """model.safetensors and model_best.safetensors of two identical runs (checkpoints hold wall times)."""
     for run in ("a", "b"):
-        Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), toy_dataset(8, seed=1), out_dir=tmp_path / run).fit()
+        Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), toy_dataset(8, seed=1), out_dir=tmp_path / run).fit()
     for name in ("model.safetensors", "model_best.safetensors", "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -453,7 +457,7 @@ time.sleep(60)
 """
 
 
-def test_second_writer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
+def test_second_writer_is_refused_and_a_killed_holder_is_taken_over(tmp_path, tiny_config):
     out = tmp_path / "run"
     out.mkdir()
     # another process holds the lock the way FolderLock does (flock + pid), then is killed with SIGKILL
@@ -461,18 +465,18 @@ def test_second_writer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(FolderLockedError, match=f"is being written by another run \\(pid {holder.pid};") as err:
-            Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit()
+            Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit()
         assert isinstance(err.value, RobinError) and isinstance(err.value, OSError)
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing was written
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
     assert (out / LOCK_NAME).read_text().strip() == str(holder.pid)  # stale: its process is gone
-    Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit()
+    Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit()
     assert not (out / LOCK_NAME).exists() and (out / "checkpoint.safetensors").exists()
 
 
-def test_two_trainers_in_one_process_cannot_share_an_out_dir(tmp_path):
+def test_two_trainers_in_one_process_cannot_share_an_out_dir(tmp_path, tiny_config, with_defaults):
     class Intruder(Hook):
         """Starts a second run on the same folder while the first is training."""
 
@@ -481,29 +485,29 @@ def test_two_trainers_in_one_process_cannot_share_an_out_dir(tmp_path):
 
         def on_epoch_start(self, state):
             try:
-                Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=tmp_path).fit()
+                Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), out_dir=tmp_path).fit()
             except FolderLockedError as e:
                 self.error = e
 
     intruder = Intruder()
-    with_defaults(tiny_model(), tiny_config(epochs=1), toy_dataset(32), None, [intruder], out_dir=tmp_path).fit()
+    with_defaults(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), None, [intruder], out_dir=tmp_path).fit()
     assert intruder.error is not None and f"(pid {os.getpid()};" in str(intruder.error)
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_lock_is_released_when_fit_fails(tmp_path):
+def test_lock_is_released_when_fit_fails(tmp_path, tiny_config, with_defaults):
     class Boom(Hook):
         def on_epoch_start(self, state):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        with_defaults(tiny_model(), tiny_config(epochs=1), toy_dataset(32), None, [Boom()], out_dir=tmp_path).fit()
+        with_defaults(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), None, [Boom()], out_dir=tmp_path).fit()
     assert not (tmp_path / LOCK_NAME).exists()
     with FolderLock(tmp_path):  # free again
         assert (tmp_path / LOCK_NAME).read_text().strip() == str(os.getpid())
 
 
-def test_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
+def test_only_rank_zero_takes_the_lock(tmp_path, monkeypatch, tiny_config):
     """Under torchrun rank 0 locks out_dir; the other ranks write nothing, so they do not lock (and run while it is held)."""
     import robin_plugin.training.trainer as trainer_module
 
@@ -511,7 +515,7 @@ def test_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "FolderLock", lambda path: taken.append(Path(path)) or FolderLock(path))
     for rank in (1, 0):
         out = tmp_path / f"rank{rank}"
-        trainer = Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=out)
+        trainer = Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), out_dir=out)
         trainer.rank = rank  # as under torchrun
         if rank:
             with FolderLock(out):  # rank 0 holds it

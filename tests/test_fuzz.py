@@ -3,8 +3,8 @@
 Covered here: the config / preset parser (``parse_override``, ``apply_overrides``,
 ``TrainConfig.from_dict``, ``load_config_file``), the training checkpoint loader and the
 result-JSON reader of ``robin leaderboard`` (``robin_plugin.eval.load_result``). Fuzzed
-elsewhere: the compact-file loader (``tests/test_export.py``: truncations, bit flips, random
-bytes) and the dataset readers (``tests/test_data.py``: IDX bytes and mutations, gzip
+elsewhere: the compact-file loader (``tests/export/test_export.py``: truncations, bit flips, random
+bytes) and the dataset readers (``tests/data/test_data.py``: IDX bytes and mutations, gzip
 garbage, CIFAR pickle mutations).
 
 Every test asserts that an input is either accepted (and then round-trips / validates) or

@@ -29,24 +29,22 @@ import torch
 import robin_plugin  # noqa: F401  (registers the robin models)
 from robin_plugin.errors import RobinError
 from robin_plugin.io import LOCK_NAME, FolderLock, WriteError, atomic_write_bytes, remove_stale_temp_files
+from robin_plugin.testing import tiny_robin_resnet, toy_dataset
 from robin_plugin.training import Trainer
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_training import tiny_config, tiny_model, toy_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 # --- 1. the folder lock and every write refuse links -------------------------------------------
 @pytest.mark.parametrize("resume", [False, True])
-def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path, resume):
+def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path, resume, tiny_config):
     target = tmp_path / "important"
     target.write_text("precious\n")
     out = tmp_path / "run"
     out.mkdir()
     (out / LOCK_NAME).symlink_to(target)
     with pytest.raises(WriteError, match="is a symbolic link") as err:
-        Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit(resume=resume)
+        Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit(resume=resume)
     assert isinstance(err.value, RobinError)
     assert target.read_text() == "precious\n"
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing was written
@@ -82,14 +80,14 @@ def test_a_lock_file_that_is_a_fifo_or_folder_is_refused(tmp_path):
             FolderLock(out).acquire()
 
 
-def test_writes_replace_a_planted_symlink_instead_of_following_it(tmp_path):
+def test_writes_replace_a_planted_symlink_instead_of_following_it(tmp_path, tiny_config):
     target = tmp_path / "important"
     target.write_text("precious\n")
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").symlink_to(target)
     (out / "metrics.csv").symlink_to(target)
-    Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit()
+    Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), out_dir=out).fit()
     assert target.read_text() == "precious\n"
     assert not (out / "config.json").is_symlink() and json.loads((out / "config.json").read_text())["epochs"] == 1
 
@@ -277,10 +275,10 @@ def test_non_finite_tensors_are_refused_naming_the_tensor(tmp_path):
         load_model(state, model="robin_resnet18", model_kwargs=kwargs)
 
 
-def test_a_run_folder_with_nan_weights_is_refused(tmp_path):
+def test_a_run_folder_with_nan_weights_is_refused(tmp_path, tiny_config):
     from robin_plugin.training.run import load_run
 
-    Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), out_dir=tmp_path).fit()
+    Trainer(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(32), out_dir=tmp_path).fit()
     weights = tmp_path / "model.safetensors"
     sd = safetensors.torch.load_file(str(weights))
     key = next(k for k in sd if k.endswith("running_var"))

@@ -8,8 +8,8 @@
 - The same seed gives the same masks and metrics on the CPU; another seed does not.
 - A pickle payload that would create a file is refused by every loader and never runs.
 
-(``tests/test_export.py`` proves the same payload refusal for ``load_compact`` and
-``robin export``'s checkpoint reader; ``tests/test_data.py`` for the CIFAR reader.)
+(``tests/export/test_export.py`` proves the same payload refusal for ``load_compact`` and
+``robin export``'s checkpoint reader; ``tests/data/test_data.py`` for the CIFAR reader.)
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ import timm
 import torch
 
 import robin_plugin  # noqa: F401
-from robin_plugin.data import ImageDataset
 from robin_plugin.errors import RobinError
 from robin_plugin.io import LOCK_NAME, WriteError, remove_stale_temp_files
 from robin_plugin.layers.masked import MaskedLayer
-from robin_plugin.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+from robin_plugin.testing import tiny_robin_resnet, toy_dataset
+from robin_plugin.training import CheckpointError, Trainer, load_checkpoint
 
 WORKER = Path(__file__).with_name("_kill_resume_worker.py")
 KNOWN_FILES = {"config.json", "metrics.csv", "checkpoint.safetensors", "model.safetensors",
@@ -47,28 +47,6 @@ KNOWN_FILES = {"config.json", "metrics.csv", "checkpoint.safetensors", "model.sa
 # Both are hidden and never end in .safetensors, so nothing mistakes them for a checkpoint.
 TEMP_NAME = re.compile(r"^\.[^/]+\.tmp$")
 SAFETENSORS_TEMP = re.compile(r"^\.tmp[A-Za-z0-9_]{6}$")
-
-
-def toy_dataset(n: int = 64, size: int = 12, seed: int = 0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = torch.rand(n, 1, size, size, generator=g) * 0.4
-    x[y == 0, :, : size // 2] += 0.5
-    x[y == 1, :, size // 2:] += 0.5
-    return ImageDataset((x.clamp(0, 1) * 255).to(torch.uint8), y.long(), ["top", "bottom"], "toy")
-
-
-def tiny_model(seed: int = 0):
-    return timm.create_model("robin_resnet18", num_classes=2, in_chans=1, width=4, keep_ratio=0.2, seed=seed,
-                             mean=(0.5,), std=(0.25,))
-
-
-def tiny_config(**kw) -> TrainConfig:
-    base = dict(model="robin_resnet18", keep_ratio=0.2, p=0.1, epochs=2, batch_size=32, lr=0.05, attack="ffgsm",
-                eps=0.1, step_size=0.125, eval_step_size=0.05, val_pgd_steps=2, progress=False, seed=0,
-                augment=True, dataset="fashion_mnist")
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def timeless(d: dict) -> dict:
@@ -210,7 +188,7 @@ def _final_files(out: Path) -> dict[str, object]:
     return files
 
 
-def test_a_kill_after_any_file_write_then_resume_gives_the_uninterrupted_files(tmp_path, monkeypatch):
+def test_a_kill_after_any_file_write_then_resume_gives_the_uninterrupted_files(tmp_path, monkeypatch, tiny_config):
     """The deterministic twin of the SIGKILL test: the run dies right after each of its file writes in turn.
 
     Every write of robin_plugin.io ends with ``os.replace``; dying just after the N-th one is a
@@ -218,9 +196,9 @@ def test_a_kill_after_any_file_write_then_resume_gives_the_uninterrupted_files(t
     checkpoint of the last epoch, which once left ``model.safetensors`` an epoch behind for good).
     """
     ds, val = toy_dataset(32), toy_dataset(8, seed=1)
-    cfg = dict(epochs=2, attack="fast", step_size=0.05)
+    cfg = dict(epochs=2, attack="fast", step_size=0.05, augment=True)
     ref = tmp_path / "reference"
-    first = Trainer(tiny_model(), tiny_config(**cfg), ds, val, out_dir=ref).fit()
+    first = Trainer(tiny_robin_resnet(), tiny_config(**cfg), ds, val, out_dir=ref).fit()
     expected = _final_files(ref)
 
     real_replace, landed = os.replace, []
@@ -230,7 +208,7 @@ def test_a_kill_after_any_file_write_then_resume_gives_the_uninterrupted_files(t
         landed.append(Path(dst).name)
 
     monkeypatch.setattr(os, "replace", count)
-    Trainer(tiny_model(), tiny_config(**cfg), ds, val, out_dir=tmp_path / "counted").fit()
+    Trainer(tiny_robin_resnet(), tiny_config(**cfg), ds, val, out_dir=tmp_path / "counted").fit()
     writes = list(landed)
     assert {"checkpoint.safetensors", "model.safetensors", "metrics.csv"} <= set(writes)
 
@@ -245,32 +223,32 @@ def test_a_kill_after_any_file_write_then_resume_gives_the_uninterrupted_files(t
 
         monkeypatch.setattr(os, "replace", dies_after_n)
         with pytest.raises(_Killed):
-            Trainer(tiny_model(), tiny_config(**cfg), ds, val, out_dir=out).fit(resume=True)
+            Trainer(tiny_robin_resnet(), tiny_config(**cfg), ds, val, out_dir=out).fit(resume=True)
         monkeypatch.setattr(os, "replace", real_replace)
-        again = Trainer(tiny_model(), tiny_config(**cfg), ds, val, out_dir=out).fit(resume=True)
+        again = Trainer(tiny_robin_resnet(), tiny_config(**cfg), ds, val, out_dir=out).fit(resume=True)
         assert timeless(again) == timeless(first), f"killed after write {n} ({writes[n - 1]})"
         got = _final_files(out)
         for name in expected:
             assert got[name] == expected[name], f"{name} differs after a kill following write {n} ({writes[n - 1]})"
 
 
-def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path):
+def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path, tiny_config):
     """A run killed after its last checkpoint but before its caller saw the result is resumed."""
     ds, val = toy_dataset(32), toy_dataset(8, seed=1)
-    first = Trainer(tiny_model(), tiny_config(epochs=1), ds, val, out_dir=tmp_path).fit()
-    again = Trainer(tiny_model(), tiny_config(epochs=1), ds, val, out_dir=tmp_path).fit(resume=True)
+    first = Trainer(tiny_robin_resnet(), tiny_config(augment=True, epochs=1), ds, val, out_dir=tmp_path).fit()
+    again = Trainer(tiny_robin_resnet(), tiny_config(augment=True, epochs=1), ds, val, out_dir=tmp_path).fit(resume=True)
     assert timeless(again) == timeless(first)
 
 
 # --- failed writes ---------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["disk_full_mid_write", "no_permission_on_rename"])
-def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, how):
+def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, how, tiny_config):
     """The disk fills (or permission goes) while epoch 1's checkpoint is written; epoch 0's survives."""
     import robin_plugin.io as rio
     import robin_plugin.formats.checkpoint as ckpt_mod
 
     ds, val = toy_dataset(64), toy_dataset(16, seed=1)
-    cfg = tiny_config(epochs=2)
+    cfg = tiny_config(augment=True, epochs=2)
     path = tmp_path / "checkpoint.safetensors"
     seen: list[bytes] = []  # the checkpoint on disk when the failing write starts
 
@@ -299,7 +277,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeyp
         monkeypatch.setattr(rio.os, "replace", replace)
 
     with pytest.raises(WriteError, match="the previous file is intact") as err:
-        Trainer(tiny_model(), cfg, ds, val, out_dir=tmp_path).fit()
+        Trainer(tiny_robin_resnet(), cfg, ds, val, out_dir=tmp_path).fit()
     assert str(path) in str(err.value)
     assert isinstance(err.value, RobinError) and isinstance(err.value, OSError)
     assert len(seen) == 1 and path.read_bytes() == seen[0]
@@ -308,8 +286,8 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeyp
 
     # once the disk has room again, the run resumes from the intact checkpoint and ends as if nothing happened
     monkeypatch.undo()
-    r = Trainer(tiny_model(), cfg, ds, val, out_dir=tmp_path).fit(resume=True)
-    assert timeless(r) == timeless(Trainer(tiny_model(), cfg, ds, val).fit())
+    r = Trainer(tiny_robin_resnet(), cfg, ds, val, out_dir=tmp_path).fit(resume=True)
+    assert timeless(r) == timeless(Trainer(tiny_robin_resnet(), cfg, ds, val).fit())
     assert load_checkpoint(path)[1]["epoch"] == 1
 
 
@@ -326,12 +304,12 @@ def test_write_error_for_a_new_file_says_nothing_was_written(tmp_path, monkeypat
 
 
 # --- determinism -----------------------------------------------------------------------------
-def test_same_seed_same_masks_and_metrics_other_seed_differs():
+def test_same_seed_same_masks_and_metrics_other_seed_differs(tiny_config):
     ds, val = toy_dataset(64), toy_dataset(16, seed=1)
 
     def run(seed):
-        model = tiny_model(seed)
-        r = Trainer(model, tiny_config(epochs=2, seed=seed, attack="pgd", attack_steps=2, step_size=0.05), ds, val).fit()
+        model = tiny_robin_resnet(seed)
+        r = Trainer(model, tiny_config(augment=True, epochs=2, seed=seed, attack="pgd", attack_steps=2, step_size=0.05), ds, val).fit()
         return timeless(r), masks(model)
 
     (r1, m1), (r2, m2), (_, m3) = run(0), run(0), run(1)
@@ -373,7 +351,7 @@ def test_pickle_payload_is_real(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_pickle_payload_is_refused_by_every_loader(tmp_path):
+def test_pickle_payload_is_refused_by_every_loader(tmp_path, tiny_config):
     from robin_plugin.loading import load_state_file as eval_load_checkpoint
     from robin_plugin.export import ExportFormatError
     from robin_plugin.export.dense import load_dense
@@ -405,7 +383,7 @@ def test_pickle_payload_is_refused_by_every_loader(tmp_path):
         assert not marker.exists(), f"{f.name} ran code"
     # a finished run folder whose weights were replaced by the payload
     run_dir = tmp_path / "run"
-    Trainer(tiny_model(), tiny_config(epochs=1), toy_dataset(32), None, out_dir=run_dir).fit()
+    Trainer(tiny_robin_resnet(), tiny_config(augment=True, epochs=1), toy_dataset(32), None, out_dir=run_dir).fit()
     (run_dir / "model.safetensors").write_bytes((tmp_path / "evil.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_run(run_dir, "last")

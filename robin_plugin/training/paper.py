@@ -3,7 +3,7 @@
 The reference is the official code of Liu, Zhao, Süsstrunk and Salzmann, "Robust Binary Models
 by Pruning Randomly-initialized Networks" (NeurIPS 2022): github.com/IVRL/RobustBinarySubNet.
 Every value in :data:`OFFICIAL` names the file it comes from (paths in that repository). The
-paper presets of :mod:`.config` are built from this table, and ``tests/training/test_paper.py``
+paper presets of :mod:`.config` are built from this table, and ``tests/training/test_paper_fidelity.py``
 checks each preset's resolved :class:`~.config.TrainConfig` against it, field by field.
 
 Names: the official ``--prune-rate`` is the fraction of weights KEPT, robin's ``keep_ratio`` (the

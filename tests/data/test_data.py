@@ -30,6 +30,7 @@ from robin_plugin.data import (
     validation_split,
 )
 from robin_plugin.errors import ConfigError, RobinError, UnknownNameError
+from robin_plugin.testing import dump_py2_pickle
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -57,43 +58,10 @@ def write_fmnist(folder: Path, n: int = 6, prefix: str = "train", gz: bool = Tru
     return images, labels
 
 
-class Py2Pickler(pickle._Pickler):
-    """Protocol-2 pickles as Python 2's cPickle wrote the CIFAR files.
-
-    Strings become Python 2 ``str`` (SHORT_BINSTRING / BINSTRING, read back as bytes with
-    ``encoding='bytes'``) and numpy's ``_reconstruct`` is named ``numpy.core.multiarray``.
-    """
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_py2str(self, obj):
-        raw = obj.encode("latin1") if isinstance(obj, str) else obj
-        if len(raw) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
-
-    dispatch[str] = save_py2str
-    dispatch[bytes] = save_py2str
-
-    def save_global(self, obj, name=None):
-        if getattr(obj, "__name__", None) == "_reconstruct":
-            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
-            return
-        super().save_global(obj, name)
-
-    dispatch[type] = save_global
-
-
-def py2_dump(obj, path: Path) -> None:
-    with open(path, "wb") as f:
-        Py2Pickler(f, protocol=2).dump(obj)
-
-
 def write_cifar(root: Path, name: str = "cifar10", n: int = 3, py2: bool = True) -> dict[str, tuple[np.ndarray, list[int]]]:
     """A CIFAR folder with the real file names and dict layout, ``n`` images per batch file."""
     rng = np.random.default_rng(1)
-    dump = py2_dump if py2 else (lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=4)))
+    dump = dump_py2_pickle if py2 else (lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=4)))
     if name == "cifar10":
         folder, files, label_key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels"
         meta = {b"num_cases_per_batch": n, b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072}
@@ -426,7 +394,7 @@ def test_restricted_unpickler_refuses_misuse_of_allowed_names():
 def _rewrite(path: Path, **changes) -> None:
     d = RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     d.update({k.encode(): v for k, v in changes.items()})
-    py2_dump(d, path)
+    dump_py2_pickle(d, path)
 
 
 def test_cifar_label_out_of_range(tmp_path):
@@ -445,11 +413,11 @@ def test_cifar100_uses_fine_labels_range(tmp_path):
 
 def test_cifar_wrong_class_count(tmp_path):
     write_cifar(tmp_path)
-    py2_dump({"label_names": ["a", "b", "c"]}, tmp_path / "cifar-10-batches-py" / "batches.meta")
+    dump_py2_pickle({"label_names": ["a", "b", "c"]}, tmp_path / "cifar-10-batches-py" / "batches.meta")
     with pytest.raises(DatasetError, match="must list 10 class names, got 3 entries"):
         load_cifar(tmp_path, "cifar10", "test")
     write_cifar(tmp_path / "x", "cifar100")
-    py2_dump({"fine_label_names": ["a"] * 10}, tmp_path / "x" / "cifar-100-python" / "meta")
+    dump_py2_pickle({"fine_label_names": ["a"] * 10}, tmp_path / "x" / "cifar-100-python" / "meta")
     with pytest.raises(DatasetError, match="must list 100 class names"):
         load_cifar(tmp_path / "x", "cifar100", "test")
 
@@ -475,16 +443,17 @@ def test_cifar_bad_contents(tmp_path, change, match):
 def test_cifar_not_a_dict_and_missing_key(tmp_path):
     write_cifar(tmp_path)
     p = tmp_path / "cifar-10-batches-py" / "test_batch"
-    py2_dump([1, 2, 3], p)
+    dump_py2_pickle([1, 2, 3], p)
     with pytest.raises(DatasetError, match="holds a list, expected a dict"):
         load_cifar(tmp_path, "cifar10", "test")
-    py2_dump({"data": np.zeros((1, 3072), np.uint8)}, p)
+    dump_py2_pickle({"data": np.zeros((1, 3072), np.uint8)}, p)
     with pytest.raises(DatasetError, match="no 'labels' entry"):
         load_cifar(tmp_path, "cifar10", "test")
 
 
 _CIFAR_FUZZ_BASE = io.BytesIO()
-Py2Pickler(_CIFAR_FUZZ_BASE, protocol=2).dump({"data": np.arange(2 * 3072, dtype=np.uint32).astype(np.uint8).reshape(2, 3072), "labels": [3, 4]})
+dump_py2_pickle({"data": np.arange(2 * 3072, dtype=np.uint32).astype(np.uint8).reshape(2, 3072), "labels": [3, 4]},
+                _CIFAR_FUZZ_BASE)
 
 
 @_FUZZ

@@ -5,7 +5,7 @@ import importlib.util
 from pathlib import Path
 
 _SPEC = importlib.util.spec_from_file_location(
-    "bench_train_step", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_train_step.py")
+    "bench_train_step", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train_step.py")
 bts = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(bts)
 

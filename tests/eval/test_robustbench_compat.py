@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 import robin_plugin  # noqa: F401  (registers the robin models)
 from robin_plugin import ConfigError
+from robin_plugin.testing import dump_py2_pickle
 
 pytest.importorskip("pyautoattack", reason="the robustbench extra is not installed: pip install \"robin_plugin[robustbench]\"")
 
@@ -36,8 +37,6 @@ except rbc.RobustBenchInstallError as e:
     if os.environ.get("CI"):
         raise  # .ci/setup.sh installs robustbench 1.1.1: a broken install must fail CI, not skip
     pytest.skip(f"robustbench {rbc.ROBUSTBENCH_VERSION} is not importable here: {e}", allow_module_level=True)
-
-from test_data import py2_dump  # noqa: E402  (the CIFAR files as Python 2's cPickle wrote them)
 
 EPS = 8 / 255
 
@@ -105,11 +104,11 @@ def write_cifar10_test(root: Path, images: torch.Tensor, labels: torch.Tensor) -
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     n = images.shape[0]
-    py2_dump({b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in labels],
-              b"data": images.reshape(n, 3 * 32 * 32).numpy(), b"filenames": [f"img{i}.png".encode() for i in range(n)]},
-             folder / "test_batch")
-    py2_dump({b"num_cases_per_batch": n, b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072},
-             folder / "batches.meta")
+    dump_py2_pickle({b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in labels],
+                     b"data": images.reshape(n, 3 * 32 * 32).numpy(), b"filenames": [f"img{i}.png".encode() for i in range(n)]},
+                    folder / "test_batch")
+    dump_py2_pickle({b"num_cases_per_batch": n, b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072},
+                    folder / "batches.meta")
     return root
 
 

@@ -223,7 +223,7 @@ def test_cli_eval_writes_model_info(tmp_path, fake_data, capsys):
             assert isinstance(info[key], kind), (key, info[key])
     for key in ("clean_acc", "robust_acc"):
         assert re.fullmatch(r"\d{1,3}\.\d{2}", info[key]), info[key]
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "robustbench-model-info" / "cifar10" / "Linf"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "robustbench-model-info" / "cifar10" / "Linf"
     for f in sorted(shared.glob("*.json"))[:20]:  # the shipped snapshot's files have exactly these types
         real = json.loads(f.read_text())
         assert all(isinstance(real[k], kind) for k, kind in ROBUSTBENCH_FIELDS.items() if k in real), f

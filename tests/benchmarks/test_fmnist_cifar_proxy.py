@@ -20,7 +20,7 @@ from robin_plugin.cli import main as robin_main
 from robin_plugin.data import get_dataset, load_cifar, load_fashion_mnist
 from robin_plugin.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fmnist_cifar_proxy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fmnist_cifar_proxy.py"
 _SPEC = importlib.util.spec_from_file_location("fmnist_cifar_proxy", SCRIPT)
 proxy = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(proxy)

@@ -6,11 +6,10 @@ import logging
 import pytest
 import torch
 
+from robin_plugin.testing import tiny_robin_resnet, toy_dataset
 from robin_plugin.training import (
     AdversarialTraining, CatastrophicOverfittingError, CatastrophicOverfittingGuard, Trainer, TrainState, is_collapse,
 )
-
-from test_training import tiny_config, tiny_model, toy_dataset
 
 
 @pytest.mark.parametrize("pgd, best, train, collapse", [
@@ -47,7 +46,7 @@ def _run_checks(guard, state, pgd_accs, train_accs):
 
 
 def test_warn_logs_counts_and_reports_in_metrics(caplog):
-    model = tiny_model()
+    model = tiny_robin_resnet()
     guard, state = _guard("warn", model), TrainState(model, None)
     with caplog.at_level(logging.WARNING, logger="robin_plugin.training.guard"):
         _run_checks(guard, state, [0.5, 0.55, 0.1], [0.5, 0.6, 0.9])
@@ -58,14 +57,14 @@ def test_warn_logs_counts_and_reports_in_metrics(caplog):
 
 
 def test_stop_raises_a_typed_error():
-    model = tiny_model()
+    model = tiny_robin_resnet()
     guard, state = _guard("stop", model), TrainState(model, None)
     with pytest.raises(CatastrophicOverfittingError, match="training stopped"):
         _run_checks(guard, state, [0.5, 0.1], [0.5, 0.9])
 
 
 def test_rollback_restores_the_last_good_state_and_halves_the_step():
-    model = tiny_model()
+    model = tiny_robin_resnet()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     guard, state = _guard("rollback", model, max_rollbacks=1), TrainState(model, opt)
     _run_checks(guard, state, [0.5], [0.5])
@@ -80,7 +79,7 @@ def test_rollback_restores_the_last_good_state_and_halves_the_step():
 
 
 def test_measure_is_pgd_accuracy_in_eval_mode_and_leaves_the_rng_alone():
-    model = tiny_model().train()
+    model = tiny_robin_resnet().train()
     guard = _guard("warn", model)
     torch.manual_seed(123)
     expected_next = torch.rand(1)
@@ -92,26 +91,26 @@ def test_measure_is_pgd_accuracy_in_eval_mode_and_leaves_the_rng_alone():
 
 
 def test_state_round_trips_for_resume():
-    model = tiny_model()
+    model = tiny_robin_resnet()
     guard, state = _guard("rollback", model), TrainState(model, None)
     _run_checks(guard, state, [0.5], [0.5])
     guard.adversarial.attack_name, guard.adversarial.steps, guard.adversarial.step_size = "pgd", 2, 0.05
     saved = guard.state_dict()
-    fresh = _guard("rollback", tiny_model())
+    fresh = _guard("rollback", tiny_robin_resnet())
     fresh.load_state_dict(saved)
     assert (fresh.best, fresh.collapses, fresh.rollbacks) == (0.5, 0, 0)
     assert (fresh.adversarial.attack_name, fresh.adversarial.steps, fresh.adversarial.step_size) == ("pgd", 2, 0.05)
 
 
-def test_trainer_runs_it_for_single_step_attacks_only(tmp_path):
+def test_trainer_runs_it_for_single_step_attacks_only(tmp_path, tiny_config):
     ds, val = toy_dataset(96), toy_dataset(32, seed=1)
-    fast = Trainer(tiny_model(), tiny_config(attack="ffgsm", co_guard_every=2), ds, val, out_dir=tmp_path / "a")
+    fast = Trainer(tiny_robin_resnet(), tiny_config(attack="ffgsm", co_guard_every=2), ds, val, out_dir=tmp_path / "a")
     assert fast.guard is not None and fast.guard in fast.hooks
     result = fast.fit()
     assert result["guard/collapses"] == 0.0 and 0.0 <= result["guard/pgd_acc"] <= 1.0  # a normal run never fires it
     assert "guard/pgd_acc" in (tmp_path / "a" / "metrics.csv").read_text().splitlines()[0]
-    assert Trainer(tiny_model(), tiny_config(attack="pgd", attack_steps=2), ds, val).guard is None
-    assert Trainer(tiny_model(), tiny_config(attack="ffgsm", co_guard="off"), ds, val).guard is None
+    assert Trainer(tiny_robin_resnet(), tiny_config(attack="pgd", attack_steps=2), ds, val).guard is None
+    assert Trainer(tiny_robin_resnet(), tiny_config(attack="ffgsm", co_guard="off"), ds, val).guard is None
 
 
 FMNIST = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")

@@ -34,7 +34,7 @@ from robin_plugin.eval.report import format_report, load_result, make_model_info
 from robin_plugin.formats.result import REQUIRED_FIELDS, eps_string, parse_eps
 from robin_plugin.models import robinify
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "robustbench-model-info"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "robustbench-model-info"
 
 
 def _result(**kw) -> EvalResult:
@@ -139,7 +139,7 @@ def test_rebuild_command_runs_with_python_m(tmp_path):
         (src / dataset / "Linf").mkdir(parents=True)
     proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "robin_plugin.cli.leaderboard_snapshot",
                            "--rebuild", str(src), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr
     assert "cifar10_linf:" in proc.stdout and not proc.stderr
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import robin_plugin
 from robin_plugin import masked_layers
-from robin_plugin.data import ImageDataset, apply_crop_flip, sample_crop_flip, take_crop_flip
+from robin_plugin.data import apply_crop_flip, sample_crop_flip, take_crop_flip
 from robin_plugin.errors import ConfigError, UnknownNameError
 from robin_plugin.training import (
     AdversarialTraining, BestModel, CheckpointError, Checkpointing, Event, Hook, LRSchedule, MetricLogger,
@@ -27,36 +27,7 @@ from robin_plugin.formats.checkpoint import flatten_state, save_checkpoint, unfl
 from robin_plugin.training.checkpoint import load_checkpoint
 from robin_plugin.training.config import parse_override
 from robin_plugin.training.schedules import cosine_lr, lr_at, step_lr
-
-
-def toy_dataset(n: int = 96, size: int = 12, seed: int = 0) -> ImageDataset:
-    """Two easy classes: bright top half vs bright bottom half, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = torch.rand(n, 1, size, size, generator=g) * 0.4
-    half = size // 2
-    x[y == 0, :, :half] += 0.5
-    x[y == 1, :, half:] += 0.5
-    return ImageDataset((x.clamp(0, 1) * 255).to(torch.uint8), y.long(), ["top", "bottom"], "toy")
-
-
-def tiny_model(seed: int = 0, width: int = 4, **kw):
-    return timm.create_model("robin_resnet18", num_classes=2, in_chans=1, width=width, keep_ratio=0.2, seed=seed,
-                             mean=(0.5,), std=(0.25,), **kw)
-
-
-def tiny_config(**kw) -> TrainConfig:
-    base = dict(model="robin_resnet18", keep_ratio=0.2, p=0.1, epochs=2, batch_size=32, lr=0.05, attack="ffgsm",
-                eps=0.1, step_size=0.125, eval_step_size=0.05, val_pgd_steps=2, progress=False, seed=0,
-                lr_schedule="cosine", augment=False, dataset="fashion_mnist")
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def with_defaults(model, cfg, train_set, val_set=None, extra=(), out_dir=None) -> Trainer:
-    """A Trainer with the config's default hooks followed by ``extra`` (what ``robin train`` builds)."""
-    hooks = [*default_hooks(cfg, model, train_set, val_set, out_dir), *extra]
-    return Trainer(model, cfg, train_set, val_set, hooks=hooks, out_dir=out_dir)
+from robin_plugin.testing import tiny_robin_resnet, toy_dataset
 
 
 # --- schedules -----------------------------------------------------------------------------
@@ -103,7 +74,7 @@ def test_every_event_has_a_hook_method_and_fire_dispatches_by_name():
 
 
 def test_progressive_pruning_hook_sets_and_logs_keep_ratio():
-    model = tiny_model()
+    model = tiny_robin_resnet()
     hook = ProgressivePruning(keep_ratio=0.01, p=0.1, stages=2)
     state = TrainState(model, epochs=4)
     hook.on_fit_start(state)
@@ -139,7 +110,7 @@ def test_trades_loss_matches_definition():
 
 @pytest.mark.parametrize("attack", ["pgd", "ffgsm", "fast", "trades"])
 def test_attacks_stay_in_ball_and_leave_global_rng_alone(attack):
-    model = tiny_model().eval()
+    model = tiny_robin_resnet().eval()
     ds = toy_dataset(16)
     x, y = ds.images.float() / 255, ds.labels
     hook = AdversarialTraining(attack, eps=0.1, step_size=0.05, steps=2, num_samples=16, seed=1)
@@ -160,7 +131,7 @@ def test_attacks_stay_in_ball_and_leave_global_rng_alone(attack):
 
 def test_persistent_fgsm_keeps_and_moves_perturbations_with_the_crop():
     """The official FGSM_RS: perturbations live in padded coordinates and move with the crop."""
-    model = tiny_model().eval()
+    model = tiny_robin_resnet().eval()
     ds = toy_dataset(8)
     x, y = ds.images.float() / 255, ds.labels
     atk = PersistentFGSM(model, num_samples=8, eps=0.1, alpha=0.05)
@@ -184,7 +155,7 @@ def test_persistent_fgsm_keeps_and_moves_perturbations_with_the_crop():
 
 def test_persistent_fgsm_soft_targets_follow_the_official_rule():
     """targets = beta * onehot + (1 - beta) * t, with t <- rho * t + (1 - rho) * softmax (t starts one-hot)."""
-    model = tiny_model().eval()
+    model = tiny_robin_resnet().eval()
     ds = toy_dataset(4)
     x, y = ds.images.float() / 255, ds.labels
     atk = PersistentFGSM(model, num_samples=4, eps=0.1, alpha=0.05)
@@ -223,10 +194,10 @@ def _scores(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_trainer_learns_the_toy_task(tmp_path):
+def test_trainer_learns_the_toy_task(tmp_path, tiny_config):
     ds = toy_dataset(384)
     cfg = tiny_config(epochs=6, attack="ffgsm", out_dir=str(tmp_path))
-    trainer = Trainer(tiny_model(), cfg, ds.subset(torch.arange(320)), ds.subset(torch.arange(320, 384)), out_dir=tmp_path)
+    trainer = Trainer(tiny_robin_resnet(), cfg, ds.subset(torch.arange(320)), ds.subset(torch.arange(320, 384)), out_dir=tmp_path)
     result = trainer.fit()
     assert result["val/clean_acc"] >= 0.85 and result["val/robust_acc"] >= 0.7, result
     for name in ("config.json", "metrics.csv", "checkpoint.safetensors", "model.safetensors", "model_best.safetensors"):
@@ -235,15 +206,15 @@ def test_trainer_learns_the_toy_task(tmp_path):
     assert len(rows) == 7 and "val/robust_acc" in rows[0] and "prune/keep_ratio" in rows[0]
 
 
-def test_plain_loop_with_hooks_equals_trainer():
+def test_plain_loop_with_hooks_equals_trainer(tiny_config):
     """The documented plain-PyTorch loop and the Trainer give the same scores and metrics."""
     ds = toy_dataset(96)
     cfg = tiny_config(epochs=2, attack="pgd", attack_steps=2, step_size=0.05, lr_schedule="constant")
-    trainer = Trainer(tiny_model(), cfg, ds, None)
+    trainer = Trainer(tiny_robin_resnet(), cfg, ds, None)
     result = trainer.fit()
 
     # --- the plain loop of docs/training.md ---
-    model = tiny_model()
+    model = tiny_robin_resnet()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     adv = AdversarialTraining("pgd", eps=0.1, step_size=0.05, steps=2, seed=0)
     hooks = [ProgressivePruning(keep_ratio=0.2, p=0.1, stages=1), adv]
@@ -283,13 +254,13 @@ def test_plain_loop_with_hooks_equals_trainer():
 
 
 @pytest.mark.parametrize("attack,channels_last", [("fast", False), ("trades", False), ("ffgsm", True)])
-def test_resume_gives_the_uninterrupted_result(tmp_path, attack, channels_last):
+def test_resume_gives_the_uninterrupted_result(tmp_path, attack, channels_last, tiny_config, with_defaults):
     ds = toy_dataset(96)
     val = toy_dataset(32, seed=1)
     cfg = tiny_config(epochs=3, attack=attack, attack_steps=2, step_size=0.05, augment=True, prune_steps=2,
                       channels_last=channels_last)
     # width 8: narrower shortcuts would make the channels_last guard keep the default layout
-    make = (lambda: tiny_model(width=8)) if channels_last else tiny_model
+    make = (lambda: tiny_robin_resnet(width=8)) if channels_last else tiny_robin_resnet
     full = Trainer(make(), cfg, ds, val, out_dir=tmp_path / "full")
     assert full.channels_last is channels_last
     r_full = full.fit()
@@ -325,11 +296,11 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, attack, channels_last):
         torch.testing.assert_close(plain(x), full.model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_resume_refuses_a_different_config(tmp_path):
+def test_resume_refuses_a_different_config(tmp_path, tiny_config):
     ds = toy_dataset(64)
-    Trainer(tiny_model(), tiny_config(epochs=1), ds, None, out_dir=tmp_path).fit()
+    Trainer(tiny_robin_resnet(), tiny_config(epochs=1), ds, None, out_dir=tmp_path).fit()
     with pytest.raises(CheckpointError, match="different config"):
-        Trainer(tiny_model(), tiny_config(epochs=2, lr=0.01), ds, None, out_dir=tmp_path).fit(resume=True)
+        Trainer(tiny_robin_resnet(), tiny_config(epochs=2, lr=0.01), ds, None, out_dir=tmp_path).fit(resume=True)
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -361,14 +332,14 @@ def test_flatten_unflatten_roundtrip(obj):
 
 
 def test_checkpoint_roundtrip_and_corrupt_files(tmp_path):
-    model = tiny_model()
+    model = tiny_robin_resnet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.rand(4, 1, 12, 12)).sum().backward()
     opt.step()
     path = save_checkpoint(tmp_path / "c.safetensors", model.state_dict(), {"optimizer": opt.state_dict(), "epoch": 3})
     ms, st_ = load_checkpoint(path)
     assert st_["epoch"] == 3
-    opt2 = torch.optim.SGD(tiny_model().parameters(), lr=0.1, momentum=0.9)
+    opt2 = torch.optim.SGD(tiny_robin_resnet().parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(st_["optimizer"])
     data = path.read_bytes()
     (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
@@ -404,7 +375,7 @@ def test_config_overrides_and_errors():
         get_preset("fmnist-fats")
 
 
-def test_validation_uses_the_pgd_step_of_robin_eval(monkeypatch):
+def test_validation_uses_the_pgd_step_of_robin_eval(monkeypatch, tiny_config):
     """`robin train` reports PGD-k with the step `robin eval` uses (eps / 4), not the training attack's step."""
     import robin_plugin.training.trainer as trainer_mod
     from robin_plugin.eval import default_pgd_step, pgd_attack
@@ -418,7 +389,7 @@ def test_validation_uses_the_pgd_step_of_robin_eval(monkeypatch):
 
     monkeypatch.setattr(trainer_mod, "clean_and_pgd_accuracy", recording)
     cfg = resolve_attack_sizes(tiny_config(epochs=1, attack="ffgsm", step_size=0.125, eval_step_size=None))
-    Trainer(tiny_model(), cfg, toy_dataset(64), toy_dataset(16, seed=1)).fit()
+    Trainer(tiny_robin_resnet(), cfg, toy_dataset(64), toy_dataset(16, seed=1)).fit()
     assert len(seen) == 1 and seen[0]["eps"] == 0.1
     assert seen[0]["step_size"] == default_pgd_step(0.1) == pgd_attack(torch.nn.Linear(2, 2), 0.1, 20).alpha != 0.125
 
@@ -460,14 +431,14 @@ def test_progressive_pruning_on_a_robinified_model_keeps_what_its_layers_keep():
 
 
 # --- a trainer that knows no algorithm: loss events, declared built-ins, hook state by name ---
-def test_the_loss_is_whatever_the_hooks_leave_in_state_loss():
+def test_the_loss_is_whatever_the_hooks_leave_in_state_loss(tiny_config, with_defaults):
     """An AFTER_LOSS hook that zeroes the loss leaves the scores where they started (no weight decay)."""
 
     class NoLearning(Hook):
         def on_after_loss(self, state):
             state.loss = state.loss * 0.0
 
-    model = tiny_model()
+    model = tiny_robin_resnet()
     before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("scores")}
     with_defaults(model, tiny_config(epochs=1, weight_decay=0.0), toy_dataset(64), None, [NoLearning()]).fit()
     after = {k: v for k, v in model.state_dict().items() if k.endswith("scores")}
@@ -478,12 +449,12 @@ def test_the_loss_is_whatever_the_hooks_leave_in_state_loss():
             state.loss = None
 
     with pytest.raises(ConfigError, match="no hook set state.loss"):
-        with_defaults(tiny_model(), tiny_config(epochs=1), toy_dataset(64), None, [Forgets()]).fit()
+        with_defaults(tiny_robin_resnet(), tiny_config(epochs=1), toy_dataset(64), None, [Forgets()]).fit()
 
 
 def test_adversarial_loss_goes_through_state_net():
     """Under DDP the loss's forward must go through the wrapper: the hook calls state.net, not state.model."""
-    model = tiny_model()
+    model = tiny_robin_resnet()
     calls = []
 
     class Wrapper(torch.nn.Module):
@@ -510,15 +481,15 @@ def test_adversarial_loss_goes_through_state_net():
     assert TrainState(model).net is model  # a plain loop: the model itself
 
 
-def test_default_hooks_are_declared_and_the_trainer_runs_what_it_receives():
-    masked = Trainer(tiny_model(), tiny_config(), toy_dataset(64), None)
+def test_default_hooks_are_declared_and_the_trainer_runs_what_it_receives(tiny_config):
+    masked = Trainer(tiny_robin_resnet(), tiny_config(), toy_dataset(64), None)
     assert [type(h).__name__ for h in masked.hooks] == [
         "LRSchedule", "ProgressivePruning", "AdversarialTraining", "BestModel", "MetricLogger",
         "CatastrophicOverfittingGuard"]
     assert masked.state.hooks is masked.hooks and masked.guard is masked.hooks[-1]
-    assert [type(h) for h in default_hooks(tiny_config(), tiny_model(), toy_dataset(64))] == [type(h) for h in masked.hooks]
+    assert [type(h) for h in default_hooks(tiny_config(), tiny_robin_resnet(), toy_dataset(64))] == [type(h) for h in masked.hooks]
     only = [AdversarialTraining("none")]
-    bare = Trainer(tiny_model(), tiny_config(), toy_dataset(64), None, hooks=only)
+    bare = Trainer(tiny_robin_resnet(), tiny_config(), toy_dataset(64), None, hooks=only)
     assert bare.hooks == only and bare.adversarial is only[0] and bare.lr_schedule is None and bare.logger is None
     dense = timm.create_model("robin_resnet18_dense", num_classes=2, in_chans=1, width=4, mean=(0.5,), std=(0.25,))
     plain = Trainer(dense, tiny_config(model="robin_resnet18_dense", attack="pgd", attack_steps=1, augment=True),
@@ -536,18 +507,18 @@ def test_the_dataset_decides_augmentation_only_when_augment_is_unset():
     assert TrainConfig(dataset="fashion_mnist", augment=True, progress=False).augmentation_on
 
 
-def test_hook_names_default_to_the_class_and_must_be_unique():
+def test_hook_names_default_to_the_class_and_must_be_unique(tiny_config, with_defaults):
     class Counter(Hook):
         pass
 
     a, b = Counter(), Counter()
     assert a.name == "Counter" and MetricLogger().name == "MetricLogger"
     with pytest.raises(ConfigError, match="two hooks are named 'Counter'"):
-        with_defaults(tiny_model(), tiny_config(), toy_dataset(64), None, [a, b])
+        with_defaults(tiny_robin_resnet(), tiny_config(), toy_dataset(64), None, [a, b])
     b.name = "Counter2"
-    with_defaults(tiny_model(), tiny_config(), toy_dataset(64), None, [a, b])
+    with_defaults(tiny_robin_resnet(), tiny_config(), toy_dataset(64), None, [a, b])
     with pytest.raises(ConfigError, match="MetricLogger"):
-        with_defaults(tiny_model(), tiny_config(), toy_dataset(64), None, [MetricLogger()])
+        with_defaults(tiny_robin_resnet(), tiny_config(), toy_dataset(64), None, [MetricLogger()])
     with pytest.raises(ConfigError, match="non-empty string"):
         a.name = ""
 
@@ -570,23 +541,23 @@ class _Tally(Hook):
         self.batches = state["batches"]
 
 
-def test_hook_state_is_restored_by_name_whatever_the_order(tmp_path):
+def test_hook_state_is_restored_by_name_whatever_the_order(tmp_path, tiny_config, with_defaults):
     ds = toy_dataset(64)
     cfg = tiny_config(epochs=2, attack="none")
     first = [_Tally("a"), _Tally("b")]
-    with_defaults(tiny_model(), dataclasses.replace(cfg, epochs=1), ds, None, first, out_dir=tmp_path).fit()
+    with_defaults(tiny_robin_resnet(), dataclasses.replace(cfg, epochs=1), ds, None, first, out_dir=tmp_path).fit()
     _, saved = robin_plugin.training.load_checkpoint(tmp_path / "checkpoint.safetensors")
     assert [h["name"] for h in saved["hooks"]][-2:] == ["a", "b"]
     again = [_Tally("b"), _Tally("a"), _Tally("c")]  # another order, and a new hook that starts fresh
-    with_defaults(tiny_model(), cfg, ds, None, again, out_dir=tmp_path).fit(resume=True)
+    with_defaults(tiny_robin_resnet(), cfg, ds, None, again, out_dir=tmp_path).fit(resume=True)
     assert [h.batches for h in again] == [4, 4, 2]  # 2 batches per epoch; c saw only epoch 1
 
 
-def test_old_checkpoints_without_hook_names_still_resume(tmp_path):
+def test_old_checkpoints_without_hook_names_still_resume(tmp_path, tiny_config, with_defaults):
     """Checkpoints written before hook names list {type, state} in the old trainer's order."""
     ds, val = toy_dataset(64), toy_dataset(16, seed=1)
     cfg = tiny_config(epochs=2, attack="fast", step_size=0.05, augment=True)
-    full = Trainer(tiny_model(), cfg, ds, val).fit()
+    full = Trainer(tiny_robin_resnet(), cfg, ds, val).fit()
 
     class Crash(Hook):
         def on_epoch_start(self, state):
@@ -594,33 +565,33 @@ def test_old_checkpoints_without_hook_names_still_resume(tmp_path):
                 raise KeyboardInterrupt  # the run dies after its checkpoint of epoch 0
 
     with pytest.raises(KeyboardInterrupt):
-        with_defaults(tiny_model(), cfg, ds, val, [Crash()], out_dir=tmp_path).fit()
+        with_defaults(tiny_robin_resnet(), cfg, ds, val, [Crash()], out_dir=tmp_path).fit()
     path = tmp_path / "checkpoint.safetensors"
     model_state, state = robin_plugin.training.load_checkpoint(path)
     by_type = {h["type"]: h["state"] for h in state["hooks"]}
     old_order = ["ProgressivePruning", "AdversarialTraining", "MetricLogger", "CatastrophicOverfittingGuard"]
     state["hooks"] = [{"type": t, "state": by_type[t]} for t in old_order]
     robin_plugin.training.save_checkpoint(path, model_state, state)
-    resumed = Trainer(tiny_model(), cfg, ds, val, out_dir=tmp_path).fit(resume=True)
+    resumed = Trainer(tiny_robin_resnet(), cfg, ds, val, out_dir=tmp_path).fit(resume=True)
     timeless = lambda r: {k: v for k, v in r.items() if not k.startswith("time/")}
     assert timeless(resumed) == timeless(full)
 
 
-def test_a_restored_history_must_match_the_checkpoint_epoch(tmp_path):
+def test_a_restored_history_must_match_the_checkpoint_epoch(tmp_path, tiny_config):
     ds = toy_dataset(64)
     cfg = tiny_config(epochs=2, attack="none")
-    Trainer(tiny_model(), cfg, ds, None, out_dir=tmp_path).fit()
+    Trainer(tiny_robin_resnet(), cfg, ds, None, out_dir=tmp_path).fit()
     path = tmp_path / "checkpoint.safetensors"
     model_state, state = robin_plugin.training.load_checkpoint(path)
     logger = next(h for h in state["hooks"] if h["name"] == "MetricLogger")
     logger["state"]["history"] = logger["state"]["history"][:1]  # one row for two finished epochs
     robin_plugin.training.save_checkpoint(path, model_state, state)
     with pytest.raises(CheckpointError, match=r"one row per finished epoch \(epochs 0..1\), got 1 rows"):
-        Trainer(tiny_model(), cfg, ds, None, out_dir=tmp_path).fit(resume=True)
+        Trainer(tiny_robin_resnet(), cfg, ds, None, out_dir=tmp_path).fit(resume=True)
 
 
-def test_lr_schedule_hook_sets_the_rate_of_each_step():
-    model = tiny_model()
+def test_lr_schedule_hook_sets_the_rate_of_each_step(tiny_config):
+    model = tiny_robin_resnet()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     hook = LRSchedule("step", base_lr=0.1, milestones=(0.5,))
     state = TrainState(model, opt, epochs=2, steps_per_epoch=4)
@@ -632,7 +603,7 @@ def test_lr_schedule_hook_sets_the_rate_of_each_step():
         LRSchedule("linear")
     # in a real loop: the epoch's logged lr is the schedule's at the last step
     cfg = tiny_config(epochs=2, attack="none", lr_schedule="cosine")
-    result = Trainer(tiny_model(), cfg, toy_dataset(64), None).fit()
+    result = Trainer(tiny_robin_resnet(), cfg, toy_dataset(64), None).fit()
     assert result["lr"] == robin_plugin.training.lr_at("cosine", (1 + 1 / 2) / 2, cfg.lr)
 
 
@@ -656,7 +627,7 @@ def test_random_crop_flip_hook_augments_reproducibly_and_sets_crop_flip():
 
 
 def test_best_model_keeps_the_best_record_and_writes_its_weights(tmp_path):
-    model = tiny_model()
+    model = tiny_robin_resnet()
     hook = BestModel(tmp_path)
     state = TrainState(model)
     hook.on_fit_start(state)
@@ -675,7 +646,7 @@ def test_best_model_keeps_the_best_record_and_writes_its_weights(tmp_path):
 
 
 def test_checkpointing_hook_writes_every_n_epochs_and_after_the_last(tmp_path):
-    model = tiny_model()
+    model = tiny_robin_resnet()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     hook = Checkpointing(tmp_path, {"seed": 0}, every=2)
     state = TrainState(model, opt, epochs=3, hooks=[hook, MetricLogger()])

@@ -13,7 +13,7 @@ import pytest
 
 from robin_plugin.training import PRESETS, TrainConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import fmnist_page as fp  # noqa: E402
 import fmnist_plan as plan  # noqa: E402
 import fmnist_results as fr  # noqa: E402
@@ -125,7 +125,7 @@ def test_no_row_runs_on_the_seed_that_chose_the_recipe():
 
 
 def test_the_init_ablations_change_the_function():
-    """signed Kaiming constants are the +-1 function here (tests/test_layers.py); the rows use what changes it."""
+    """signed Kaiming constants are the +-1 function here (tests/layers/test_layers.py); the rows use what changes it."""
     inits = {r["set"]["model_kwargs"].get("init") for r in plan.ROWS if "model_kwargs" in r.get("set", {})}
     assert "signed_kaiming_constant" not in inits and {"uniform_pm1", "kaiming_normal"} <= inits
 

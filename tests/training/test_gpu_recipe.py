@@ -1,6 +1,6 @@
 """docs/gpu_recipe.md: it names only real presets, and its torchrun command starts (on the CPU, tiny budget).
 
-Every preset's own smoke run is tests/test_paper_presets.py."""
+Every preset's own smoke run is tests/training/test_paper_presets.py."""
 from __future__ import annotations
 
 import json
@@ -12,26 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from robin_plugin.testing import random_images, write_cifar10, write_cifar100, write_imagefolder
 from robin_plugin.training import PRESETS
-
-from test_data import write_cifar, write_png
-
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    write_cifar(root, "cifar10", n=8)
-    write_cifar(root, "cifar100", n=20)
-    for split in ("train", "val"):
-        for i, wnid in enumerate(("n01440764", "n01443537")):
-            for j in range(4 if split == "train" else 2):
-                write_png(root / "imagenet100" / split / wnid / f"{j}.png", size=(20, 16), color=(40 * i, 90, 30 * j))
+    write_cifar10(root, *random_images(40, 10, seed=0), *random_images(8, 10, seed=1))
+    write_cifar100(root, *random_images(20, 100, seed=2), *random_images(20, 100, seed=3))
+    write_imagefolder(root / "imagenet100", ["n01440764", "n01443537"], per_class={"train": 4, "val": 2}, size=(20, 16))
     return root
 
 
 def test_the_recipe_page_names_only_real_presets():
-    text = (Path(__file__).parents[1] / "docs" / "gpu_recipe.md").read_text()
+    text = (Path(__file__).parents[2] / "docs" / "gpu_recipe.md").read_text()
     named = {w.strip("`") for w in text.replace("--preset ", "--preset=").split() if w.startswith("--preset=")}
     named = {n.split("=", 1)[1].strip("`,") for n in named}
     assert named and named <= set(PRESETS), named - set(PRESETS)

@@ -10,9 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import robin_plugin
-from robin_plugin.training import Trainer
-
-from test_training import tiny_config, tiny_model, toy_dataset
+from robin_plugin.testing import tiny_robin_resnet, toy_dataset
+from robin_plugin.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +30,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, cfg: TrainConfig, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        trainer = Trainer(tiny_model(), _config(), toy_dataset(TRAIN_N), toy_dataset(32, seed=1))
+        trainer = Trainer(tiny_robin_resnet(), cfg, toy_dataset(TRAIN_N), toy_dataset(32, seed=1))
         result = trainer.fit()
         if rank == 0:
             torch.save({"state": trainer.model.state_dict(), "result": dict(result),
@@ -45,7 +44,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _config():
+@pytest.fixture
+def ddp_config(tiny_config) -> TrainConfig:
     # No attack: a signed-gradient attack (fast, FGSM, PGD) turns the all-reduce's float rounding
     # (sums over two half batches instead of one batch) into sign flips of near-zero input
     # gradients, i.e. perturbations that differ by a whole step; after a few steps the runs part
@@ -55,15 +55,15 @@ def _config():
     return tiny_config(epochs=EPOCHS, batch_size=32, attack="none", eps=0.1, step_size=0.05, augment=True)
 
 
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, ddp_config):
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), ddp_config, out), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=True)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers
     try:
-        single = Trainer(tiny_model(), _config(), toy_dataset(TRAIN_N), toy_dataset(32, seed=1))
+        single = Trainer(tiny_robin_resnet(), ddp_config, toy_dataset(TRAIN_N), toy_dataset(32, seed=1))
         result = single.fit()
     finally:
         torch.set_num_threads(threads)
