@@ -31,6 +31,7 @@ __all__ = [
     "check_indices",
     "check_root",
     "check_split",
+    "pixel_range_problem",
     "to_float",
 ]
 
@@ -54,6 +55,23 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     if not images.is_floating_point():
         raise InputError(f"images must be uint8 (0..255) or floats in [0, 1], got dtype {images.dtype}")
     return images.float()
+
+
+def pixel_range_problem(images: torch.Tensor) -> str | None:
+    """What is wrong with the values of float ``images`` for a robin model, or None.
+
+    The one check of the input contract's values (finite, in [0, 1]); the model's batch check,
+    the evaluation's test set and the trainer's in-memory datasets each phrase the error.
+    Returns ``"NaN or Inf"`` or ``"values in [lo, hi]"``.
+    """
+    if not images.numel():
+        return None
+    lo, hi = torch.aminmax(images.detach())
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+        return "NaN or Inf"
+    if lo < 0 or hi > 1:
+        return f"values in [{lo.item():.4g}, {hi.item():.4g}]"
+    return None
 
 
 class DatasetError(RobinError, OSError):

@@ -34,7 +34,7 @@ import torch.nn as nn
 from .._checks import is_int
 from ..errors import ConfigError, InputError, UnknownNameError, closest
 from ..progress import progress as progress_bar
-from ..data.base import to_float
+from ..data.base import pixel_range_problem, to_float
 from ..pgd import check_eps
 from ..rng import isolated_rng
 from .attacks import STANDARD_ATTACKS, AutoAttackConfig, standard_attacks
@@ -158,11 +158,11 @@ def check_eval_inputs(images: torch.Tensor, labels: torch.Tensor, n: int | None)
         raise ConfigError(f"n must be an integer in [1, {total}] (the test set has {total} points), got {n!r}")
     x, y = images[:n], labels[:n].long()
     x = to_float(x)  # uint8 / 255; float16 / 64 -> float32; other dtypes refused
-    if not torch.isfinite(x).all():
+    problem = pixel_range_problem(x)
+    if problem == "NaN or Inf":
         raise InputError("images contain NaN or Inf")
-    lo, hi = x.min().item(), x.max().item()
-    if lo < 0.0 or hi > 1.0:
-        raise InputError(f"images must lie in [0, 1] (the model normalises inside), got values in [{lo:.4g}, {hi:.4g}]")
+    if problem is not None:
+        raise InputError(f"images must lie in [0, 1] (the model normalises inside), got {problem}")
     if (y < 0).any():
         raise InputError(f"labels must be >= 0, got {int(y.min())}")
     return x, y

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
+from ..data.base import pixel_range_problem
 from ..errors import ConfigError, InputError
 
 __all__ = [
@@ -100,14 +101,11 @@ def check_images(x: torch.Tensor, in_chans: int, dtype: torch.dtype | None = Non
     if dtype is not None and x.dtype != dtype:
         raise InputError(f"expected {str(dtype).removeprefix('torch.')} images (the model's dtype), got dtype "
                          f"{x.dtype}; convert them with images.to({dtype})")
-    if x.numel():
-        lo, hi = torch.aminmax(x.detach())
-        if not (torch.isfinite(lo) and torch.isfinite(hi)):
-            raise InputError("images contain NaN or Inf")
-        if lo < 0 or hi > 1:
-            raise InputError(
-                f"images must lie in [0, 1] (models normalise inside), got values in [{lo.item():.4g}, {hi.item():.4g}]"
-            )
+    problem = pixel_range_problem(x)
+    if problem == "NaN or Inf":
+        raise InputError("images contain NaN or Inf")
+    if problem is not None:
+        raise InputError(f"images must lie in [0, 1] (models normalise inside), got {problem}")
 
 
 def default_stats(in_chans: int, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:

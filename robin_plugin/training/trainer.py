@@ -21,7 +21,7 @@ from ..errors import ConfigError, InputError
 from ..io import FolderLock, atomic_write_json, remove_stale_temp_files
 from ..memory_format import to_channels_last
 from ..progress import progress
-from ..data.base import to_float
+from ..data.base import pixel_range_problem, to_float
 from ..pruning import is_masked
 from ..rng import derive_seed, stream_generator
 from .attacks import AdversarialTraining
@@ -369,9 +369,9 @@ def _check_images(name: str, images: Any) -> None:
         return
     if not images.is_floating_point():
         raise InputError(f"{name} images must be uint8 (0..255) or floats in [0, 1], got dtype {images.dtype}")
-    if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
-        raise InputError(f"{name} images are floats ({images.dtype}), so they must be finite and lie in [0, 1]; "
-                         f"got values in [{images.min().item():.4g}, {images.max().item():.4g}]")
+    problem = pixel_range_problem(images)
+    if problem is not None:
+        raise InputError(f"{name} images are floats ({images.dtype}), so they must be finite and lie in [0, 1]; got {problem}")
 
 
 def _image_shape(dataset: Any) -> tuple[int, ...]:
