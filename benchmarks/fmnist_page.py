@@ -298,13 +298,8 @@ def plot(runs, rows, img: Path, prefix: str) -> None:
             m, s = ms("dense", key)
             ax.axhline(m, color="gray" if key == "clean_acc" else "black", ls=ls, label=f"{label} (±{s:.1f})")
     ax.set_xscale("log")
-    ax.set_xlabel("keep ratio (fraction of weights kept)")
-    ax.set_ylabel("accuracy (%), mean ± sd over seeds")
-    ax.set_title("Fashion-MNIST, eps 0.1")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(img / f"{prefix}_keep_ratio.png", dpi=120)
-    plt.close(fig)
+    _save(fig, ax, "keep ratio (fraction of weights kept)", "accuracy (%), mean ± sd over seeds",
+          "Fashion-MNIST, eps 0.1", img / f"{prefix}_keep_ratio.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for twin, budget in WIDTH_TWINS.items():
@@ -315,12 +310,19 @@ def plot(runs, rows, img: Path, prefix: str) -> None:
                         label=f"~{budget} kept weights")
     if ms("dense"):
         ax.axhline(ms("dense")[0], color="black", ls=":", label="dense width 16 (all weights)")
-    ax.set_xlabel("network width (channels of the first stage)")
-    ax.set_ylabel("PGD-20 accuracy (%), mean ± sd")
-    ax.set_title("Width at a fixed number of kept weights")
+    _save(fig, ax, "network width (channels of the first stage)", "PGD-20 accuracy (%), mean ± sd",
+          "Width at a fixed number of kept weights", img / f"{prefix}_width.png")
+
+
+def _save(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(img / f"{prefix}_width.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
