@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     n = write_records(runs, results)
     print(f"{n} result file(s) written to {results}", flush=True)
     fmnist_page.write_page(results, out, seeds=args.seeds, ablation_seeds=args.ablation_seeds, widths=args.widths,
-                           aa_n=args.aa_n, quick=args.quick)
+                           aa_n=args.aa_n or AA_N, quick=args.quick)  # --aa-n 0 skips attacks; the page keeps its protocol
     print(f"wrote {out} ({(time.perf_counter() - t0) / 60:.1f} min this invocation)")
     return 0
 
