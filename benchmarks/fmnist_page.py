@@ -216,6 +216,18 @@ def study_section(runs) -> list[str]:
             strength = r.get("attack_strength", {}).get("pgd_acc_by_steps", {})
             L.append(f"| {name}-s{r['seed']} | {', '.join(_pct(v) for v in val)} | {_pct(r['test']['pgd20_acc'])} | "
                      + " | ".join(_pct(strength.get(str(k))) for k in STRENGTH_STEPS) + f" | {r['guard_collapses']:.0f} |")
+    drops = []
+    for name in STRENGTH_ROWS:
+        by = [r["attack_strength"]["pgd_acc_by_steps"] for r in finished(runs.get(name, {})) if "attack_strength" in r]
+        if by:
+            lo, mid, hi = (str(k) for k in STRENGTH_STEPS)
+            drops.append(f"{name} {100 * statistics.fmean(b[lo] - b[hi] for b in by):.1f} from PGD-{lo} and "
+                         f"{100 * statistics.fmean(b[mid] - b[hi] for b in by):.1f} from PGD-{mid} ({len(by)} seed(s))")
+    if drops:
+        L += ["", f"Points lost going to PGD-{STRENGTH_STEPS[-1]} (mean over seeds): " + "; ".join(drops) + ". A row "
+              "that still loses points between PGD-20 and PGD-100 has a robustness that the page's PGD-20 (and the "
+              "validation's PGD-5, which picks the best epoch) overstate: a sign of gradients that a few steps do not "
+              "follow, which AutoAttack on those rows would settle."]
     L += ["", "Decided by the page's rule (PGD-20, section 6):", ""]
     L += [_claim_line(*c, runs) for c in STUDY_CLAIMS]
     return L + [""]
